@@ -1,0 +1,113 @@
+/*
+ * kafka — the Kafka producer: configuration pass-through, produce with a
+ * ticket, delivery reports on an event fd, purge and flush.
+ *
+ * Knows nothing of PostgreSQL.  Each produced message carries a caller
+ * ticket (a uint64_t: the watermark's transaction ticket); its delivery
+ * report comes back exactly once, from kafka_poll() on the caller's thread.
+ * The producer is idempotent with acks=all and the murmur2_random
+ * partitioner (Java-client compatible) unless the caller's -X overrides.
+ */
+#ifndef PUBLISH_KAFKA_H
+#define PUBLISH_KAFKA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifndef OBX_WUR
+#define OBX_WUR __attribute__((warn_unused_result))
+#endif
+
+typedef struct kafka_producer kafka_producer;
+
+typedef struct kafka_prop {
+    const char *name;
+    const char *value;
+} kafka_prop;
+
+/*
+ * Validate configuration without connecting: every property name and value
+ * must be accepted by librdkafka.  Returns 0, or -1 with err naming the
+ * property and the fix ("-X list shows every property").
+ */
+int kafka_config_check(const char *brokers, const kafka_prop *props, size_t nprops, char *err,
+                       size_t errlen) OBX_WUR;
+
+/*
+ * Create the producer.  brokers may be NULL when props set
+ * bootstrap.servers.  Returns NULL with err on failure.
+ */
+kafka_producer *kafka_producer_new(const char *brokers, const kafka_prop *props, size_t nprops,
+                                   char *err, size_t errlen) OBX_WUR;
+
+/* Flushes nothing: call kafka_flush() first when delivery matters. NULL ok. */
+void kafka_producer_free(kafka_producer *kp);
+
+/* Readable when delivery reports (or errors) wait: poll() it, then kafka_poll(). */
+int kafka_event_fd(const kafka_producer *kp);
+
+typedef struct kafka_header {
+    const char *name;
+    const void *value;
+    size_t len;
+} kafka_header;
+
+enum kafka_produce_result {
+    KAFKA_PRODUCE_OK = 0,
+    KAFKA_PRODUCE_QUEUE_FULL = 1, /* not a failure: poll and retry */
+    KAFKA_PRODUCE_ERROR = -1,     /* this message can never be produced (err says why) */
+};
+
+/*
+ * Enqueue one message.  value is copied.  ticket comes back in the
+ * delivery report.  On KAFKA_PRODUCE_ERROR no delivery report will come.
+ */
+enum kafka_produce_result kafka_produce(kafka_producer *kp, const char *topic, const void *key,
+                                        size_t keylen, const void *value, size_t valuelen,
+                                        const kafka_header *headers, size_t nheaders,
+                                        uint64_t ticket, char *err, size_t errlen) OBX_WUR;
+
+typedef struct kafka_report {
+    uint64_t ticket;
+    int err;          /* rd_kafka_resp_err_t; 0 = acknowledged by the broker */
+    const char *errstr;
+    bool permanent;   /* err is about this message itself (too large, bad
+                         topic), not about the path to the broker */
+    int32_t partition;
+    int64_t offset;
+} kafka_report;
+
+typedef void (*kafka_report_fn)(const kafka_report *rep, void *arg);
+
+/*
+ * Serve everything waiting without blocking: call fn once per delivery
+ * report.  Returns the number of reports served, or -1 when the producer hit
+ * a fatal error (idempotence broken, e.g.): err says why and the producer
+ * must be purged and recreated.
+ */
+int kafka_poll(kafka_producer *kp, kafka_report_fn fn, void *arg, char *err,
+               size_t errlen) OBX_WUR;
+
+/* Purge queued and in-flight messages; their reports then arrive with an
+ * error via kafka_poll().  Returns 0 or -1. */
+int kafka_purge(kafka_producer *kp) OBX_WUR;
+
+/*
+ * Wait up to timeout_ms for every message to be delivered, serving reports
+ * through fn.  Returns 0 when the queue drained, -1 on timeout.
+ */
+int kafka_flush(kafka_producer *kp, int timeout_ms, kafka_report_fn fn, void *arg) OBX_WUR;
+
+/* Messages queued or in flight. */
+int kafka_outq_len(const kafka_producer *kp);
+
+/* Print every librdkafka property (what `-X list` shows). */
+void kafka_list_properties(FILE *out);
+
+/* Where librdkafka's own log lines go: level is syslog-style. */
+typedef void (*kafka_log_fn)(int level, const char *fac, const char *msg);
+void kafka_set_logger(kafka_log_fn fn);
+
+#endif
