@@ -77,6 +77,7 @@ typedef struct kafka_report {
                          topic), not about the path to the broker */
     int32_t partition;
     int64_t offset;
+    size_t len; /* key + value bytes of the message (the caller's in-flight byte count) */
 } kafka_report;
 
 typedef void (*kafka_report_fn)(const kafka_report *rep, void *arg);

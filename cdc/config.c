@@ -1,0 +1,412 @@
+#include "cdc/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "decode/lsn.h"
+
+#ifndef OUTBOX_RELAY_VERSION
+#define OUTBOX_RELAY_VERSION "0.1.0"
+#endif
+
+enum {
+    OPT_CREATE_SLOT = 1000,
+    OPT_TOPIC,
+    OPT_FORMAT,
+    OPT_COLUMN,
+    OPT_DLQ_TOPIC,
+    OPT_START_LSN,
+    OPT_END_LSN,
+    OPT_HTTP,
+    OPT_LOG_FORMAT,
+    OPT_VERSION,
+    OPT_HELP,
+    OPT_STATUS_INTERVAL,
+    OPT_MAX_INFLIGHT,
+    OPT_MAX_INFLIGHT_BYTES,
+    OPT_SHUTDOWN_TIMEOUT,
+};
+
+static const struct option long_options[] = {
+    {"dbname", required_argument, NULL, 'd'},
+    {"slot", required_argument, NULL, 'S'},
+    {"publication", required_argument, NULL, 'P'},
+    {"table", required_argument, NULL, 't'},
+    {"create-slot", no_argument, NULL, OPT_CREATE_SLOT},
+    {"brokers", required_argument, NULL, 'b'},
+    {"kafka", required_argument, NULL, 'X'},
+    {"topic", required_argument, NULL, OPT_TOPIC},
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"column", required_argument, NULL, OPT_COLUMN},
+    {"dlq-topic", required_argument, NULL, OPT_DLQ_TOPIC},
+    {"start-lsn", required_argument, NULL, OPT_START_LSN},
+    {"end-lsn", required_argument, NULL, OPT_END_LSN},
+    {"http", required_argument, NULL, OPT_HTTP},
+    {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+    {"status-interval", required_argument, NULL, OPT_STATUS_INTERVAL},
+    {"max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT},
+    {"max-inflight-bytes", required_argument, NULL, OPT_MAX_INFLIGHT_BYTES},
+    {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
+    {"verbose", no_argument, NULL, 'v'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+static const char usage_text[] =
+    "outbox-relay streams committed outbox rows from PostgreSQL logical replication\n"
+    "to Kafka and confirms the slot only after the broker acknowledged them.\n"
+    "\n"
+    "usage: outbox-relay [run] [options]\n"
+    "\n"
+    "  -d, --dbname CONNINFO     libpq conninfo string or URI; PG* variables apply\n"
+    "  -S, --slot NAME           replication slot               (default outbox_relay)\n"
+    "  -P, --publication NAME    publication                    (default outbox_pub)\n"
+    "  -t, --table SCHEMA.TABLE  outbox table, repeatable       (default public.outbox)\n"
+    "      --create-slot         create publication and slot if missing (idempotent)\n"
+    "  -b, --brokers LIST        Kafka bootstrap servers\n"
+    "  -X, --kafka PROP=VALUE    any librdkafka property, repeatable (-X list shows them)\n"
+    "      --topic TEMPLATE      topic per event (default outbox.event.{aggregate_type});\n"
+    "                            placeholders {aggregate_type} {aggregate_id} {type} {table}\n"
+    "      --format NAME         envelope                       (default envelope)\n"
+    "      --column ROLE=COLUMN  map a role to another column, repeatable; roles: id,\n"
+    "                            aggregate_type, aggregate_id, type, payload, timestamp,\n"
+    "                            traceparent\n"
+    "      --dlq-topic NAME      dead-letter topic              (default outbox.dlq)\n"
+    "      --start-lsn LSN       start here instead of the slot's confirmed position\n"
+    "      --end-lsn LSN         stop cleanly once everything up to LSN is confirmed\n"
+    "      --status-interval S   seconds between status updates (default 1)\n"
+    "      --max-inflight N      unacknowledged events before reading pauses (default 10000)\n"
+    "      --max-inflight-bytes SIZE  unacknowledged bytes before reading pauses\n"
+    "                            (default 64M; k, M, G suffixes)\n"
+    "      --shutdown-timeout S  seconds to wait for the broker on stop (default 10)\n"
+    "      --log-format text|json\n"
+    "  -v, --verbose  -q, --quiet  --version  --help\n"
+    "\n"
+    "exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration or usage\n";
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return CONFIG_USAGE;
+}
+
+/* Slot names: what PostgreSQL accepts (lower-case letters, digits, _). */
+static bool valid_slot_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 63)
+        return false;
+    for (; *s; s++)
+        if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '_'))
+            return false;
+    return true;
+}
+
+/* Identifiers we quote ourselves: no quotes, no control characters. */
+static bool valid_identifier(const char *s, size_t n)
+{
+    if (n == 0 || n > 63)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '"' || s[i] == '\'' || (unsigned char)s[i] < 0x20)
+            return false;
+    return true;
+}
+
+static bool valid_topic_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 249 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return false;
+    for (; *s; s++)
+        if (!(isalnum((unsigned char)*s) || *s == '.' || *s == '_' || *s == '-'))
+            return false;
+    return true;
+}
+
+static int add_table(config *cfg, const char *arg, char *err, size_t errlen)
+{
+    const char *dot = strchr(arg, '.');
+    const char *schema = "public", *name = arg;
+    size_t slen = 6, nlen = strlen(arg);
+    config_table *t;
+
+    if (cfg->ntables == CONFIG_MAX_TABLES)
+        return fail(err, errlen, "too many --table options (at most %d)", CONFIG_MAX_TABLES);
+    if (dot) {
+        schema = arg;
+        slen = (size_t)(dot - arg);
+        name = dot + 1;
+        nlen = strlen(name);
+    }
+    if (!valid_identifier(schema, slen) || !valid_identifier(name, nlen) || strchr(name, '.'))
+        return fail(err, errlen, "invalid --table \"%s\": give SCHEMA.TABLE, e.g. public.outbox",
+                    arg);
+    t = &cfg->tables[cfg->ntables];
+    memcpy(t->schema, schema, slen);
+    t->schema[slen] = '\0';
+    memcpy(t->name, name, nlen);
+    t->name[nlen] = '\0';
+    snprintf(t->qualname, sizeof(t->qualname), "%s.%s", t->schema, t->name);
+    for (size_t i = 0; i < cfg->ntables; i++)
+        if (strcmp(cfg->tables[i].qualname, t->qualname) == 0)
+            return fail(err, errlen, "--table \"%s\" given twice", t->qualname);
+    cfg->ntables++;
+    return CONFIG_OK;
+}
+
+static int add_prop(config *cfg, const char *arg, char *err, size_t errlen)
+{
+    const char *eq = strchr(arg, '=');
+    char *name;
+
+    if (!eq || eq == arg)
+        return fail(err, errlen, "invalid -X \"%s\": give PROPERTY=VALUE (-X list shows them)",
+                    arg);
+    if (cfg->nprops == CONFIG_MAX_PROPS)
+        return fail(err, errlen, "too many -X options (at most %d)", CONFIG_MAX_PROPS);
+    name = strndup(arg, (size_t)(eq - arg));
+    if (!name)
+        return fail(err, errlen, "out of memory");
+    cfg->prop_storage[cfg->nprops] = name;
+    cfg->props[cfg->nprops].name = name;
+    cfg->props[cfg->nprops].value = eq + 1;
+    cfg->nprops++;
+    return CONFIG_OK;
+}
+
+static int parse_seconds(const char *s, double min, double max, int *ms)
+{
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= min && v <= max))
+        return -1;
+    *ms = (int)(v * 1000.0 + 0.5);
+    return 0;
+}
+
+int config_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+    uint64_t mult = 1;
+
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno)
+        return -1;
+    if (*end) {
+        switch (toupper((unsigned char)*end)) {
+        case 'K': mult = UINT64_C(1) << 10; break;
+        case 'M': mult = UINT64_C(1) << 20; break;
+        case 'G': mult = UINT64_C(1) << 30; break;
+        default: return -1;
+        }
+        end++;
+        if (toupper((unsigned char)*end) == 'B')
+            end++;
+        if (*end)
+            return -1;
+    }
+    if (v == 0 || v > UINT64_MAX / mult)
+        return -1;
+    *out = (uint64_t)v * mult;
+    return 0;
+}
+
+static void config_defaults(config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->conninfo = "";
+    cfg->slot = "outbox_relay";
+    cfg->publication = "outbox_pub";
+    cfg->topic = "outbox.event.{aggregate_type}";
+    cfg->format = ENVELOPE_FORMAT_ENVELOPE;
+    cfg->dlq_topic = "outbox.dlq";
+    cfg->status_interval_ms = 1000;
+    cfg->max_inflight_events = 10000;
+    cfg->max_inflight_bytes = UINT64_C(64) << 20;
+    cfg->shutdown_timeout_ms = 10000;
+    cfg->log_level = LOG_LEVEL_INFO;
+    outbox_colmap_init(&cfg->colmap);
+}
+
+enum config_result config_parse(int argc, char **argv, config *cfg, char *err, size_t errlen)
+{
+    int c, rc, verbosity = 0;
+    char cerr[512];
+
+    config_defaults(cfg);
+    if (argc > 1 && argv[1][0] != '-') {
+        if (strcmp(argv[1], "replay") == 0 || strcmp(argv[1], "backfill") == 0)
+            return fail(err, errlen,
+                        "the \"%s\" sub-command is not available in this version; "
+                        "use \"run --start-lsn LSN --end-lsn LSN\" on a copy of the slot",
+                        argv[1]);
+        if (strcmp(argv[1], "run") != 0)
+            return fail(err, errlen, "unknown sub-command \"%s\": use run (see --help)", argv[1]);
+        argv++;
+        argc--;
+    }
+
+    optind = 0; /* GNU: full re-initialisation, so tests can parse twice */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":d:S:P:t:b:X:vq", long_options, NULL)) != -1) {
+        rc = CONFIG_OK;
+        switch (c) {
+        case 'd': cfg->conninfo = optarg; break;
+        case 'S':
+            if (!valid_slot_name(optarg))
+                return fail(err, errlen,
+                            "invalid --slot \"%s\": use 1-63 lower-case letters, digits or _",
+                            optarg);
+            cfg->slot = optarg;
+            break;
+        case 'P':
+            if (!valid_identifier(optarg, strlen(optarg)))
+                return fail(err, errlen,
+                            "invalid --publication \"%s\": use 1-63 characters without quotes",
+                            optarg);
+            cfg->publication = optarg;
+            break;
+        case 't': rc = add_table(cfg, optarg, err, errlen); break;
+        case OPT_CREATE_SLOT: cfg->create_slot = true; break;
+        case 'b': cfg->brokers = optarg; break;
+        case 'X':
+            if (strcmp(optarg, "list") == 0) {
+                kafka_list_properties(stdout);
+                return CONFIG_EXIT;
+            }
+            rc = add_prop(cfg, optarg, err, errlen);
+            break;
+        case OPT_TOPIC:
+            if (envelope_topic_check(optarg, cerr, sizeof(cerr)) != 0)
+                return fail(err, errlen, "invalid --topic \"%s\": %s", optarg, cerr);
+            cfg->topic = optarg;
+            break;
+        case OPT_FORMAT:
+            if (envelope_format_parse(optarg, &cfg->format) != 0)
+                return fail(err, errlen, "unknown --format \"%s\": use envelope", optarg);
+            break;
+        case OPT_COLUMN:
+            if (outbox_colmap_set(&cfg->colmap, optarg, cerr, sizeof(cerr)) != 0)
+                return fail(err, errlen, "invalid --column \"%s\": %s", optarg, cerr);
+            break;
+        case OPT_DLQ_TOPIC:
+            if (!valid_topic_name(optarg))
+                return fail(err, errlen,
+                            "invalid --dlq-topic \"%s\": use 1-249 of a-z A-Z 0-9 . _ -",
+                            optarg);
+            cfg->dlq_topic = optarg;
+            break;
+        case OPT_START_LSN:
+            if (lsn_parse(optarg, &cfg->start_lsn) != 0)
+                return fail(err, errlen, "malformed --start-lsn \"%s\": give an LSN like 0/16B3748",
+                            optarg);
+            cfg->has_start_lsn = true;
+            break;
+        case OPT_END_LSN:
+            if (lsn_parse(optarg, &cfg->end_lsn) != 0)
+                return fail(err, errlen, "malformed --end-lsn \"%s\": give an LSN like 0/16B3748",
+                            optarg);
+            cfg->has_end_lsn = true;
+            break;
+        case OPT_HTTP:
+            return fail(err, errlen,
+                        "--http is not available in this version: remove it (metrics and "
+                        "health endpoints are planned)");
+        case OPT_LOG_FORMAT:
+            if (strcmp(optarg, "text") == 0)
+                cfg->log_json = false;
+            else if (strcmp(optarg, "json") == 0)
+                cfg->log_json = true;
+            else
+                return fail(err, errlen, "unknown --log-format \"%s\": use text or json", optarg);
+            break;
+        case OPT_STATUS_INTERVAL:
+            if (parse_seconds(optarg, 0.01, 3600, &cfg->status_interval_ms) != 0)
+                return fail(err, errlen,
+                            "invalid --status-interval \"%s\": give seconds between 0.01 and 3600",
+                            optarg);
+            break;
+        case OPT_SHUTDOWN_TIMEOUT:
+            if (parse_seconds(optarg, 0, 3600, &cfg->shutdown_timeout_ms) != 0)
+                return fail(err, errlen,
+                            "invalid --shutdown-timeout \"%s\": give seconds between 0 and 3600",
+                            optarg);
+            break;
+        case OPT_MAX_INFLIGHT:
+            if (config_parse_size(optarg, &cfg->max_inflight_events) != 0 ||
+                strpbrk(optarg, "kKmMgGbB"))
+                return fail(err, errlen, "invalid --max-inflight \"%s\": give a positive count",
+                            optarg);
+            break;
+        case OPT_MAX_INFLIGHT_BYTES:
+            if (config_parse_size(optarg, &cfg->max_inflight_bytes) != 0)
+                return fail(err, errlen,
+                            "invalid --max-inflight-bytes \"%s\": give a size like 64M", optarg);
+            break;
+        case 'v': verbosity++; break;
+        case 'q': verbosity--; break;
+        case OPT_VERSION: printf("outbox-relay %s\n", OUTBOX_RELAY_VERSION); return CONFIG_EXIT;
+        case OPT_HELP: fputs(usage_text, stdout); return CONFIG_EXIT;
+        case ':':
+            return fail(err, errlen, "option \"%s\" needs a value (see --help)", argv[optind - 1]);
+        default:
+            return fail(err, errlen, "unknown option \"%s\" (see --help)", argv[optind - 1]);
+        }
+        if (rc != CONFIG_OK)
+            return rc;
+    }
+    if (optind < argc)
+        return fail(err, errlen, "unexpected argument \"%s\" (see --help)", argv[optind]);
+
+    if (cfg->ntables == 0 && add_table(cfg, "public.outbox", err, errlen) != CONFIG_OK)
+        return CONFIG_USAGE;
+    if (cfg->has_start_lsn && cfg->has_end_lsn && cfg->end_lsn < cfg->start_lsn)
+        return fail(err, errlen, "--end-lsn is below --start-lsn: swap them");
+
+    cfg->log_level = verbosity > 0   ? LOG_LEVEL_DEBUG
+                     : verbosity < 0 ? LOG_LEVEL_WARN
+                                     : LOG_LEVEL_INFO;
+
+    bool have_bootstrap = cfg->brokers != NULL;
+    for (size_t i = 0; i < cfg->nprops; i++)
+        if (strcmp(cfg->props[i].name, "bootstrap.servers") == 0 ||
+            strcmp(cfg->props[i].name, "metadata.broker.list") == 0)
+            have_bootstrap = true;
+    if (!have_bootstrap)
+        return fail(err, errlen, "no Kafka brokers: give --brokers HOST:PORT[,HOST:PORT...]");
+    if (kafka_config_check(cfg->brokers, cfg->props, cfg->nprops, cerr, sizeof(cerr)) != 0)
+        return fail(err, errlen, "%s", cerr);
+    return CONFIG_OK;
+}
+
+void config_free(config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < cfg->nprops; i++) {
+        free(cfg->prop_storage[i]);
+        cfg->prop_storage[i] = NULL;
+    }
+    cfg->nprops = 0;
+}

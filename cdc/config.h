@@ -1,0 +1,74 @@
+/*
+ * config — the command line (the contract of DESIGN.md) parsed into one
+ * struct, validated without touching the database or the broker.
+ *
+ * Strings in a config point into argv or into storage the config owns;
+ * config_free() releases the latter.
+ */
+#ifndef CDC_CONFIG_H
+#define CDC_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cdc/log.h"
+#include "decode/outbox.h"
+#include "publish/kafka.h"
+#include "schema/envelope.h"
+
+#define CONFIG_MAX_TABLES 64
+#define CONFIG_MAX_PROPS 256
+
+typedef struct config_table {
+    char schema[64];
+    char name[64];
+    char qualname[130]; /* "schema.name" */
+} config_table;
+
+typedef struct config {
+    const char *conninfo; /* "" = libpq defaults and PG* variables */
+    const char *slot;
+    const char *publication;
+    config_table tables[CONFIG_MAX_TABLES];
+    size_t ntables;
+    bool create_slot;
+    const char *brokers;
+    kafka_prop props[CONFIG_MAX_PROPS];
+    size_t nprops;
+    const char *topic;
+    enum envelope_format format;
+    outbox_colmap colmap;
+    const char *dlq_topic;
+    bool has_start_lsn;
+    uint64_t start_lsn;
+    bool has_end_lsn;
+    uint64_t end_lsn;
+    int status_interval_ms;
+    uint64_t max_inflight_events;
+    uint64_t max_inflight_bytes;
+    int shutdown_timeout_ms;
+    bool log_json;
+    enum log_level log_level;
+    char *prop_storage[CONFIG_MAX_PROPS]; /* owned copies of -X name parts */
+} config;
+
+enum config_result {
+    CONFIG_OK = 0,    /* run the relay */
+    CONFIG_EXIT = 1,  /* --help, --version, -X list: done, exit 0 */
+    CONFIG_USAGE = 2, /* bad usage or configuration: err says the fix, exit 2 */
+};
+
+/*
+ * Parse argv (the optional leading "run" sub-command included) into cfg and
+ * validate everything that can be checked offline, librdkafka properties
+ * included.  Help and version text go to out.
+ */
+enum config_result config_parse(int argc, char **argv, config *cfg, char *err, size_t errlen);
+
+void config_free(config *cfg);
+
+/* Parse a size with an optional k/M/G suffix (powers of 1024). 0 or -1. */
+int config_parse_size(const char *s, uint64_t *out) OBX_WUR;
+
+#endif

@@ -1,0 +1,60 @@
+#include "cdc/policy.h"
+
+static int effective_interval(const feedback_state *fs)
+{
+    if (fs->interval_ms <= 0 || fs->interval_ms > POLICY_MAX_STATUS_INTERVAL_MS)
+        return POLICY_MAX_STATUS_INTERVAL_MS;
+    return fs->interval_ms;
+}
+
+bool policy_feedback_due(const feedback_state *fs, int64_t now_ms, uint64_t flush_lsn,
+                         bool reply_requested)
+{
+    return reply_requested || policy_feedback_wait(fs, now_ms, flush_lsn) == 0;
+}
+
+int64_t policy_feedback_wait(const feedback_state *fs, int64_t now_ms, uint64_t flush_lsn)
+{
+    int64_t since, wait;
+
+    if (fs->last_sent_ms < 0)
+        return 0;
+    since = now_ms - fs->last_sent_ms;
+    if (since < 0) /* clock went backwards: treat as just sent */
+        since = 0;
+    wait = effective_interval(fs) - since;
+    if (flush_lsn > fs->last_sent_flush) {
+        int64_t soon = POLICY_ADVANCE_DELAY_MS - since;
+        if (soon < wait)
+            wait = soon;
+    }
+    return wait > 0 ? wait : 0;
+}
+
+void policy_feedback_sent(feedback_state *fs, int64_t now_ms, uint64_t flush_lsn)
+{
+    fs->last_sent_ms = now_ms;
+    if (flush_lsn > fs->last_sent_flush)
+        fs->last_sent_flush = flush_lsn;
+}
+
+bool policy_backpressure(uint64_t inflight_events, uint64_t inflight_bytes, uint64_t max_events,
+                         uint64_t max_bytes)
+{
+    return inflight_events >= max_events || inflight_bytes >= max_bytes;
+}
+
+int64_t policy_backoff_ms(unsigned attempt, int64_t base_ms, int64_t cap_ms, double rand01)
+{
+    int64_t d = base_ms > 0 ? base_ms : 1;
+
+    for (unsigned i = 0; i < attempt && d < cap_ms; i++)
+        d *= 2;
+    if (d > cap_ms)
+        d = cap_ms;
+    if (rand01 < 0)
+        rand01 = 0;
+    if (rand01 >= 1)
+        rand01 = 0.999999;
+    return d / 2 + (int64_t)((double)(d - d / 2) * rand01);
+}

@@ -1,0 +1,60 @@
+/*
+ * policy — small pure decisions of the event loop that guard data or
+ * liveness: when to send a standby status update, when to stop reading
+ * (backpressure), how long to back off before reconnecting.
+ *
+ * No clock, no I/O: the caller passes the time in milliseconds.
+ */
+#ifndef CDC_POLICY_H
+#define CDC_POLICY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Status updates are sent at least this often whatever the configuration:
+ * well inside half of the default wal_sender_timeout (60 s). */
+#define POLICY_MAX_STATUS_INTERVAL_MS 10000
+/* How soon after the watermark advances a status update follows. */
+#define POLICY_ADVANCE_DELAY_MS 100
+
+typedef struct feedback_state {
+    int64_t last_sent_ms;     /* when the last update went out; < 0 never */
+    uint64_t last_sent_flush; /* the flush LSN it carried */
+    int interval_ms;          /* --status-interval */
+} feedback_state;
+
+/*
+ * Whether a status update is due now: the server asked for one, the
+ * interval passed, or the flush LSN advanced and POLICY_ADVANCE_DELAY_MS
+ * passed since the last update (so a burst of acknowledgements costs one
+ * update, not one per event).
+ */
+bool policy_feedback_due(const feedback_state *fs, int64_t now_ms, uint64_t flush_lsn,
+                         bool reply_requested);
+
+/*
+ * Milliseconds until policy_feedback_due() can next become true without a
+ * new reply request (0 = due now): the event loop's poll timeout bound.
+ */
+int64_t policy_feedback_wait(const feedback_state *fs, int64_t now_ms, uint64_t flush_lsn);
+
+/* Record that an update carrying flush_lsn was sent at now_ms. */
+void policy_feedback_sent(feedback_state *fs, int64_t now_ms, uint64_t flush_lsn);
+
+/*
+ * Whether to stop reading the replication socket: in-flight events or bytes
+ * reached their caps.  Reading resumes below the caps (no hysteresis
+ * needed: one more message exceeds a cap by at most its own size).
+ */
+bool policy_backpressure(uint64_t inflight_events, uint64_t inflight_bytes, uint64_t max_events,
+                         uint64_t max_bytes);
+
+/*
+ * Reconnect delay for the attempt-th consecutive failure (0-based): base *
+ * 2^attempt capped at cap_ms, with "full jitter" from rand01 in [0,1)
+ * spread over the upper half, so the delay is in [d/2, d).  Pure: the
+ * caller supplies the random number.
+ */
+int64_t policy_backoff_ms(unsigned attempt, int64_t base_ms, int64_t cap_ms, double rand01);
+
+#endif

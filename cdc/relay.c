@@ -1,0 +1,671 @@
+#include "cdc/relay.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cdc/log.h"
+#include "cdc/policy.h"
+#include "cdc/stream.h"
+#include "cdc/watermark.h"
+#include "decode/lsn.h"
+#include "decode/outbox.h"
+#include "decode/pgoutput.h"
+#include "decode/relcache.h"
+#include "publish/kafka.h"
+#include "schema/envelope.h"
+
+/* Frames handled per loop pass before the producer is served again. */
+#define FRAMES_PER_PASS 2000
+#define RECONNECT_BASE_MS 200
+#define RECONNECT_CAP_MS 30000
+/* A stream that stayed up this long resets the reconnect backoff. */
+#define STABLE_STREAM_MS 10000
+#define STATS_INTERVAL_MS 60000
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* What the relay remembers about a relation, in relcache_entry.user. */
+typedef struct relinfo {
+    bool is_outbox;
+    bool bound;
+    outbox_binding binding;
+    char bind_err[384];
+} relinfo;
+
+typedef struct relay {
+    const config *cfg;
+    stream *st;
+    stream_info info;
+    bool connected;
+    kafka_producer *kp;
+    watermark *wm;
+    relcache *rels;
+    pgo_msg *msg;
+
+    /* the transaction being received */
+    bool txn_open;
+    uint64_t ticket;
+    uint32_t xid;
+    uint64_t commit_lsn;
+    int64_t commit_ts;
+    uint32_t seq;
+
+    /* everything committed before this position has been received */
+    uint64_t received;
+    uint64_t inflight_bytes;
+    bool need_rewind;
+    bool rewound; /* the next connection starts over from the slot */
+    char rewind_reason[512];
+    bool reply_requested;
+    feedback_state fb;
+
+    unsigned reconnect_attempt;
+    int64_t reconnect_at;
+    int64_t stream_started_at;
+
+    uint64_t events_published, events_acked, dead_lettered, rewinds;
+    int64_t stats_at;
+} relay;
+
+static void request_rewind(relay *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void request_rewind(relay *r, const char *fmt, ...)
+{
+    va_list ap;
+    if (r->need_rewind)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(r->rewind_reason, sizeof(r->rewind_reason), fmt, ap);
+    va_end(ap);
+    r->need_rewind = true;
+}
+
+static void on_report(const kafka_report *rep, void *arg)
+{
+    relay *r = arg;
+    int rc;
+
+    r->inflight_bytes = rep->len > r->inflight_bytes ? 0 : r->inflight_bytes - rep->len;
+    if (rep->err == 0) {
+        rc = watermark_ack(r->wm, rep->ticket);
+        r->events_acked++;
+    } else {
+        rc = watermark_fail(r->wm, rep->ticket);
+        if (rc == 0)
+            request_rewind(r, "delivery failed: %s", rep->errstr ? rep->errstr : "unknown error");
+    }
+    if (rc < 0)
+        request_rewind(r, "delivery report for unknown ticket %llu",
+                       (unsigned long long)rep->ticket);
+}
+
+static int serve_producer(relay *r)
+{
+    char err[512];
+    if (kafka_poll(r->kp, on_report, r, err, sizeof(err)) < 0) {
+        request_rewind(r, "producer failed: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int send_status(relay *r, int64_t now)
+{
+    char err[512];
+    uint64_t flush = watermark_flush_lsn(r->wm);
+
+    if (!r->connected)
+        return 0;
+    if (stream_send_status(r->st, r->received, flush, false, err, sizeof(err)) != 0) {
+        log_warn("%s", err);
+        return -1;
+    }
+    if (log_enabled(LOG_LEVEL_DEBUG) && flush > r->fb.last_sent_flush) {
+        char b[LSN_BUFSZ];
+        log_debug("confirmed %s", lsn_format(flush, b));
+    }
+    policy_feedback_sent(&r->fb, now, flush);
+    r->reply_requested = false;
+    return 0;
+}
+
+/*
+ * Hand one message to the producer.  On QUEUE_FULL the producer is served
+ * until there is room: the queue is sized well above --max-inflight, so this
+ * only happens when librdkafka's own limits are set lower.
+ */
+static enum kafka_produce_result produce(relay *r, const envelope_msg *m, char *err,
+                                         size_t errlen)
+{
+    kafka_header hdrs[ENVELOPE_MAX_HEADERS];
+    enum kafka_produce_result pr;
+
+    for (int i = 0; i < m->nheaders; i++) {
+        hdrs[i].name = m->headers[i].name;
+        hdrs[i].value = m->headers[i].value;
+        hdrs[i].len = m->headers[i].len;
+    }
+    for (;;) {
+        if (stop_requested) {
+            request_rewind(r, "stopping while the producer queue is full");
+            return KAFKA_PRODUCE_ERROR;
+        }
+        pr = kafka_produce(r->kp, m->topic, m->key, m->keylen, m->value, m->valuelen, hdrs,
+                           (size_t)m->nheaders, r->ticket, err, errlen);
+        if (pr != KAFKA_PRODUCE_QUEUE_FULL)
+            break;
+        struct pollfd pfd = {.fd = kafka_event_fd(r->kp), .events = POLLIN};
+        (void)poll(&pfd, 1, 100);
+        if (serve_producer(r) != 0)
+            return KAFKA_PRODUCE_ERROR;
+        if (policy_feedback_due(&r->fb, stream_now_ms(), watermark_flush_lsn(r->wm), false))
+            (void)send_status(r, stream_now_ms());
+    }
+    if (pr == KAFKA_PRODUCE_OK) {
+        if (watermark_add_event(r->wm, r->ticket) != 0) {
+            request_rewind(r, "watermark refused an event of ticket %llu",
+                           (unsigned long long)r->ticket);
+            return KAFKA_PRODUCE_ERROR;
+        }
+        r->inflight_bytes += m->valuelen + m->keylen;
+    }
+    return pr;
+}
+
+/* A row that cannot become an event goes to the dead-letter topic; that
+ * delivery is its acknowledgement.  If even that cannot be produced, the
+ * relay rewinds: it never skips a row. */
+static void dead_letter(relay *r, const relcache_entry *rel, const pgo_tuple *tuple,
+                        const outbox_row *row, const char *reason, const envelope_source *src,
+                        const char *original_topic)
+{
+    envelope_msg m = {0};
+    char err[512];
+    char lsnb[LSN_BUFSZ];
+
+    log_warn("row at %s of \"%s\" goes to dead-letter topic \"%s\": %s",
+             lsn_format(src->lsn, lsnb), rel->qualname, r->cfg->dlq_topic, reason);
+    if (envelope_build_dead_letter(r->cfg->dlq_topic, rel, tuple, row, reason, src,
+                                   original_topic, &m, err, sizeof(err)) != 0) {
+        request_rewind(r, "cannot build dead-letter record: %s", err);
+        return;
+    }
+    if (produce(r, &m, err, sizeof(err)) != KAFKA_PRODUCE_OK)
+        request_rewind(r, "cannot produce to dead-letter topic \"%s\": %s", r->cfg->dlq_topic,
+                       err);
+    else
+        r->dead_lettered++;
+    envelope_msg_clear(&m);
+}
+
+static void handle_insert(relay *r, const pgo_insert *ins, uint64_t lsn)
+{
+    relcache_entry *rel = relcache_get(r->rels, ins->oid);
+    relinfo *ri;
+    outbox_row row;
+    envelope_msg m = {0};
+    char err[512];
+    envelope_source src;
+
+    if (!rel) {
+        request_rewind(r, "insert for relation %u before its Relation message", ins->oid);
+        return;
+    }
+    ri = rel->user;
+    if (!ri || !ri->is_outbox)
+        return;
+    if (!r->txn_open) {
+        request_rewind(r, "insert outside a transaction");
+        return;
+    }
+    src = (envelope_source){.lsn = lsn,
+                            .commit_lsn = r->commit_lsn,
+                            .seq = r->seq++,
+                            .xid = r->xid,
+                            .commit_ts = r->commit_ts,
+                            .db = r->info.dbname,
+                            .table = rel->qualname,
+                            .slot = r->cfg->slot};
+    if (!ri->bound) {
+        dead_letter(r, rel, &ins->tuple, NULL, ri->bind_err, &src, NULL);
+        return;
+    }
+    if (outbox_extract(&ri->binding, rel, &ins->tuple, &row, err, sizeof(err)) != 0) {
+        dead_letter(r, rel, &ins->tuple, NULL, err, &src, NULL);
+        return;
+    }
+    if (envelope_build(r->cfg->format, r->cfg->topic, &row, &src, &m, err, sizeof(err)) != 0) {
+        dead_letter(r, rel, &ins->tuple, &row, err, &src, NULL);
+        return;
+    }
+    switch (produce(r, &m, err, sizeof(err))) {
+    case KAFKA_PRODUCE_OK: r->events_published++; break;
+    case KAFKA_PRODUCE_QUEUE_FULL: /* not returned by produce() */
+    case KAFKA_PRODUCE_ERROR:
+        if (!r->need_rewind)
+            dead_letter(r, rel, &ins->tuple, &row, err, &src, m.topic);
+        break;
+    }
+    envelope_msg_clear(&m);
+}
+
+static void handle_relation(relay *r, const pgo_relation *prel)
+{
+    relcache_entry *rel = relcache_put(r->rels, prel);
+    relinfo *ri;
+
+    if (!rel) {
+        request_rewind(r, "out of memory caching relation %u", prel->oid);
+        return;
+    }
+    ri = calloc(1, sizeof(*ri));
+    if (!ri) {
+        request_rewind(r, "out of memory caching relation %u", prel->oid);
+        return;
+    }
+    rel->user = ri;
+    for (size_t i = 0; i < r->cfg->ntables; i++)
+        if (strcmp(r->cfg->tables[i].qualname, rel->qualname) == 0)
+            ri->is_outbox = true;
+    if (!ri->is_outbox)
+        return;
+    ri->bound = outbox_bind(&r->cfg->colmap, rel, &ri->binding, ri->bind_err,
+                            sizeof(ri->bind_err)) == 0;
+    if (!ri->bound)
+        log_error("%s; its rows go to dead-letter topic \"%s\" until fixed", ri->bind_err,
+                  r->cfg->dlq_topic);
+    else
+        log_debug("outbox table \"%s\" (oid %u, %u columns)", rel->qualname, rel->oid,
+                  rel->natts);
+}
+
+/* Returns -1 on a fatal decode error (the process must stop). */
+static int handle_xlogdata(relay *r, const stream_frame *f)
+{
+    char err[512];
+
+    if (pgo_parse(f->payload, f->len, false, r->msg, err, sizeof(err)) != 0) {
+        char b[LSN_BUFSZ];
+        log_error("cannot decode pgoutput message at %s: %s", lsn_format(f->wal_start, b), err);
+        return -1;
+    }
+    switch (r->msg->kind) {
+    case PGO_BEGIN:
+        if (r->txn_open) {
+            request_rewind(r, "Begin inside an open transaction");
+            break;
+        }
+        r->ticket = watermark_begin(r->wm);
+        if (r->ticket == 0) {
+            request_rewind(r, "watermark refused a transaction");
+            break;
+        }
+        r->txn_open = true;
+        r->xid = r->msg->u.begin.xid;
+        r->commit_lsn = r->msg->u.begin.final_lsn;
+        r->commit_ts = r->msg->u.begin.commit_ts;
+        r->seq = 0;
+        break;
+    case PGO_COMMIT:
+        if (!r->txn_open) {
+            request_rewind(r, "Commit without Begin");
+            break;
+        }
+        if (watermark_commit(r->wm, r->ticket, r->msg->u.commit.end_lsn) != 0) {
+            request_rewind(r, "watermark refused commit end %llX",
+                           (unsigned long long)r->msg->u.commit.end_lsn);
+            break;
+        }
+        r->txn_open = false;
+        if (r->msg->u.commit.end_lsn > r->received)
+            r->received = r->msg->u.commit.end_lsn;
+        break;
+    case PGO_RELATION: handle_relation(r, &r->msg->u.relation); break;
+    case PGO_INSERT: handle_insert(r, &r->msg->u.insert, f->wal_start); break;
+    case PGO_SKIPPED: break;
+    }
+    return 0;
+}
+
+static void handle_keepalive(relay *r, const stream_frame *f)
+{
+    /* Between a Commit and the next Begin every transaction that committed
+     * before walEnd has been received; with nothing in flight it may be
+     * confirmed, so a quiet outbox does not pin WAL. */
+    if (!r->txn_open) {
+        if (f->wal_end > r->received)
+            r->received = f->wal_end;
+        (void)watermark_idle_advance(r->wm, f->wal_end);
+    }
+    if (f->reply_requested)
+        r->reply_requested = true;
+}
+
+static void disconnect(relay *r)
+{
+    stream_free(r->st);
+    r->st = stream_new(r->cfg);
+    r->connected = false;
+    if (r->txn_open) {
+        watermark_abort_open(r->wm);
+        r->txn_open = false;
+    }
+    relcache_clear(r->rels);
+}
+
+static void schedule_reconnect(relay *r, int64_t now)
+{
+    if (r->stream_started_at && now - r->stream_started_at > STABLE_STREAM_MS)
+        r->reconnect_attempt = 0;
+    r->stream_started_at = 0;
+    r->reconnect_at =
+        now + policy_backoff_ms(r->reconnect_attempt++, RECONNECT_BASE_MS, RECONNECT_CAP_MS,
+                                (double)random() / ((double)RAND_MAX + 1.0));
+}
+
+static int rewind_stream(relay *r, int64_t now)
+{
+    char err[512];
+    char b[LSN_BUFSZ];
+    uint64_t confirmed = watermark_flush_lsn(r->wm);
+
+    r->rewinds++;
+    log_warn("rewinding to confirmed position %s: %s", lsn_format(confirmed, b),
+             r->rewind_reason);
+    disconnect(r);
+    /* Forget everything in flight first, so reports of purged messages are
+     * recognised as stale; then start over with a fresh producer. */
+    watermark_reset(r->wm, confirmed);
+    if (kafka_purge(r->kp) != 0)
+        log_warn("cannot purge the producer");
+    (void)kafka_poll(r->kp, on_report, r, err, sizeof(err));
+    kafka_producer_free(r->kp);
+    r->kp = kafka_producer_new(r->cfg->brokers, r->cfg->props, r->cfg->nprops, err, sizeof(err));
+    if (!r->kp) {
+        log_error("cannot recreate the Kafka producer: %s", err);
+        return -1;
+    }
+    r->inflight_bytes = 0;
+    r->need_rewind = false;
+    r->rewound = true;
+    schedule_reconnect(r, now);
+    return 0;
+}
+
+/*
+ * Returns 0 (connected, or a retry is scheduled) or the exit code to stop
+ * with.  After a rewind (or at first) the stream starts from the slot's
+ * confirmed position and the watermark starts over there; after a plain
+ * connection loss it resumes after the last transaction received, and
+ * whatever is still in flight keeps its place in the watermark.
+ */
+static int try_connect(relay *r, bool first, int64_t now)
+{
+    char err[1024];
+    enum stream_status s;
+    char b1[LSN_BUFSZ], b2[LSN_BUFSZ];
+    bool restart = first || r->rewound;
+
+    s = stream_start(r->st, restart ? 0 : r->received, &r->info, err, sizeof(err));
+    if (s == STREAM_OK) {
+        if (restart) {
+            watermark_reset(r->wm, r->info.start_lsn);
+            r->received = r->info.start_lsn;
+            r->rewound = false;
+        }
+        r->connected = true;
+        r->stream_started_at = now;
+        r->fb.last_sent_ms = -1; /* tell the server where we are at once */
+        log_info("streaming slot \"%s\" of database \"%s\" from %s (slot confirmed %s, "
+                 "pgoutput proto_version %d)",
+                 r->cfg->slot, r->info.dbname, lsn_format(r->info.start_lsn, b1),
+                 lsn_format(r->info.slot_confirmed, b2), r->info.proto_version);
+        return 0;
+    }
+    if (first && s == STREAM_CONFIG) {
+        log_error("%s", err);
+        return 2;
+    }
+    if (first && s == STREAM_RETRY) {
+        log_error("%s", err);
+        return 1;
+    }
+    if (s == STREAM_CONFIG)
+        log_error("%s; retrying", err);
+    else
+        log_warn("%s", err);
+    schedule_reconnect(r, now);
+    return 0;
+}
+
+static void log_stats(relay *r, int64_t now)
+{
+    char b[LSN_BUFSZ];
+    r->stats_at = now;
+    log_info("published %llu, acknowledged %llu, dead-lettered %llu, rewinds %llu, in flight "
+             "%llu, confirmed %s",
+             (unsigned long long)r->events_published, (unsigned long long)r->events_acked,
+             (unsigned long long)r->dead_lettered, (unsigned long long)r->rewinds,
+             (unsigned long long)watermark_inflight_events(r->wm),
+             lsn_format(watermark_flush_lsn(r->wm), b));
+}
+
+/* Read buffered frames.  Returns 1 when frames may still be buffered. */
+static int read_frames(relay *r, int *fatal)
+{
+    stream_frame f;
+    char err[512];
+
+    for (int n = 0; n < FRAMES_PER_PASS; n++) {
+        if (r->need_rewind || !r->connected)
+            return 0;
+        if (policy_backpressure(watermark_inflight_events(r->wm), r->inflight_bytes,
+                                r->cfg->max_inflight_events, r->cfg->max_inflight_bytes))
+            return 0;
+        int got = stream_next(r->st, &f, err, sizeof(err));
+        if (got == 0)
+            return 0;
+        if (got < 0) {
+            log_warn("%s", err);
+            disconnect(r);
+            schedule_reconnect(r, stream_now_ms());
+            return 0;
+        }
+        if (f.kind == STREAM_FRAME_XLOGDATA) {
+            if (handle_xlogdata(r, &f) != 0) {
+                *fatal = 1;
+                return 0;
+            }
+        } else {
+            handle_keepalive(r, &f);
+        }
+    }
+    return 1;
+}
+
+static int shutdown_relay(relay *r, const char *why)
+{
+    char err[512], b[LSN_BUFSZ];
+    int rc = 0;
+
+    log_info("stopping (%s): waiting up to %d ms for the broker", why,
+             r->cfg->shutdown_timeout_ms);
+    if (kafka_flush(r->kp, r->cfg->shutdown_timeout_ms, on_report, r) != 0)
+        log_warn("%d messages not acknowledged in time; they will be sent again on restart",
+                 kafka_outq_len(r->kp));
+    if (r->connected) {
+        if (r->txn_open) {
+            watermark_abort_open(r->wm);
+            r->txn_open = false;
+        }
+        if (stream_finish(r->st, r->received, watermark_flush_lsn(r->wm), 5000, err,
+                          sizeof(err)) != 0)
+            log_warn("%s", err);
+        r->connected = false;
+    }
+    log_stats(r, stream_now_ms());
+    log_info("stopped; confirmed %s", lsn_format(watermark_flush_lsn(r->wm), b));
+    return rc;
+}
+
+int relay_run(const config *cfg)
+{
+    relay r = {0};
+    char err[512];
+    int exit_code = 1, fatal = 0;
+    struct sigaction sa = {0};
+
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    srandom((unsigned)time(NULL) ^ (unsigned)getpid());
+
+    r.cfg = cfg;
+    r.fb.interval_ms = cfg->status_interval_ms;
+    r.fb.last_sent_ms = -1;
+    r.st = stream_new(cfg);
+    r.wm = watermark_new(0);
+    r.rels = relcache_new();
+    r.msg = malloc(sizeof(*r.msg));
+    if (!r.st || !r.wm || !r.rels || !r.msg) {
+        log_error("out of memory");
+        goto out;
+    }
+    r.kp = kafka_producer_new(cfg->brokers, cfg->props, cfg->nprops, err, sizeof(err));
+    if (!r.kp) {
+        log_error("%s", err);
+        exit_code = 2;
+        goto out;
+    }
+
+    /* The first start decides between "bad configuration" (exit 2) and
+     * running; a slot held by another process is waited for. */
+    for (;;) {
+        int64_t now = stream_now_ms();
+        exit_code = try_connect(&r, true, now);
+        if (exit_code != 0)
+            goto out;
+        if (r.connected)
+            break;
+        /* Nothing to serve yet: sleep until the retry (a signal cuts it short). */
+        int64_t left = r.reconnect_at - stream_now_ms();
+        if (left > 0 && !stop_requested) {
+            struct timespec ts = {left / 1000, (left % 1000) * 1000000};
+            nanosleep(&ts, NULL);
+        }
+        if (stop_requested) {
+            exit_code = 0;
+            goto out;
+        }
+    }
+    r.stats_at = stream_now_ms();
+
+    for (;;) {
+        int64_t now = stream_now_ms();
+        int more = 0;
+
+        if (stop_requested) {
+            exit_code = shutdown_relay(&r, "signal");
+            goto out;
+        }
+        (void)serve_producer(&r);
+        if (r.need_rewind && rewind_stream(&r, now) != 0) {
+            exit_code = 1;
+            goto out;
+        }
+        if (cfg->has_end_lsn && watermark_flush_lsn(r.wm) >= cfg->end_lsn) {
+            exit_code = shutdown_relay(&r, "reached --end-lsn");
+            goto out;
+        }
+        if (!r.connected && now >= r.reconnect_at) {
+            if (try_connect(&r, false, now) != 0) {
+                exit_code = 1;
+                goto out;
+            }
+        }
+        if (r.connected) {
+            more = read_frames(&r, &fatal);
+            if (fatal) {
+                exit_code = 1;
+                goto out;
+            }
+            now = stream_now_ms();
+            if (r.connected &&
+                policy_feedback_due(&r.fb, now, watermark_flush_lsn(r.wm), r.reply_requested))
+                if (send_status(&r, now) != 0) {
+                    disconnect(&r);
+                    schedule_reconnect(&r, now);
+                }
+        }
+        if (now - r.stats_at >= STATS_INTERVAL_MS)
+            log_stats(&r, now);
+        if (r.need_rewind)
+            continue;
+
+        /* Sleep until a socket is ready or the next deadline. */
+        int64_t timeout = 1000;
+        struct pollfd pfd[2];
+        int npfd = 0, pg = -1;
+        if (more)
+            timeout = 0;
+        if (r.connected) {
+            int64_t w = policy_feedback_wait(&r.fb, now, watermark_flush_lsn(r.wm));
+            if (w < timeout)
+                timeout = w;
+            bool paused = policy_backpressure(watermark_inflight_events(r.wm), r.inflight_bytes,
+                                              cfg->max_inflight_events, cfg->max_inflight_bytes);
+            pfd[npfd].fd = stream_socket(r.st);
+            pfd[npfd].events = (short)((paused ? 0 : POLLIN) |
+                                       (stream_wants_write(r.st) ? POLLOUT : 0));
+            pfd[npfd].revents = 0;
+            pg = npfd++;
+        } else if (r.reconnect_at - now < timeout) {
+            timeout = r.reconnect_at > now ? r.reconnect_at - now : 0;
+        }
+        pfd[npfd].fd = kafka_event_fd(r.kp);
+        pfd[npfd].events = POLLIN;
+        pfd[npfd].revents = 0;
+        npfd++;
+        if (poll(pfd, (nfds_t)npfd, (int)timeout) < 0 && errno != EINTR) {
+            log_error("poll failed: %s", strerror(errno));
+            exit_code = 1;
+            goto out;
+        }
+        if (pg >= 0 && r.connected) {
+            if ((pfd[pg].revents & (POLLIN | POLLERR | POLLHUP)) &&
+                stream_consume(r.st, err, sizeof(err)) != 0) {
+                log_warn("%s", err);
+                disconnect(&r);
+                schedule_reconnect(&r, stream_now_ms());
+            } else if ((pfd[pg].revents & POLLOUT) && stream_flush(r.st, err, sizeof(err)) != 0) {
+                log_warn("%s", err);
+                disconnect(&r);
+                schedule_reconnect(&r, stream_now_ms());
+            }
+        }
+    }
+out:
+    if (r.kp)
+        (void)kafka_flush(r.kp, 0, on_report, &r);
+    kafka_producer_free(r.kp);
+    stream_free(r.st);
+    relcache_free(r.rels);
+    watermark_free(r.wm);
+    free(r.msg);
+    return exit_code;
+}

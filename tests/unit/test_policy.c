@@ -1,0 +1,118 @@
+/* Unit tests for cdc/policy: status-update timing, backpressure, backoff. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "cdc/policy.h"
+
+static void test_first_update_is_due_at_once(void **state)
+{
+    (void)state;
+    feedback_state fs = {.last_sent_ms = -1, .last_sent_flush = 0, .interval_ms = 1000};
+    assert_true(policy_feedback_due(&fs, 5, 0, false));
+    assert_int_equal(policy_feedback_wait(&fs, 5, 0), 0);
+}
+
+static void test_interval(void **state)
+{
+    (void)state;
+    feedback_state fs = {.last_sent_ms = -1, .interval_ms = 1000};
+    policy_feedback_sent(&fs, 10000, 100);
+    assert_false(policy_feedback_due(&fs, 10000, 100, false));
+    assert_false(policy_feedback_due(&fs, 10999, 100, false));
+    assert_int_equal(policy_feedback_wait(&fs, 10500, 100), 500);
+    assert_true(policy_feedback_due(&fs, 11000, 100, false));
+    assert_true(policy_feedback_due(&fs, 50000, 100, false));
+}
+
+static void test_reply_request_forces_update(void **state)
+{
+    (void)state;
+    feedback_state fs = {.last_sent_ms = -1, .interval_ms = 1000};
+    policy_feedback_sent(&fs, 10000, 100);
+    assert_true(policy_feedback_due(&fs, 10001, 100, true));
+}
+
+static void test_advance_sends_soon_but_batched(void **state)
+{
+    (void)state;
+    feedback_state fs = {.last_sent_ms = -1, .interval_ms = 1000};
+    policy_feedback_sent(&fs, 10000, 100);
+    /* The watermark advanced: not at once, but within the advance delay. */
+    assert_false(policy_feedback_due(&fs, 10000 + POLICY_ADVANCE_DELAY_MS - 1, 200, false));
+    assert_int_equal(policy_feedback_wait(&fs, 10050, 200), POLICY_ADVANCE_DELAY_MS - 50);
+    assert_true(policy_feedback_due(&fs, 10000 + POLICY_ADVANCE_DELAY_MS, 200, false));
+    /* Sent: the same flush does not make it due again before the interval. */
+    policy_feedback_sent(&fs, 10100, 200);
+    assert_false(policy_feedback_due(&fs, 10300, 200, false));
+    /* A flush below the last one sent never counts as an advance. */
+    assert_false(policy_feedback_due(&fs, 10300, 150, false));
+    policy_feedback_sent(&fs, 10300, 150);
+    assert_int_equal(fs.last_sent_flush, 200);
+}
+
+static void test_interval_capped_for_wal_sender_timeout(void **state)
+{
+    (void)state;
+    feedback_state fs = {.last_sent_ms = -1, .interval_ms = 3600 * 1000};
+    policy_feedback_sent(&fs, 0, 1);
+    assert_false(policy_feedback_due(&fs, POLICY_MAX_STATUS_INTERVAL_MS - 1, 1, false));
+    assert_true(policy_feedback_due(&fs, POLICY_MAX_STATUS_INTERVAL_MS, 1, false));
+}
+
+static void test_clock_backwards(void **state)
+{
+    (void)state;
+    feedback_state fs = {.last_sent_ms = -1, .interval_ms = 1000};
+    policy_feedback_sent(&fs, 10000, 1);
+    assert_false(policy_feedback_due(&fs, 9000, 1, false));
+    assert_int_equal(policy_feedback_wait(&fs, 9000, 1), 1000);
+}
+
+static void test_backpressure(void **state)
+{
+    (void)state;
+    assert_false(policy_backpressure(0, 0, 10, 100));
+    assert_false(policy_backpressure(9, 99, 10, 100));
+    assert_true(policy_backpressure(10, 0, 10, 100));
+    assert_true(policy_backpressure(0, 100, 10, 100));
+    assert_true(policy_backpressure(UINT64_MAX, UINT64_MAX, 10, 100));
+}
+
+static void test_backoff_grows_capped_jittered(void **state)
+{
+    (void)state;
+    assert_int_equal(policy_backoff_ms(0, 200, 30000, 0.0), 100);
+    assert_int_equal(policy_backoff_ms(1, 200, 30000, 0.0), 200);
+    assert_int_equal(policy_backoff_ms(3, 200, 30000, 0.0), 800);
+    for (unsigned a = 0; a < 100; a++) {
+        int64_t lo = policy_backoff_ms(a, 200, 30000, 0.0);
+        int64_t hi = policy_backoff_ms(a, 200, 30000, 0.9999);
+        assert_true(lo >= 100);
+        assert_true(hi < 30000);
+        assert_true(lo <= hi);
+    }
+    /* Huge attempt counts do not overflow. */
+    assert_int_equal(policy_backoff_ms(4000000000u, 200, 30000, 0.0), 15000);
+    /* Out-of-range random numbers are clamped. */
+    assert_int_equal(policy_backoff_ms(0, 200, 30000, -5.0), 100);
+    assert_true(policy_backoff_ms(0, 200, 30000, 7.0) < 200);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_first_update_is_due_at_once),
+        cmocka_unit_test(test_interval),
+        cmocka_unit_test(test_reply_request_forces_update),
+        cmocka_unit_test(test_advance_sends_soon_but_batched),
+        cmocka_unit_test(test_interval_capped_for_wal_sender_timeout),
+        cmocka_unit_test(test_clock_backwards),
+        cmocka_unit_test(test_backpressure),
+        cmocka_unit_test(test_backoff_grows_capped_jittered),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
