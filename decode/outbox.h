@@ -61,8 +61,8 @@ typedef struct outbox_binding {
  * is missing (err names the column and the --column option to fix it).
  * A binding is filled even on -1 so the caller can still dead-letter rows.
  */
-int outbox_bind(const outbox_colmap *map, const relcache_entry *rel, outbox_binding *out,
-                char *err, size_t errlen) OBX_WUR;
+int outbox_bind(const outbox_colmap *map, const relcache_entry *rel, outbox_binding *out, char *err,
+                size_t errlen) OBX_WUR;
 
 typedef struct outbox_field {
     const char *data; /* borrowed from the tuple; not NUL-terminated */
@@ -78,7 +78,10 @@ typedef struct outbox_row {
 /*
  * Extract and validate a row: every required role present, non-null,
  * non-empty, in text format; the tuple must have as many columns as the
- * relation.  Returns 0, or -1 with the reason in err (the poison reason).
+ * relation.  A binary ('b') or unchanged-toast ('u') value is refused for
+ * every role, optional ones included: a field has no format flag, so binary
+ * send format would pass for text downstream.  Returns 0, or -1 with the
+ * reason in err (the poison reason).
  */
 int outbox_extract(const outbox_binding *b, const relcache_entry *rel, const pgo_tuple *tuple,
                    outbox_row *out, char *err, size_t errlen) OBX_WUR;

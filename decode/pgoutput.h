@@ -7,8 +7,10 @@
  * column data is NOT NUL-terminated, names are.
  *
  * Messages the relay acts on are decoded fully (Begin, Commit, Relation,
- * Insert); every other known type is recognised and reported as
- * PGO_SKIPPED; an unknown type byte is an error.
+ * Insert); every other known type is recognised, walked field by field and
+ * reported as PGO_SKIPPED; an unknown type byte is an error.  Bytes after a
+ * message's last field are an error for every type: the layout is fixed by
+ * the requested proto_version.
  */
 #ifndef DECODE_PGOUTPUT_H
 #define DECODE_PGOUTPUT_H
@@ -89,7 +91,7 @@ typedef struct pgo_insert {
  */
 typedef struct pgo_msg {
     enum pgo_kind kind;
-    char type;  /* the raw type byte, also for PGO_SKIPPED */
+    char type; /* the raw type byte, also for PGO_SKIPPED */
     union {
         pgo_begin begin;
         pgo_commit commit;

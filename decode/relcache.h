@@ -38,7 +38,9 @@ void relcache_free(relcache *rc);
 
 /*
  * Store a deep copy of rel, replacing any entry with the same OID.  Returns
- * the new entry (owned by the cache), or NULL when out of memory.
+ * the new entry (owned by the cache), or NULL when out of memory (or rel
+ * claims columns but has no array); on NULL any older entry for that OID is
+ * dropped too, so stale column positions can never be used.
  */
 relcache_entry *relcache_put(relcache *rc, const pgo_relation *rel) OBX_WUR;
 

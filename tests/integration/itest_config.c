@@ -1,0 +1,357 @@
+/*
+ * Bad configuration: every case exits 2 with a message on stderr that names
+ * the problem, and leaves the database as it found it — no slot and no
+ * publication created, none altered (most cases pass --create-slot, so a
+ * relay that creates things before checking would be caught).  An
+ * unreachable database at start-up exits non-zero naming the connection.
+ *
+ * Each case gets its own database; slots are cluster-wide, so a case drops
+ * the slots it made itself.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tests/harness/harness.h"
+
+#define RELAY_TIMEOUT_MS 30000
+
+static hx_pg pg;
+static hx_broker broker;
+
+static int setup(void **state)
+{
+    (void)state;
+    if (hx_init() != 0)
+        return -1;
+    if (hx_pg_start(&pg, "config", NULL, false) != 0)
+        return -1;
+    if (hx_broker_start(&broker, 1) != 0)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    hx_broker_stop(&broker);
+    hx_pg_stop(&pg);
+    hx_cleanup();
+    return 0;
+}
+
+/* Slots of the cluster, publications and their tables in conn's database. */
+static void snapshot(PGconn *conn, char *buf, size_t len)
+{
+    char slots[1024], pubs[1024], tables[1024];
+
+    assert_int_equal(hx_query1(conn, slots, sizeof(slots),
+                               "SELECT coalesce(string_agg(slot_name || ':' || plugin, ',' "
+                               "ORDER BY slot_name), '') FROM pg_replication_slots"),
+                     1);
+    assert_int_equal(hx_query1(conn, pubs, sizeof(pubs),
+                               "SELECT coalesce(string_agg(pubname || ':' || pubinsert, ',' "
+                               "ORDER BY pubname), '') FROM pg_publication"),
+                     1);
+    assert_int_equal(hx_query1(conn, tables, sizeof(tables),
+                               "SELECT coalesce(string_agg(pubname || ':' || schemaname || '.' "
+                               "|| tablename, ',' ORDER BY 1), '') FROM pg_publication_tables"),
+                     1);
+    snprintf(buf, len, "slots=[%s] publications=[%s] tables=[%s]", slots, pubs, tables);
+}
+
+/* Case-insensitive: does hay contain one of the '|'-separated words? */
+static bool mentions(const char *hay, const char *words)
+{
+    char w[128];
+    const char *p = words;
+
+    while (*p) {
+        size_t n = strcspn(p, "|");
+        snprintf(w, sizeof(w), "%.*s", (int)n, p);
+        if (n && strcasestr(hay, w))
+            return true;
+        p += n;
+        if (*p == '|')
+            p++;
+    }
+    return false;
+}
+
+/*
+ * Run the relay against conninfo with args after the common ones; expect
+ * exit code want (or any non-zero when want < 0), a message on stderr that
+ * mentions one of words, and conn's database unchanged.
+ */
+static void expect_rejected(PGconn *conn, const char *conninfo, const char *tag, int want,
+                            const char *words, const char *const *args)
+{
+    char before[4096], after[4096];
+    const char *argv[40];
+    size_t n = 0;
+    hx_proc p;
+    char *err;
+    int rc;
+
+    if (conn)
+        snapshot(conn, before, sizeof(before));
+    argv[n++] = "run";
+    argv[n++] = "-d";
+    argv[n++] = conninfo;
+    argv[n++] = "-b";
+    argv[n++] = broker.bootstraps;
+    for (; *args && n < 39; args++)
+        argv[n++] = *args;
+    argv[n] = NULL;
+    assert_int_equal(hx_relay_start(&p, tag, argv), 0);
+    rc = hx_proc_wait(&p, RELAY_TIMEOUT_MS);
+    err = hx_proc_stderr(&p);
+    if ((want >= 0 && rc != want) || (want < 0 && rc <= 0) || !mentions(err, words)) {
+        hx_proc_dump(&p, "rejection expected");
+        free(err);
+        if (want >= 0 && rc != want)
+            fail_msg("%s: exit %d, expected %d", tag, rc, want);
+        if (want < 0 && rc <= 0)
+            fail_msg("%s: exit %d, expected a failure", tag, rc);
+        fail_msg("%s: stderr does not mention any of \"%s\"", tag, words);
+    }
+    free(err);
+    if (conn) {
+        snapshot(conn, after, sizeof(after));
+        if (strcmp(before, after) != 0)
+            fail_msg("%s: the database changed\n  before: %s\n  after:  %s", tag, before, after);
+    }
+}
+
+/* A fresh database for one case; returns a connection to it. */
+static PGconn *case_db(const char *name, bool with_schema, char *conninfo, size_t len)
+{
+    PGconn *conn;
+
+    assert_int_equal(hx_pg_create_db(&pg, name, with_schema), 0);
+    hx_pg_conninfo(&pg, name, conninfo, len);
+    conn = hx_connect(conninfo);
+    assert_non_null(conn);
+    return conn;
+}
+
+static void drop_slot(PGconn *conn, const char *slot)
+{
+    assert_int_equal(hx_exec(conn,
+                             "SELECT pg_drop_replication_slot(slot_name) FROM "
+                             "pg_replication_slots WHERE slot_name = '%s'",
+                             slot),
+                     0);
+}
+
+static void test_unknown_option(void **state)
+{
+    char ci[256];
+    PGconn *conn = case_db("c_unknown_opt", true, ci, sizeof(ci));
+    const char *args[] = {"--create-slot", "--no-such-option", NULL};
+
+    (void)state;
+    expect_rejected(conn, ci, "unknown-option", 2, "no-such-option", args);
+    PQfinish(conn);
+}
+
+static void test_malformed_start_lsn(void **state)
+{
+    char ci[256];
+    PGconn *conn = case_db("c_start_lsn", true, ci, sizeof(ci));
+    const char *args[] = {"--create-slot", "--start-lsn", "0/XYZ", NULL};
+    const char *args2[] = {"--create-slot", "--start-lsn", "12345", NULL};
+
+    (void)state;
+    expect_rejected(conn, ci, "start-lsn", 2, "start-lsn|0/XYZ", args);
+    expect_rejected(conn, ci, "start-lsn-2", 2, "start-lsn|12345", args2);
+    PQfinish(conn);
+}
+
+static void test_unknown_kafka_property(void **state)
+{
+    char ci[256];
+    PGconn *conn = case_db("c_kafka_prop", true, ci, sizeof(ci));
+    const char *args[] = {"--create-slot", "-X", "no.such.property=1", NULL};
+
+    (void)state;
+    expect_rejected(conn, ci, "kafka-prop", 2, "no.such.property", args);
+    PQfinish(conn);
+}
+
+static void test_unknown_format(void **state)
+{
+    char ci[256];
+    PGconn *conn = case_db("c_format", true, ci, sizeof(ci));
+    const char *args[] = {"--create-slot", "--format", "avro", NULL};
+
+    (void)state;
+    expect_rejected(conn, ci, "format", 2, "format|avro", args);
+    PQfinish(conn);
+}
+
+static void test_wal_level_not_logical(void **state)
+{
+    hx_pg rep;
+    PGconn *conn;
+    const char *args[] = {"--create-slot", NULL};
+    char buf[32];
+
+    (void)state;
+    assert_int_equal(hx_pg_start(&rep, "replica", "wal_level = replica", true), 0);
+    conn = hx_connect(rep.conninfo);
+    assert_non_null(conn);
+    assert_int_equal(hx_query1(conn, buf, sizeof(buf), "SHOW wal_level"), 1);
+    assert_string_equal(buf, "replica");
+    /* the schema made outbox_pub: drop it so a relay that creates it is caught */
+    assert_int_equal(hx_exec(conn, "DROP PUBLICATION outbox_pub"), 0);
+    expect_rejected(conn, rep.conninfo, "wal-level", 2, "wal_level", args);
+    PQfinish(conn);
+    hx_pg_stop(&rep);
+}
+
+static void test_slot_missing(void **state)
+{
+    char ci[256];
+    PGconn *conn = case_db("c_slot_missing", true, ci, sizeof(ci));
+    const char *args[] = {"--slot", "c_missing_slot", NULL};
+
+    (void)state;
+    expect_rejected(conn, ci, "slot-missing", 2, "c_missing_slot|slot", args);
+    PQfinish(conn);
+}
+
+static void test_slot_other_plugin(void **state)
+{
+    char ci[256];
+    PGconn *conn = case_db("c_slot_plugin", true, ci, sizeof(ci));
+    const char *args[] = {"--slot", "c_td_slot", "--create-slot", NULL};
+
+    (void)state;
+    assert_int_equal(
+        hx_exec(conn, "SELECT pg_create_logical_replication_slot('c_td_slot', 'test_decoding')"),
+        0);
+    expect_rejected(conn, ci, "slot-plugin", 2, "test_decoding|pgoutput|plugin", args);
+    drop_slot(conn, "c_td_slot");
+    PQfinish(conn);
+}
+
+static void test_publication_missing(void **state)
+{
+    char ci[256];
+    PGconn *conn = case_db("c_pub_missing", true, ci, sizeof(ci));
+    const char *args[] = {"--slot", "c_pm_slot", NULL};
+
+    (void)state;
+    assert_int_equal(hx_exec(conn, "DROP PUBLICATION outbox_pub;\n"
+                                   "SELECT pg_create_logical_replication_slot('c_pm_slot', "
+                                   "'pgoutput')"),
+                     0);
+    expect_rejected(conn, ci, "publication-missing", 2, "publication|outbox_pub", args);
+    drop_slot(conn, "c_pm_slot");
+    PQfinish(conn);
+}
+
+static void test_publication_not_covering_table(void **state)
+{
+    char ci[256];
+    PGconn *conn = case_db("c_pub_cover", true, ci, sizeof(ci));
+    const char *args[] = {"--slot", "c_pc_slot", NULL};
+    const char *args2[] = {"--slot", "c_pc_slot", "--create-slot", NULL};
+
+    (void)state;
+    assert_int_equal(hx_exec(conn, "CREATE TABLE public.other (x int);\n"
+                                   "DROP PUBLICATION outbox_pub;\n"
+                                   "CREATE PUBLICATION outbox_pub FOR TABLE public.other;\n"
+                                   "SELECT pg_create_logical_replication_slot('c_pc_slot', "
+                                   "'pgoutput')"),
+                     0);
+    expect_rejected(conn, ci, "publication-cover", 2, "public.outbox|outbox_pub|publication", args);
+    /* --create-slot creates what is missing; it must not silently alter a publication */
+    expect_rejected(conn, ci, "publication-cover-create", 2, "public.outbox|outbox_pub|publication",
+                    args2);
+    drop_slot(conn, "c_pc_slot");
+    PQfinish(conn);
+}
+
+static void test_outbox_table_missing(void **state)
+{
+    char ci[256];
+    PGconn *conn = case_db("c_table_missing", true, ci, sizeof(ci));
+    const char *args[] = {"--create-slot",         "--slot",   "c_tm_slot",
+                          "--publication",         "c_tm_pub", "--table",
+                          "public.no_such_outbox", NULL};
+
+    (void)state;
+    expect_rejected(conn, ci, "table-missing", 2, "no_such_outbox", args);
+    PQfinish(conn);
+}
+
+static void test_outbox_table_lacks_column(void **state)
+{
+    char ci[256];
+    PGconn *conn = case_db("c_table_column", true, ci, sizeof(ci));
+    const char *args[] = {"--create-slot",         "--slot",   "c_tc_slot",
+                          "--publication",         "c_tc_pub", "--table",
+                          "public.outbox_noaggid", NULL};
+
+    (void)state;
+    assert_int_equal(hx_exec(conn, "CREATE TABLE public.outbox_noaggid (id uuid PRIMARY KEY, "
+                                   "aggregatetype text NOT NULL, type text NOT NULL, "
+                                   "payload jsonb)"),
+                     0);
+    expect_rejected(conn, ci, "table-column", 2, "aggregateid", args);
+    PQfinish(conn);
+}
+
+static void test_unreachable_database(void **state)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t slen = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    char ci[256];
+    const char *args[] = {NULL};
+
+    (void)state;
+    /* a loopback port nobody listens on: bound once, then released */
+    assert_true(fd >= 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &slen), 0);
+    close(fd);
+    snprintf(ci, sizeof(ci),
+             "host=127.0.0.1 port=%d user=postgres dbname=postgres "
+             "connect_timeout=3",
+             ntohs(sin.sin_port));
+    expect_rejected(NULL, ci, "unreachable", -1, "connect|database|server", args);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unknown_option),
+        cmocka_unit_test(test_malformed_start_lsn),
+        cmocka_unit_test(test_unknown_kafka_property),
+        cmocka_unit_test(test_unknown_format),
+        cmocka_unit_test(test_wal_level_not_logical),
+        cmocka_unit_test(test_slot_missing),
+        cmocka_unit_test(test_slot_other_plugin),
+        cmocka_unit_test(test_publication_missing),
+        cmocka_unit_test(test_publication_not_covering_table),
+        cmocka_unit_test(test_outbox_table_missing),
+        cmocka_unit_test(test_outbox_table_lacks_column),
+        cmocka_unit_test(test_unreachable_database),
+    };
+    return cmocka_run_group_tests_name("config", tests, setup, teardown);
+}

@@ -1,0 +1,349 @@
+/*
+ * Faults: the slot is confirmed only after the broker acknowledged (all
+ * brokers down: confirmed_flush_lsn stays before the new rows however long
+ * it waits; brokers back: every row arrives and the slot moves), and
+ * restarts (SIGTERM mid-stream then start again: every row exactly once;
+ * kill -9 mid-stream then start again: every committed row at least once).
+ * A transaction left open across the stop checks that idle confirmation
+ * never skips a transaction that commits later.
+ */
+#include <inttypes.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "tests/harness/harness.h"
+
+static hx_pg pg;
+static hx_broker broker;
+static char topic_tmpl[160];
+
+static int setup(void **state)
+{
+    (void)state;
+    if (hx_init() != 0)
+        return -1;
+    if (hx_pg_start(&pg, "faults", NULL, true) != 0)
+        return -1;
+    if (hx_broker_start(&broker, 3) != 0)
+        return -1;
+    snprintf(topic_tmpl, sizeof(topic_tmpl), "itest.%s.faults.{aggregate_type}", hx_run_id());
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    hx_broker_stop(&broker);
+    hx_pg_stop(&pg);
+    hx_cleanup();
+    return 0;
+}
+
+/* Start the relay on slot; end_lsn 0 = run until stopped. */
+static void relay_start(hx_proc *p, const char *tag, const char *slot, bool create,
+                        uint64_t end_lsn)
+{
+    char lsn[32];
+    const char *args[32];
+    size_t n = 0;
+
+    args[n++] = "run";
+    args[n++] = "-d";
+    args[n++] = pg.conninfo;
+    args[n++] = "-b";
+    args[n++] = broker.bootstraps;
+    args[n++] = "--slot";
+    args[n++] = slot;
+    args[n++] = "--topic";
+    args[n++] = topic_tmpl;
+    args[n++] = "--status-interval";
+    args[n++] = "1";
+    /* come back quickly once brokers are up again */
+    args[n++] = "-X";
+    args[n++] = "reconnect.backoff.max.ms=1000";
+    if (create)
+        args[n++] = "--create-slot";
+    if (end_lsn) {
+        args[n++] = "--end-lsn";
+        args[n++] = hx_lsn_format(end_lsn, lsn, sizeof(lsn));
+    }
+    args[n] = NULL;
+    assert_int_equal(hx_relay_start(p, tag, args), 0);
+}
+
+static void expect_exit(hx_proc *p, int code, int timeout_ms)
+{
+    int rc = hx_proc_wait(p, timeout_ms);
+    if (rc != code) {
+        hx_proc_dump(p, "unexpected exit");
+        fail_msg("relay exited with %d, expected %d", rc, code);
+    }
+}
+
+/* Create the slot (and publication) through the relay: it stops at once. */
+static void create_slot(PGconn *conn, const char *slot)
+{
+    uint64_t now, confirmed;
+    hx_proc p;
+    char tag[64];
+
+    snprintf(tag, sizeof(tag), "%s-create", slot);
+    assert_int_equal(hx_current_lsn(conn, false, &now), 0);
+    relay_start(&p, tag, slot, true, now);
+    expect_exit(&p, 0, 60000);
+    assert_int_equal(hx_slot_confirmed(conn, slot, &confirmed), 1);
+}
+
+static void row_id(int test, size_t i, char *buf, size_t len)
+{
+    snprintf(buf, len, "00000000-0000-4000-8%03x-%012zx", test, i);
+}
+
+/* Insert rows [from, to) of test as one transaction (or the current one: no BEGIN). */
+static void insert_rows(PGconn *conn, int test, const char *aggtype, size_t from, size_t to,
+                        bool own_txn)
+{
+    char *sql = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&sql, &len);
+    int rc;
+
+    if (own_txn)
+        fputs("BEGIN;\n", f);
+    fputs("INSERT INTO public.outbox (id, aggregatetype, aggregateid, type, payload) VALUES ", f);
+    for (size_t i = from; i < to; i++) {
+        char id[64];
+        row_id(test, i, id, sizeof(id));
+        fprintf(f, "%s('%s', '%s', 'k%zu', 'Tested', '{\"n\": %zu}')", i == from ? "" : ", ", id,
+                aggtype, i % 37, i);
+    }
+    fputs(";\n", f);
+    if (own_txn)
+        fputs("COMMIT;\n", f);
+    fclose(f);
+    rc = hx_exec(conn, "%s", sql);
+    free(sql);
+    assert_int_equal(rc, 0);
+}
+
+/*
+ * Read the test's topic until n distinct rows were seen (or timeout) and
+ * return how often each row was read (counts[n]).  Fails on foreign ids.
+ */
+static void read_back(int test, const char *aggtype, size_t n, int timeout_ms, int *counts)
+{
+    char topic[200];
+    const char *topics[1] = {topic};
+    hx_records recs = {0};
+    long got;
+    char prefix[32];
+
+    snprintf(topic, sizeof(topic), "itest.%s.faults.%s", hx_run_id(), aggtype);
+    snprintf(prefix, sizeof(prefix), "00000000-0000-4000-8%03x-", test);
+    memset(counts, 0, n * sizeof(*counts));
+    got = hx_consume(broker.bootstraps, topics, 1, n, timeout_ms, &recs);
+    assert_true(got >= 0);
+    for (size_t i = 0; i < recs.n; i++) {
+        json_error_t jerr;
+        json_t *v = json_loadb(recs.v[i].value, recs.v[i].value_len, 0, &jerr);
+        json_t *idv = v ? json_object_get(v, "id") : NULL;
+        const char *id = json_is_string(idv) ? json_string_value(idv) : NULL;
+        unsigned long long k;
+
+        if (!id || strncmp(id, prefix, strlen(prefix)) != 0 ||
+            sscanf(id + strlen(prefix), "%12llx", &k) != 1 || k >= n)
+            fail_msg("unexpected record: %.200s", recs.v[i].value);
+        counts[k]++;
+        json_decref(v);
+    }
+    hx_records_free(&recs);
+}
+
+static void wait_confirmed_past(PGconn *conn, const char *slot, uint64_t lsn, int timeout_ms)
+{
+    int64_t deadline = hx_now_ms() + timeout_ms;
+    uint64_t c = 0;
+    char a[32], b[32];
+
+    for (;;) {
+        assert_int_equal(hx_slot_confirmed(conn, slot, &c), 1);
+        if (c > lsn)
+            return;
+        if (hx_now_ms() >= deadline)
+            fail_msg("slot \"%s\" confirmed %s, never passed %s within %d ms", slot,
+                     hx_lsn_format(c, a, sizeof(a)), hx_lsn_format(lsn, b, sizeof(b)), timeout_ms);
+        hx_sleep_ms(250);
+    }
+}
+
+static void test_confirm_after_ack(void **state)
+{
+    const int T = 1;
+    const size_t N = 101; /* row 0 warms up, rows 1..100 go in during the outage */
+    PGconn *conn;
+    hx_proc relay;
+    uint64_t bound, last_bound, confirmed = 0;
+    int counts[101];
+    char a[32], b[32];
+    int64_t until;
+
+    (void)state;
+    if (broker.external)
+        skip();
+    conn = hx_connect(pg.conninfo);
+    assert_non_null(conn);
+    create_slot(conn, "f_ack");
+    relay_start(&relay, "ack", "f_ack", false, 0);
+
+    /* warm up: the producer is connected and the topic exists */
+    insert_rows(conn, T, "ack", 0, 1, true);
+    read_back(T, "ack", 1, 60000, counts);
+    assert_int_equal(counts[0], 1);
+
+    assert_int_equal(hx_broker_cmd(&broker, "down all"), 0);
+    /*
+     * bound: an insert position taken inside the first outage transaction,
+     * before its commit record, so that commit's end LSN lies past it.
+     */
+    assert_int_equal(hx_exec(conn, "BEGIN"), 0);
+    insert_rows(conn, T, "ack", 1, 11, false);
+    assert_int_equal(hx_current_lsn(conn, true, &bound), 0);
+    assert_int_equal(hx_exec(conn, "COMMIT"), 0);
+    for (size_t i = 11; i < 91; i += 10)
+        insert_rows(conn, T, "ack", i, i + 10, true);
+    assert_int_equal(hx_exec(conn, "BEGIN"), 0);
+    insert_rows(conn, T, "ack", 91, N, false);
+    assert_int_equal(hx_current_lsn(conn, true, &last_bound), 0);
+    assert_int_equal(hx_exec(conn, "COMMIT"), 0);
+
+    /* no acknowledgement, no confirmation: sample for 10 s */
+    until = hx_now_ms() + 10000;
+    while (hx_now_ms() < until) {
+        assert_int_equal(hx_slot_confirmed(conn, "f_ack", &confirmed), 1);
+        if (confirmed > bound)
+            fail_msg("confirmed_flush_lsn %s passed unacknowledged rows (first commit after "
+                     "%s) while every broker was down",
+                     hx_lsn_format(confirmed, a, sizeof(a)), hx_lsn_format(bound, b, sizeof(b)));
+        if (!hx_proc_running(&relay)) {
+            hx_proc_dump(&relay, "exited during the outage");
+            fail_msg("the relay exited (%d) instead of riding out the outage", relay.status);
+        }
+        hx_sleep_ms(250);
+    }
+
+    assert_int_equal(hx_broker_cmd(&broker, "up all"), 0);
+    read_back(T, "ack", N, 120000, counts);
+    for (size_t i = 0; i < N; i++)
+        if (counts[i] < 1)
+            fail_msg("row %zu never arrived after the brokers came back", i);
+    wait_confirmed_past(conn, "f_ack", last_bound, 60000);
+
+    assert_int_equal(hx_proc_signal(&relay, SIGTERM), 0);
+    expect_exit(&relay, 0, 30000);
+    PQfinish(conn);
+}
+
+/*
+ * Stop the relay with sig once it is visibly streaming, start it again to
+ * the end, and return per-row read counts.  A transaction opened before
+ * the stop commits only after it.
+ */
+static void stop_and_resume(int T, const char *aggtype, const char *slot, int sig, size_t n,
+                            int *counts)
+{
+    PGconn *conn, *conn2;
+    hx_proc relay;
+    uint64_t end, c1 = 0;
+    const size_t open_rows = 10, committed = n - open_rows;
+    char a[32], b[32], tag[64];
+
+    conn = hx_connect(pg.conninfo);
+    conn2 = hx_connect(pg.conninfo);
+    assert_non_null(conn);
+    assert_non_null(conn2);
+    create_slot(conn, slot);
+    for (size_t i = 0; i < committed; i += 100)
+        insert_rows(conn, T, aggtype, i, i + 100, true);
+    assert_int_equal(hx_exec(conn2, "BEGIN"), 0);
+    insert_rows(conn2, T, aggtype, committed, n, false);
+    /* slow acknowledgements down so the stop lands mid-stream */
+    if (!broker.external)
+        assert_int_equal(hx_broker_cmd(&broker, "rtt all 40"), 0);
+
+    snprintf(tag, sizeof(tag), "%s-1", slot);
+    relay_start(&relay, tag, slot, false, 0);
+    read_back(T, aggtype, 1, 60000, counts);
+    assert_int_equal(hx_proc_signal(&relay, sig), 0);
+    expect_exit(&relay, sig == SIGTERM ? 0 : 128 + SIGKILL, 30000);
+    assert_int_equal(hx_slot_confirmed(conn, slot, &c1), 1);
+
+    assert_int_equal(hx_exec(conn2, "COMMIT"), 0);
+    assert_int_equal(hx_current_lsn(conn, false, &end), 0);
+    if (c1 >= end)
+        fprintf(stderr, "note: the first run had confirmed everything (%s >= %s) before the stop\n",
+                hx_lsn_format(c1, a, sizeof(a)), hx_lsn_format(end, b, sizeof(b)));
+    if (!broker.external)
+        assert_int_equal(hx_broker_cmd(&broker, "rtt all 0"), 0);
+
+    snprintf(tag, sizeof(tag), "%s-2", slot);
+    relay_start(&relay, tag, slot, false, end);
+    expect_exit(&relay, 0, 180000);
+    assert_int_equal(hx_slot_confirmed(conn, slot, &c1), 1);
+    if (c1 < end)
+        fail_msg("after --end-lsn %s the slot is at %s", hx_lsn_format(end, a, sizeof(a)),
+                 hx_lsn_format(c1, b, sizeof(b)));
+    read_back(T, aggtype, n, 120000, counts);
+    PQfinish(conn2);
+    PQfinish(conn);
+}
+
+static void test_sigterm_restart_exactly_once(void **state)
+{
+    const size_t N = 5010;
+    int *counts = calloc(N, sizeof(*counts));
+
+    (void)state;
+    assert_non_null(counts);
+    stop_and_resume(2, "term", "f_term", SIGTERM, N, counts);
+    for (size_t i = 0; i < N; i++)
+        if (counts[i] != 1)
+            fail_msg("after SIGTERM and restart row %zu was read %d times", i, counts[i]);
+    free(counts);
+}
+
+static void test_kill9_restart_at_least_once(void **state)
+{
+    const size_t N = 5010;
+    int *counts = calloc(N, sizeof(*counts));
+    size_t dups = 0;
+
+    (void)state;
+    assert_non_null(counts);
+    stop_and_resume(3, "kill", "f_kill", SIGKILL, N, counts);
+    for (size_t i = 0; i < N; i++) {
+        if (counts[i] < 1)
+            fail_msg("after kill -9 and restart row %zu was lost", i);
+        dups += (size_t)(counts[i] - 1);
+    }
+    fprintf(stderr, "kill -9: %zu duplicate deliveries (allowed)\n", dups);
+    free(counts);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_confirm_after_ack),
+        cmocka_unit_test(test_sigterm_restart_exactly_once),
+        cmocka_unit_test(test_kill9_restart_at_least_once),
+    };
+    return cmocka_run_group_tests_name("faults", tests, setup, teardown);
+}
