@@ -61,20 +61,25 @@ typedef struct envelope_msg {
 
 /*
  * Build the record for one row.  topic_tmpl is expanded with the row's
- * values.  Returns 0, or -1 with err (the row is then a poison row: e.g.
- * payload declared json/jsonb that does not parse, an expanded topic name
- * Kafka would reject).  On -1 *out holds nothing that needs clearing.
+ * values.  A json/jsonb payload (or text/varchar that is JSON) is checked
+ * and embedded exactly as PostgreSQL sent it, never re-serialized, so
+ * numbers keep every digit; bytea becomes a base64 string with header
+ * `payload-encoding: base64`.  Returns 0, or -1 with err (the row is then a
+ * poison row: e.g. payload declared json/jsonb that does not parse, a field
+ * or timestamp that is not valid, an expanded topic name Kafka would reject;
+ * or out of memory, which says so).  On -1 *out is zeroed and holds nothing.
  */
 int envelope_build(enum envelope_format fmt, const char *topic_tmpl, const outbox_row *row,
-                   const envelope_source *src, envelope_msg *out, char *err,
-                   size_t errlen) OBX_WUR;
+                   const envelope_source *src, envelope_msg *out, char *err, size_t errlen) OBX_WUR;
 
 /*
  * Build the dead-letter record for a row that cannot become an event:
  * topic dlq_topic, key = the aggregate id when the row has one (else none),
  * value = the row as a JSON object {column: text value or null, ...} (binary
  * values base64), headers `error` (reason), `lsn`, `table`, and
- * `original-topic` when known (may be NULL).  Returns 0 or -1 (out of memory).
+ * `original-topic` when known (may be NULL).  Any of rel, tuple, row may be
+ * NULL; a tuple and rel of different widths give the common columns.
+ * Returns 0 or -1 (out of memory).
  */
 int envelope_build_dead_letter(const char *dlq_topic, const relcache_entry *rel,
                                const pgo_tuple *tuple, const outbox_row *row, const char *reason,
