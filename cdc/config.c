@@ -160,7 +160,9 @@ static int add_table(config *cfg, const char *arg, char *err, size_t errlen)
     t->schema[slen] = '\0';
     memcpy(t->name, name, nlen);
     t->name[nlen] = '\0';
-    snprintf(t->qualname, sizeof(t->qualname), "%s.%s", t->schema, t->name);
+    memcpy(t->qualname, schema, slen);
+    t->qualname[slen] = '.';
+    memcpy(t->qualname + slen + 1, name, nlen + 1);
     for (size_t i = 0; i < cfg->ntables; i++)
         if (strcmp(cfg->tables[i].qualname, t->qualname) == 0)
             return fail(err, errlen, "--table \"%s\" given twice", t->qualname);

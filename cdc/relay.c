@@ -247,8 +247,12 @@ static void handle_insert(relay *r, const pgo_insert *ins, uint64_t lsn)
         dead_letter(r, rel, &ins->tuple, NULL, err, &src, NULL);
         return;
     }
+    errno = 0;
     if (envelope_build(r->cfg->format, r->cfg->topic, &row, &src, &m, err, sizeof(err)) != 0) {
-        dead_letter(r, rel, &ins->tuple, &row, err, &src, NULL);
+        if (errno == ENOMEM) /* a good row must not be dead-lettered for our own failure */
+            request_rewind(r, "cannot build record: %s", err);
+        else
+            dead_letter(r, rel, &ins->tuple, &row, err, &src, NULL);
         return;
     }
     switch (produce(r, &m, err, sizeof(err))) {
