@@ -26,7 +26,7 @@ bool log_enabled(enum log_level level)
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {
-    char text[2048], stamp[40];
+    char text[2048], stamp[96];
     struct timeval tv;
     struct tm tm;
     va_list ap;

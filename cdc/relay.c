@@ -395,7 +395,8 @@ static int rewind_stream(relay *r, int64_t now)
     watermark_reset(r->wm, confirmed);
     if (kafka_purge(r->kp) != 0)
         log_warn("cannot purge the producer");
-    (void)kafka_poll(r->kp, on_report, r, err, sizeof(err));
+    if (kafka_poll(r->kp, on_report, r, err, sizeof(err)) < 0)
+        log_debug("producer error while purging: %s", err);
     kafka_producer_free(r->kp);
     r->kp = kafka_producer_new(r->cfg->brokers, r->cfg->props, r->cfg->nprops, err, sizeof(err));
     if (!r->kp) {
@@ -664,8 +665,10 @@ int relay_run(const config *cfg)
         }
     }
 out:
-    if (r.kp)
-        (void)kafka_flush(r.kp, 0, on_report, &r);
+    /* Serve what is already there; anything unacknowledged is sent again
+     * on the next start. */
+    if (r.kp && kafka_flush(r.kp, 0, on_report, &r) != 0)
+        log_debug("%d messages unacknowledged at exit", kafka_outq_len(r.kp));
     kafka_producer_free(r.kp);
     stream_free(r.st);
     relcache_free(r.rels);
