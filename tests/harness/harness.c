@@ -442,6 +442,12 @@ void hx_pg_conninfo(const hx_pg *pg, const char *dbname, char *buf, size_t len)
              pg->port, dbname);
 }
 
+static void quiet_notices(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 PGconn *hx_connect(const char *conninfo)
 {
     PGconn *conn = PQconnectdb(conninfo);
@@ -451,7 +457,7 @@ PGconn *hx_connect(const char *conninfo)
         PQfinish(conn);
         return NULL;
     }
-    PQsetNoticeProcessor(conn, NULL, NULL);
+    PQsetNoticeProcessor(conn, quiet_notices, NULL);
     return conn;
 }
 

@@ -25,6 +25,8 @@
 static hx_pg pg;
 static hx_broker broker;
 static char topic_tmpl[160];
+/* a failed assertion leaves the test at once: its sessions are closed in teardown_conns */
+static PGconn *conn, *conn2;
 
 static int setup(void **state)
 {
@@ -39,6 +41,19 @@ static int setup(void **state)
     return 0;
 }
 
+/*
+ * An open transaction left behind would stall the next slot creation (it
+ * waits for running transactions), so close the sessions after each test.
+ */
+static int teardown_conns(void **state)
+{
+    (void)state;
+    PQfinish(conn2);
+    PQfinish(conn);
+    conn = conn2 = NULL;
+    return 0;
+}
+
 static int teardown(void **state)
 {
     (void)state;
@@ -50,7 +65,7 @@ static int teardown(void **state)
 
 /* Start the relay on slot; end_lsn 0 = run until stopped. */
 static void relay_start(hx_proc *p, const char *tag, const char *slot, bool create,
-                        uint64_t end_lsn)
+                        uint64_t end_lsn, const char *const *extra)
 {
     char lsn[32];
     const char *args[32];
@@ -76,6 +91,8 @@ static void relay_start(hx_proc *p, const char *tag, const char *slot, bool crea
         args[n++] = "--end-lsn";
         args[n++] = hx_lsn_format(end_lsn, lsn, sizeof(lsn));
     }
+    for (; extra && *extra && n < 31; extra++)
+        args[n++] = *extra;
     args[n] = NULL;
     assert_int_equal(hx_relay_start(p, tag, args), 0);
 }
@@ -90,17 +107,17 @@ static void expect_exit(hx_proc *p, int code, int timeout_ms)
 }
 
 /* Create the slot (and publication) through the relay: it stops at once. */
-static void create_slot(PGconn *conn, const char *slot)
+static void create_slot(PGconn *c, const char *slot)
 {
     uint64_t now, confirmed;
     hx_proc p;
     char tag[64];
 
     snprintf(tag, sizeof(tag), "%s-create", slot);
-    assert_int_equal(hx_current_lsn(conn, false, &now), 0);
-    relay_start(&p, tag, slot, true, now);
+    assert_int_equal(hx_current_lsn(c, false, &now), 0);
+    relay_start(&p, tag, slot, true, now, NULL);
     expect_exit(&p, 0, 60000);
-    assert_int_equal(hx_slot_confirmed(conn, slot, &confirmed), 1);
+    assert_int_equal(hx_slot_confirmed(c, slot, &confirmed), 1);
 }
 
 static void row_id(int test, size_t i, char *buf, size_t len)
@@ -109,7 +126,7 @@ static void row_id(int test, size_t i, char *buf, size_t len)
 }
 
 /* Insert rows [from, to) of test as one transaction (or the current one: no BEGIN). */
-static void insert_rows(PGconn *conn, int test, const char *aggtype, size_t from, size_t to,
+static void insert_rows(PGconn *c, int test, const char *aggtype, size_t from, size_t to,
                         bool own_txn)
 {
     char *sql = NULL;
@@ -130,16 +147,18 @@ static void insert_rows(PGconn *conn, int test, const char *aggtype, size_t from
     if (own_txn)
         fputs("COMMIT;\n", f);
     fclose(f);
-    rc = hx_exec(conn, "%s", sql);
+    rc = hx_exec(c, "%s", sql);
     free(sql);
     assert_int_equal(rc, 0);
 }
 
 /*
- * Read the test's topic until n distinct rows were seen (or timeout) and
- * return how often each row was read (counts[n]).  Fails on foreign ids.
+ * Read the test's topic until at least want records and every partition's
+ * end were seen (or timeout) and return how often each of the test's n rows
+ * was read (counts[n]).  Fails on foreign ids.
  */
-static void read_back(int test, const char *aggtype, size_t n, int timeout_ms, int *counts)
+static void read_back(int test, const char *aggtype, size_t n, size_t want, int timeout_ms,
+                      int *counts)
 {
     char topic[200];
     const char *topics[1] = {topic};
@@ -150,7 +169,7 @@ static void read_back(int test, const char *aggtype, size_t n, int timeout_ms, i
     snprintf(topic, sizeof(topic), "itest.%s.faults.%s", hx_run_id(), aggtype);
     snprintf(prefix, sizeof(prefix), "00000000-0000-4000-8%03x-", test);
     memset(counts, 0, n * sizeof(*counts));
-    got = hx_consume(broker.bootstraps, topics, 1, n, timeout_ms, &recs);
+    got = hx_consume(broker.bootstraps, topics, 1, want, timeout_ms, &recs);
     assert_true(got >= 0);
     for (size_t i = 0; i < recs.n; i++) {
         json_error_t jerr;
@@ -168,19 +187,20 @@ static void read_back(int test, const char *aggtype, size_t n, int timeout_ms, i
     hx_records_free(&recs);
 }
 
-static void wait_confirmed_past(PGconn *conn, const char *slot, uint64_t lsn, int timeout_ms)
+static void wait_confirmed_past(PGconn *c, const char *slot, uint64_t lsn, int timeout_ms)
 {
     int64_t deadline = hx_now_ms() + timeout_ms;
-    uint64_t c = 0;
+    uint64_t pos = 0;
     char a[32], b[32];
 
     for (;;) {
-        assert_int_equal(hx_slot_confirmed(conn, slot, &c), 1);
-        if (c > lsn)
+        assert_int_equal(hx_slot_confirmed(c, slot, &pos), 1);
+        if (pos > lsn)
             return;
         if (hx_now_ms() >= deadline)
             fail_msg("slot \"%s\" confirmed %s, never passed %s within %d ms", slot,
-                     hx_lsn_format(c, a, sizeof(a)), hx_lsn_format(lsn, b, sizeof(b)), timeout_ms);
+                     hx_lsn_format(pos, a, sizeof(a)), hx_lsn_format(lsn, b, sizeof(b)),
+                     timeout_ms);
         hx_sleep_ms(250);
     }
 }
@@ -189,7 +209,6 @@ static void test_confirm_after_ack(void **state)
 {
     const int T = 1;
     const size_t N = 101; /* row 0 warms up, rows 1..100 go in during the outage */
-    PGconn *conn;
     hx_proc relay;
     uint64_t bound, last_bound, confirmed = 0;
     int counts[101];
@@ -202,11 +221,11 @@ static void test_confirm_after_ack(void **state)
     conn = hx_connect(pg.conninfo);
     assert_non_null(conn);
     create_slot(conn, "f_ack");
-    relay_start(&relay, "ack", "f_ack", false, 0);
+    relay_start(&relay, "ack", "f_ack", false, 0, NULL);
 
     /* warm up: the producer is connected and the topic exists */
     insert_rows(conn, T, "ack", 0, 1, true);
-    read_back(T, "ack", 1, 60000, counts);
+    read_back(T, "ack", N, 1, 60000, counts);
     assert_int_equal(counts[0], 1);
 
     assert_int_equal(hx_broker_cmd(&broker, "down all"), 0);
@@ -241,7 +260,7 @@ static void test_confirm_after_ack(void **state)
     }
 
     assert_int_equal(hx_broker_cmd(&broker, "up all"), 0);
-    read_back(T, "ack", N, 120000, counts);
+    read_back(T, "ack", N, N, 120000, counts);
     for (size_t i = 0; i < N; i++)
         if (counts[i] < 1)
             fail_msg("row %zu never arrived after the brokers came back", i);
@@ -249,61 +268,73 @@ static void test_confirm_after_ack(void **state)
 
     assert_int_equal(hx_proc_signal(&relay, SIGTERM), 0);
     expect_exit(&relay, 0, 30000);
-    PQfinish(conn);
 }
 
 /*
- * Stop the relay with sig once it is visibly streaming, start it again to
- * the end, and return per-row read counts.  A transaction opened before
- * the stop commits only after it.
+ * Stop the relay with sig once it is visibly streaming (the slot moved, not
+ * yet to the end), start it again to the end, and return per-row read
+ * counts.  A transaction opened before the stop commits only after it.
  */
 static void stop_and_resume(int T, const char *aggtype, const char *slot, int sig, size_t n,
                             int *counts)
 {
-    PGconn *conn, *conn2;
+    /* small batches, one request in flight, slow responses: a stream of seconds */
+    static const char *const throttle[] = {"-X", "batch.num.messages=10", "-X",
+                                           "max.in.flight.requests.per.connection=1", NULL};
     hx_proc relay;
-    uint64_t end, c1 = 0;
+    uint64_t c0 = 0, c1 = 0, committed_end, end;
     const size_t open_rows = 10, committed = n - open_rows;
     char a[32], b[32], tag[64];
+    int64_t deadline;
 
     conn = hx_connect(pg.conninfo);
     conn2 = hx_connect(pg.conninfo);
     assert_non_null(conn);
     assert_non_null(conn2);
     create_slot(conn, slot);
+    assert_int_equal(hx_slot_confirmed(conn, slot, &c0), 1);
     for (size_t i = 0; i < committed; i += 100)
         insert_rows(conn, T, aggtype, i, i + 100, true);
+    /* insert, not write, position: with synchronous_commit = off the write one lags */
+    assert_int_equal(hx_current_lsn(conn, true, &committed_end), 0);
     assert_int_equal(hx_exec(conn2, "BEGIN"), 0);
     insert_rows(conn2, T, aggtype, committed, n, false);
-    /* slow acknowledgements down so the stop lands mid-stream */
     if (!broker.external)
-        assert_int_equal(hx_broker_cmd(&broker, "rtt all 40"), 0);
+        assert_int_equal(hx_broker_cmd(&broker, "rtt all 50"), 0);
 
     snprintf(tag, sizeof(tag), "%s-1", slot);
-    relay_start(&relay, tag, slot, false, 0);
-    read_back(T, aggtype, 1, 60000, counts);
+    relay_start(&relay, tag, slot, false, 0, throttle);
+    deadline = hx_now_ms() + 60000;
+    for (;;) {
+        assert_int_equal(hx_slot_confirmed(conn, slot, &c1), 1);
+        if (c1 > c0)
+            break;
+        if (hx_now_ms() >= deadline || !hx_proc_running(&relay)) {
+            hx_proc_dump(&relay, "never confirmed anything");
+            fail_msg("the relay did not move slot \"%s\" within 60 s", slot);
+        }
+        hx_sleep_ms(50);
+    }
     assert_int_equal(hx_proc_signal(&relay, sig), 0);
     expect_exit(&relay, sig == SIGTERM ? 0 : 128 + SIGKILL, 30000);
     assert_int_equal(hx_slot_confirmed(conn, slot, &c1), 1);
+    if (c1 >= committed_end)
+        fprintf(stderr, "note: the stop did not land mid-stream (slot at %s, rows end at %s)\n",
+                hx_lsn_format(c1, a, sizeof(a)), hx_lsn_format(committed_end, b, sizeof(b)));
 
     assert_int_equal(hx_exec(conn2, "COMMIT"), 0);
-    assert_int_equal(hx_current_lsn(conn, false, &end), 0);
-    if (c1 >= end)
-        fprintf(stderr, "note: the first run had confirmed everything (%s >= %s) before the stop\n",
-                hx_lsn_format(c1, a, sizeof(a)), hx_lsn_format(end, b, sizeof(b)));
+    assert_int_equal(hx_current_lsn(conn, true, &end), 0);
     if (!broker.external)
         assert_int_equal(hx_broker_cmd(&broker, "rtt all 0"), 0);
 
     snprintf(tag, sizeof(tag), "%s-2", slot);
-    relay_start(&relay, tag, slot, false, end);
+    relay_start(&relay, tag, slot, false, end, NULL);
     expect_exit(&relay, 0, 180000);
     assert_int_equal(hx_slot_confirmed(conn, slot, &c1), 1);
     if (c1 < end)
         fail_msg("after --end-lsn %s the slot is at %s", hx_lsn_format(end, a, sizeof(a)),
                  hx_lsn_format(c1, b, sizeof(b)));
-    read_back(T, aggtype, n, 120000, counts);
-    PQfinish(conn2);
-    PQfinish(conn);
+    read_back(T, aggtype, n, n, 120000, counts);
 }
 
 static void test_sigterm_restart_exactly_once(void **state)
@@ -341,9 +372,9 @@ static void test_kill9_restart_at_least_once(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_confirm_after_ack),
-        cmocka_unit_test(test_sigterm_restart_exactly_once),
-        cmocka_unit_test(test_kill9_restart_at_least_once),
+        cmocka_unit_test_teardown(test_confirm_after_ack, teardown_conns),
+        cmocka_unit_test_teardown(test_sigterm_restart_exactly_once, teardown_conns),
+        cmocka_unit_test_teardown(test_kill9_restart_at_least_once, teardown_conns),
     };
     return cmocka_run_group_tests_name("faults", tests, setup, teardown);
 }
