@@ -67,7 +67,9 @@ bool watermark_failed(const watermark *wm);
 /* Events handed to the broker and not yet acknowledged or failed. */
 uint64_t watermark_inflight_events(const watermark *wm);
 
-/* Transactions in the window (open one included). */
+/* Transactions in the window (open one included).  A run of completed
+ * transactions waiting behind an incomplete one is collapsed and counts
+ * once: this measures memory (at most 2 x incomplete + 1), not backlog. */
 size_t watermark_inflight_txns(const watermark *wm);
 
 /* True when a transaction is open (between Begin and Commit). */

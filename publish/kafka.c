@@ -1,0 +1,400 @@
+#include "publish/kafka.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+/* The ticket travels as the message's opaque pointer. */
+_Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t), "tickets need 64-bit pointers");
+
+struct kafka_producer {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *mainq; /* where delivery reports and errors are queued */
+    int efd;                 /* eventfd librdkafka writes to when mainq gets work */
+    bool auto_create;        /* allow.auto.create.topics as finally configured */
+
+    /* set only for the duration of kafka_poll() */
+    kafka_report_fn fn;
+    void *fn_arg;
+    int served;
+
+    bool fatal;
+    char fatal_reason[512];
+};
+
+/*
+ * Our defaults, applied before the caller's -X so that any of them can be
+ * overridden.  Per-aggregate order (DESIGN.md guarantee 4) relies on
+ * enable.idempotence: without it a retried batch can land after a later
+ * one; murmur2_random keeps key -> partition identical to the Java client.
+ */
+static const kafka_prop default_props[] = {
+    {"enable.idempotence", "true"},
+    {"acks", "all"},
+    {"partitioner", "murmur2_random"},
+};
+
+static _Atomic(kafka_log_fn) log_fn;
+
+static void default_log(int level, const char *fac, const char *msg)
+{
+    fprintf(stderr, "rdkafka %d %s: %s\n", level, fac, msg);
+}
+
+/* Called from librdkafka's threads: only reads the atomic pointer. */
+static void log_trampoline(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    kafka_log_fn fn = atomic_load(&log_fn);
+
+    (void)rk;
+    (fn ? fn : default_log)(level, fac, buf);
+}
+
+void kafka_set_logger(kafka_log_fn fn)
+{
+    atomic_store(&log_fn, fn);
+}
+
+void kafka_list_properties(FILE *out)
+{
+    rd_kafka_conf_properties_show(out);
+}
+
+/* Values of these may be secrets: never echo them in an error message. */
+static bool is_secret(const char *name)
+{
+    static const char *const words[] = {"password", "secret",     "ssl.key",
+                                        "jaas",     "credential", "token"};
+
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (strcasestr(name, words[i]))
+            return true;
+    return false;
+}
+
+/*
+ * Build a configuration: our defaults, then brokers, then the caller's
+ * properties in order (a later one wins).  Returns NULL with err naming the
+ * offending property.
+ */
+static rd_kafka_conf_t *build_conf(const char *brokers, const kafka_prop *props, size_t nprops,
+                                   char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char why[512];
+
+    if (!conf) {
+        snprintf(err, errlen, "out of memory creating the kafka configuration");
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(default_props) / sizeof(default_props[0]); i++) {
+        if (rd_kafka_conf_set(conf, default_props[i].name, default_props[i].value, why,
+                              sizeof(why)) != RD_KAFKA_CONF_OK) {
+            snprintf(err, errlen, "default %s=%s: %s", default_props[i].name,
+                     default_props[i].value, why);
+            goto fail;
+        }
+    }
+    if (brokers && *brokers &&
+        rd_kafka_conf_set(conf, "bootstrap.servers", brokers, why, sizeof(why)) !=
+            RD_KAFKA_CONF_OK) {
+        snprintf(err, errlen, "--brokers %s: %s", brokers, why);
+        goto fail;
+    }
+    for (size_t i = 0; i < nprops; i++) {
+        const char *name = props[i].name ? props[i].name : "";
+        const char *value = props[i].value ? props[i].value : "";
+
+        if (rd_kafka_conf_set(conf, name, value, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+            snprintf(err, errlen, "-X %s=%s: %s; -X list shows every property", name,
+                     is_secret(name) ? "***" : value, why);
+            goto fail;
+        }
+    }
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+int kafka_config_check(const char *brokers, const kafka_prop *props, size_t nprops, char *err,
+                       size_t errlen)
+{
+    rd_kafka_conf_t *conf = build_conf(brokers, props, nprops, err, errlen);
+
+    if (!conf)
+        return -1;
+    rd_kafka_conf_destroy(conf);
+    return 0;
+}
+
+/*
+ * Whether a delivery error is about the message itself, so retrying the
+ * same message can never succeed (the caller dead-letters it) — as opposed
+ * to the path to the broker (timeouts, purges, transport, leadership,
+ * replicas, authorization), which a retry after a rewind can ride out.
+ *
+ * An unknown topic is permanent only when this producer may not create
+ * topics: then the name came from the topic template and nothing but an
+ * operator fixes it.  With auto-creation allowed it is the usual race while
+ * the broker creates the topic.  (The mock cluster creates topics whatever
+ * the flag says, so this branch has no unit test.)
+ *
+ * Caveat: the broker judges a whole batch.  A size or record error it
+ * returns fails every message of that partition's batch, so a small message
+ * batched with a huge one also gets a permanent report; librdkafka does not
+ * split and retry.  A caller that dead-letters on permanent may want to
+ * produce such a message once more on its own first.
+ */
+static bool is_permanent(const kafka_producer *kp, rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+    case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP:
+    case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+        return true;
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+        return !kp->auto_create;
+    default:
+        return false;
+    }
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    kafka_producer *kp = opaque;
+    kafka_report rep;
+
+    (void)rk;
+    kp->served++;
+    if (!kp->fn)
+        return;
+    rep.ticket = (uint64_t)(uintptr_t)m->_private;
+    rep.err = m->err;
+    rep.errstr = m->err ? rd_kafka_err2str(m->err) : NULL;
+    rep.permanent = m->err ? is_permanent(kp, m->err) : false;
+    rep.partition = m->partition;
+    rep.offset = m->offset;
+    rep.len = m->len + m->key_len;
+    kp->fn(&rep, kp->fn_arg);
+}
+
+/*
+ * Non-fatal errors (all brokers down, transport) are informational: the
+ * affected messages get their own delivery reports.  A fatal one breaks
+ * the idempotence guarantee and ends this producer.
+ */
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    kafka_producer *kp = opaque;
+    char msg[600];
+
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[256];
+        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof(why));
+        if (!kp->fatal) {
+            kp->fatal = true;
+            snprintf(kp->fatal_reason, sizeof(kp->fatal_reason),
+                     "kafka producer fatal error: %s: %s", rd_kafka_err2name(orig), why);
+        }
+        log_trampoline(rk, LOG_ERR, "FATAL", kp->fatal_reason);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "%s: %s", rd_kafka_err2name(err), reason);
+    log_trampoline(rk, LOG_WARNING, "ERROR", msg);
+}
+
+kafka_producer *kafka_producer_new(const char *brokers, const kafka_prop *props, size_t nprops,
+                                   char *err, size_t errlen)
+{
+    static const uint64_t one = 1; /* an eventfd takes 8-byte writes */
+    kafka_producer *kp = calloc(1, sizeof(*kp));
+    rd_kafka_conf_t *conf = NULL;
+    char val[16], why[512];
+    size_t vlen = sizeof(val);
+
+    if (!kp) {
+        snprintf(err, errlen, "out of memory creating the kafka producer");
+        return NULL;
+    }
+    kp->efd = -1;
+    conf = build_conf(brokers, props, nprops, err, errlen);
+    if (!conf)
+        goto fail;
+    kp->auto_create = true;
+    if (rd_kafka_conf_get(conf, "allow.auto.create.topics", val, &vlen) == RD_KAFKA_CONF_OK)
+        kp->auto_create = strcmp(val, "true") == 0;
+
+    kp->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (kp->efd < 0) {
+        snprintf(err, errlen, "cannot create the kafka event fd: %s", strerror(errno));
+        goto fail;
+    }
+    rd_kafka_conf_set_opaque(conf, kp);
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_log_cb(conf, log_trampoline);
+
+    kp->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+    if (!kp->rk) {
+        snprintf(err, errlen, "cannot create the kafka producer: %s", why);
+        goto fail;
+    }
+    conf = NULL; /* owned by rk now */
+    kp->mainq = rd_kafka_queue_get_main(kp->rk);
+    rd_kafka_queue_io_event_enable(kp->mainq, kp->efd, &one, sizeof(one));
+    /* librdkafka's threads may have queued an error before the fd was
+     * attached; the fd only fires on empty -> non-empty, so wake ourselves
+     * once or that op would sit there until the next report */
+    if (write(kp->efd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+        snprintf(err, errlen, "cannot signal the kafka event fd: %s", strerror(errno));
+        goto fail;
+    }
+    return kp;
+fail:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    kafka_producer_free(kp);
+    return NULL;
+}
+
+void kafka_producer_free(kafka_producer *kp)
+{
+    if (!kp)
+        return;
+    kp->fn = NULL; /* reports served while destroying go nowhere */
+    if (kp->mainq) {
+        rd_kafka_queue_io_event_enable(kp->mainq, -1, NULL, 0);
+        rd_kafka_queue_destroy(kp->mainq);
+    }
+    if (kp->rk)
+        rd_kafka_destroy(kp->rk);
+    if (kp->efd >= 0)
+        close(kp->efd);
+    free(kp);
+}
+
+int kafka_event_fd(const kafka_producer *kp)
+{
+    return kp->efd;
+}
+
+enum kafka_produce_result kafka_produce(kafka_producer *kp, const char *topic, const void *key,
+                                        size_t keylen, const void *value, size_t valuelen,
+                                        const kafka_header *headers, size_t nheaders,
+                                        uint64_t ticket, char *err, size_t errlen)
+{
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(nheaders);
+    rd_kafka_resp_err_t rc;
+
+    if (!hdrs) {
+        snprintf(err, errlen, "out of memory for the headers of a message to \"%s\"", topic);
+        return KAFKA_PRODUCE_ERROR;
+    }
+    for (size_t i = 0; i < nheaders; i++) {
+        rc = rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
+                                 (ssize_t)headers[i].len);
+        if (rc) {
+            snprintf(err, errlen, "cannot add header \"%s\": %s", headers[i].name,
+                     rd_kafka_err2str(rc));
+            rd_kafka_headers_destroy(hdrs);
+            return KAFKA_PRODUCE_ERROR;
+        }
+    }
+    /* headers are owned by librdkafka only when producev succeeds */
+    rc = rd_kafka_producev(kp->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, keylen),
+                           RD_KAFKA_V_VALUE((void *)value, valuelen),
+                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+                           RD_KAFKA_V_OPAQUE((void *)(uintptr_t)ticket), RD_KAFKA_V_END);
+    if (rc == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return KAFKA_PRODUCE_OK;
+    rd_kafka_headers_destroy(hdrs);
+    if (rc == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        return KAFKA_PRODUCE_QUEUE_FULL;
+    snprintf(err, errlen, "cannot produce to \"%s\": %s", topic, rd_kafka_err2str(rc));
+    return KAFKA_PRODUCE_ERROR;
+}
+
+int kafka_poll(kafka_producer *kp, kafka_report_fn fn, void *arg, char *err, size_t errlen)
+{
+    uint64_t junk;
+
+    /* drain first: an enqueue after this read wakes the caller again */
+    while (read(kp->efd, &junk, sizeof(junk)) > 0)
+        ;
+    kp->fn = fn;
+    kp->fn_arg = arg;
+    kp->served = 0;
+    /* the fd only fires when the queue goes from empty to non-empty, so
+     * leave nothing behind */
+    while (rd_kafka_poll(kp->rk, 0) > 0)
+        ;
+    kp->fn = NULL;
+    kp->fn_arg = NULL;
+    if (kp->fatal) {
+        snprintf(err, errlen, "%s", kp->fatal_reason);
+        return -1;
+    }
+    return kp->served;
+}
+
+int kafka_purge(kafka_producer *kp)
+{
+    return rd_kafka_purge(kp->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT) ? -1 : 0;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Like rd_kafka_flush(), but reports go through fn.  The poll() timeout is
+ * capped so that work queued without a wake-up (the fd fires only on an
+ * empty-to-non-empty transition) is still served promptly.
+ */
+int kafka_flush(kafka_producer *kp, int timeout_ms, kafka_report_fn fn, void *arg)
+{
+    int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    char err[512];
+
+    for (;;) {
+        int64_t left;
+        struct pollfd pfd = {.fd = kp->efd, .events = POLLIN};
+
+        if (kafka_poll(kp, fn, arg, err, sizeof(err)) < 0)
+            return -1;
+        if (rd_kafka_outq_len(kp->rk) == 0)
+            return 0;
+        left = deadline - now_ms();
+        if (left <= 0)
+            return -1;
+        if (left > 100)
+            left = 100;
+        if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+int kafka_outq_len(const kafka_producer *kp)
+{
+    return rd_kafka_outq_len(kp->rk);
+}
