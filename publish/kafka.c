@@ -178,12 +178,13 @@ static bool is_permanent(const kafka_producer *kp, rd_kafka_resp_err_t err)
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     kafka_producer *kp = opaque;
-    kafka_report rep;
+    kafka_report rep = {0};
 
     (void)rk;
     kp->served++;
     if (!kp->fn)
         return;
+    rep.len = m->key_len + m->len;
     rep.ticket = (uint64_t)(uintptr_t)m->_private;
     rep.err = m->err;
     rep.errstr = m->err ? rd_kafka_err2str(m->err) : NULL;

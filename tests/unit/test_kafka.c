@@ -94,6 +94,7 @@ struct got {
     bool permanent[4096];
     int32_t partition[4096];
     int64_t offset[4096];
+    size_t len[4096];
 };
 
 static void collect(const kafka_report *rep, void *arg)
@@ -107,6 +108,7 @@ static void collect(const kafka_report *rep, void *arg)
     g->permanent[g->n] = rep->permanent;
     g->partition[g->n] = rep->partition;
     g->offset[g->n] = rep->offset;
+    g->len[g->n] = rep->len;
     if (rep->err)
         assert_non_null(rep->errstr);
     g->n++;
@@ -233,6 +235,7 @@ static void test_produce_reports_tickets(void **state)
         assert_false(g->permanent[i]);
         assert_true(g->offset[i] >= 0);
         assert_true(g->partition[i] >= 0);
+        assert_int_equal(g->len[i], 2 + strlen("{\"v\":1}")); /* key + value */
     }
     for (size_t i = 0; i < N; i++)
         assert_int_equal(seen[i], 1);
@@ -440,6 +443,7 @@ static void test_purge_reports_everything(void **state)
         assert_true(g->err[i] == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
                     g->err[i] == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT);
         assert_false(g->permanent[i]);
+        assert_int_equal(g->len[i], 1 + strlen("stuck")); /* failures free bytes too */
     }
     for (int i = 0; i < N; i++)
         assert_int_equal(seen[i], 1);
