@@ -257,11 +257,12 @@ static void handle_insert(relay *r, const pgo_insert *ins, uint64_t lsn)
     }
     switch (produce(r, &m, err, sizeof(err))) {
     case KAFKA_PRODUCE_OK: r->events_published++; break;
-    case KAFKA_PRODUCE_QUEUE_FULL: /* not returned by produce() */
-    case KAFKA_PRODUCE_ERROR:
+    case KAFKA_PRODUCE_REJECTED:
         if (!r->need_rewind)
             dead_letter(r, rel, &ins->tuple, &row, err, &src, m.topic);
         break;
+    case KAFKA_PRODUCE_QUEUE_FULL: /* not returned by produce() */
+    case KAFKA_PRODUCE_ERROR: request_rewind(r, "producer refused a message: %s", err); break;
     }
     envelope_msg_clear(&m);
 }

@@ -328,7 +328,16 @@ enum kafka_produce_result kafka_produce(kafka_producer *kp, const char *topic, c
     if (rc == RD_KAFKA_RESP_ERR__QUEUE_FULL)
         return KAFKA_PRODUCE_QUEUE_FULL;
     snprintf(err, errlen, "cannot produce to \"%s\": %s", topic, rd_kafka_err2str(rc));
-    return KAFKA_PRODUCE_ERROR;
+    switch (rc) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+        return KAFKA_PRODUCE_REJECTED;
+    default:
+        return KAFKA_PRODUCE_ERROR;
+    }
 }
 
 int kafka_poll(kafka_producer *kp, kafka_report_fn fn, void *arg, char *err, size_t errlen)

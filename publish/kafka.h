@@ -57,12 +57,16 @@ typedef struct kafka_header {
 enum kafka_produce_result {
     KAFKA_PRODUCE_OK = 0,
     KAFKA_PRODUCE_QUEUE_FULL = 1, /* not a failure: poll and retry */
-    KAFKA_PRODUCE_ERROR = -1,     /* this message can never be produced (err says why) */
+    KAFKA_PRODUCE_ERROR = -1,     /* the producer cannot take messages (fatal error, out of
+                                     memory): err says why; start over with a new producer */
+    KAFKA_PRODUCE_REJECTED = -2,  /* this message can never be produced (too large, a topic
+                                     or partition that cannot exist): err says why */
 };
 
 /*
  * Enqueue one message.  value is copied.  ticket comes back in the
- * delivery report.  On KAFKA_PRODUCE_ERROR no delivery report will come.
+ * delivery report.  On anything but KAFKA_PRODUCE_OK no delivery report
+ * will come.
  */
 enum kafka_produce_result kafka_produce(kafka_producer *kp, const char *topic, const void *key,
                                         size_t keylen, const void *value, size_t valuelen,

@@ -319,7 +319,7 @@ static void test_message_too_large_local(void **state)
         assert_true(g->err[0] != 0);
         assert_true(g->permanent[0]);
     } else {
-        assert_int_equal(r, KAFKA_PRODUCE_ERROR);
+        assert_int_equal(r, KAFKA_PRODUCE_REJECTED);
         assert_non_null(strstr(err, topic));
         /* no report will come for a refused message */
         wait_reports(kp, g, 1, 300);
