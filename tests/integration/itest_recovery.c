@@ -1,0 +1,282 @@
+/*
+ * Recovery: the relay rides out faults without exiting and without skipping.
+ *  - the replication connection is cut (pg_terminate_backend) and the
+ *    server restarts mid-stream: the relay reconnects with backoff and every
+ *    committed row arrives;
+ *  - every broker is down long enough for message.timeout.ms to pass: the
+ *    deliveries fail for good, the watermark never passes them, the relay
+ *    rewinds (new producer, stream from the confirmed position) and, once
+ *    the brokers are back, every row arrives.
+ * Assertions are on what a consumer reads and on confirmed_flush_lsn.
+ */
+#include <inttypes.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "tests/harness/harness.h"
+
+static hx_pg pg;
+static hx_broker broker;
+static PGconn *conn;
+
+static int setup(void **state)
+{
+    (void)state;
+    if (hx_init() != 0 || hx_pg_start(&pg, "recovery", NULL, true) != 0 ||
+        hx_broker_start(&broker, 3) != 0)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    PQfinish(conn);
+    conn = NULL;
+    hx_broker_stop(&broker);
+    hx_pg_stop(&pg);
+    hx_cleanup();
+    return 0;
+}
+
+static void topic_for(const char *agg_type, char *buf, size_t len)
+{
+    snprintf(buf, len, "itest.%s.recovery.%s", hx_run_id(), agg_type);
+}
+
+/* Insert rows [from, to) of agg_type, tx_size rows per transaction. */
+static void insert_rows(const char *agg_type, int from, int to, int tx_size)
+{
+    for (int i = from; i < to; i += tx_size) {
+        int end = i + tx_size < to ? i + tx_size : to;
+        assert_int_equal(hx_exec(conn,
+                                 "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                                 " SELECT '%s', 'agg-' || (n %% 7), 'Tested',"
+                                 " jsonb_build_object('n', n) FROM generate_series(%d, %d) n",
+                                 agg_type, i, end - 1),
+                         0);
+    }
+}
+
+/* Wait until the slot's confirmed position reaches lsn; false on timeout. */
+static bool wait_confirmed(const char *slot, uint64_t lsn, int timeout_ms)
+{
+    int64_t deadline = hx_now_ms() + timeout_ms;
+    uint64_t c = 0;
+    while (hx_now_ms() < deadline) {
+        if (hx_slot_confirmed(conn, slot, &c) == 1 && c >= lsn)
+            return true;
+        hx_sleep_ms(100);
+    }
+    char b1[32], b2[32];
+    print_error("slot %s confirmed %s, wanted %s\n", slot, hx_lsn_format(c, b1, sizeof(b1)),
+                hx_lsn_format(lsn, b2, sizeof(b2)));
+    return false;
+}
+
+/* Every n in [0, count) read at least once from topic; returns duplicates. */
+static size_t expect_all(const char *topic, int count)
+{
+    hx_records recs = {0};
+    const char *topics[] = {topic};
+    char *seen = calloc((size_t)count, 1);
+    size_t dups = 0;
+    int missing = 0;
+
+    assert_non_null(seen);
+    assert_true(hx_consume(broker.bootstraps, topics, 1, (size_t)count, 60000, &recs) >= count);
+    for (size_t i = 0; i < recs.n; i++) {
+        json_error_t jerr;
+        json_t *v = json_loadb(recs.v[i].value, recs.v[i].value_len, 0, &jerr);
+        assert_non_null(v);
+        json_int_t n = json_integer_value(json_object_get(json_object_get(v, "payload"), "n"));
+        assert_true(n >= 0 && n < count);
+        if (seen[n])
+            dups++;
+        seen[n] = 1;
+        json_decref(v);
+    }
+    for (int n = 0; n < count; n++)
+        if (!seen[n]) {
+            if (missing++ < 5)
+                print_error("row %d of %s never arrived\n", n, topic);
+        }
+    assert_int_equal(missing, 0);
+    free(seen);
+    hx_records_free(&recs);
+    return dups;
+}
+
+static void start_relay(hx_proc *p, const char *tag, const char *slot, const char *const *extra)
+{
+    char tmpl[200];
+    const char *args[40];
+    size_t n = 0;
+
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.recovery.{aggregate_type}", hx_run_id());
+    args[n++] = "run";
+    args[n++] = "-d";
+    args[n++] = pg.conninfo;
+    args[n++] = "-b";
+    args[n++] = broker.bootstraps;
+    args[n++] = "--slot";
+    args[n++] = slot;
+    args[n++] = "--create-slot";
+    args[n++] = "--topic";
+    args[n++] = tmpl;
+    args[n++] = "--status-interval";
+    args[n++] = "0.2";
+    for (; extra && *extra; extra++)
+        args[n++] = *extra;
+    args[n] = NULL;
+    assert_int_equal(hx_relay_start(p, tag, args), 0);
+}
+
+static void wait_slot_active(const char *slot, hx_proc *p)
+{
+    char buf[16] = "";
+    int64_t deadline = hx_now_ms() + 30000;
+    while (hx_now_ms() < deadline) {
+        if (hx_query1(conn, buf, sizeof(buf),
+                      "SELECT active FROM pg_replication_slots WHERE slot_name = '%s'", slot) == 1 &&
+            strcmp(buf, "t") == 0)
+            return;
+        if (!hx_proc_running(p)) {
+            hx_proc_dump(p, "relay exited early");
+            fail_msg("relay exited before streaming");
+        }
+        hx_sleep_ms(50);
+    }
+    hx_proc_dump(p, "slot never active");
+    fail_msg("slot %s never became active", slot);
+}
+
+static void restart_server(void)
+{
+    char cmd[1200];
+    const char *pgbin = "/usr/lib/postgresql/15/bin";
+    /* pg_ctl restart reuses the options of the last start (the port). */
+    snprintf(cmd, sizeof(cmd), "%s %s/pg_ctl -D %s/data -m fast -w -t 60 restart >/dev/null 2>&1",
+             getuid() == 0 ? "runuser -u postgres --" : "", pgbin, pg.dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_connection_loss_and_server_restart(void **state)
+{
+    (void)state;
+    const char *slot = "rec_conn", *agg = "conn";
+    char topic[200], buf[32];
+    hx_proc relay;
+    uint64_t end;
+    int total = 0;
+
+    topic_for(agg, topic, sizeof(topic));
+    conn = hx_connect(pg.conninfo);
+    assert_non_null(conn);
+    start_relay(&relay, "conn", slot, NULL);
+    wait_slot_active(slot, &relay);
+
+    /* Cut the replication connection three times while rows keep coming. */
+    for (int round = 0; round < 3; round++) {
+        insert_rows(agg, total, total + 100, 10);
+        total += 100;
+        wait_slot_active(slot, &relay);
+        assert_int_equal(hx_query1(conn, buf, sizeof(buf),
+                                   "SELECT count(pg_terminate_backend(active_pid)) FROM "
+                                   "pg_replication_slots WHERE slot_name = '%s' AND active",
+                                   slot),
+                         1);
+        assert_string_equal(buf, "1"); /* the walsender was really cut */
+        insert_rows(agg, total, total + 100, 25);
+        total += 100;
+        assert_true(hx_proc_running(&relay));
+    }
+    /* And a full server restart while streaming. */
+    wait_slot_active(slot, &relay);
+    PQfinish(conn);
+    restart_server();
+    conn = hx_connect(pg.conninfo);
+    assert_non_null(conn);
+    insert_rows(agg, total, total + 200, 50);
+    total += 200;
+    assert_int_equal(hx_current_lsn(conn, false, &end), 0);
+
+    if (!wait_confirmed(slot, end, 90000)) {
+        hx_proc_dump(&relay, "not confirmed after reconnects");
+        fail();
+    }
+    assert_true(hx_proc_running(&relay));
+    assert_int_equal(hx_proc_signal(&relay, SIGTERM), 0);
+    assert_int_equal(hx_proc_wait(&relay, 30000), 0);
+    size_t dups = expect_all(topic, total);
+    print_message("connection loss: %d rows, %zu duplicates\n", total, dups);
+    PQfinish(conn);
+    conn = NULL;
+}
+
+static void test_failed_delivery_rewinds_never_skips(void **state)
+{
+    (void)state;
+    const char *slot = "rec_timeout", *agg = "timeout";
+    const char *extra[] = {"-X", "message.timeout.ms=1500", "-X", "reconnect.backoff.max.ms=200",
+                           NULL};
+    char topic[200];
+    hx_proc relay;
+    uint64_t before, end, c;
+    int total = 60;
+
+    if (hx_broker_is_external())
+        skip();
+    topic_for(agg, topic, sizeof(topic));
+    conn = hx_connect(pg.conninfo);
+    assert_non_null(conn);
+    start_relay(&relay, "timeout", slot, extra);
+    wait_slot_active(slot, &relay);
+    assert_int_equal(hx_current_lsn(conn, false, &before), 0);
+    assert_true(wait_confirmed(slot, before, 30000));
+
+    assert_int_equal(hx_broker_cmd(&broker, "down all"), 0);
+    assert_int_equal(hx_current_lsn(conn, true, &before), 0);
+    insert_rows(agg, 0, total, 6);
+    assert_int_equal(hx_current_lsn(conn, false, &end), 0);
+    /* Several message timeouts (and rewinds) pass: the slot must stay put. */
+    for (int64_t until = hx_now_ms() + 6000; hx_now_ms() < until; hx_sleep_ms(200)) {
+        assert_int_equal(hx_slot_confirmed(conn, slot, &c), 1);
+        if (c > before) {
+            char b1[32], b2[32];
+            fail_msg("confirmed %s passed unacknowledged rows starting at %s",
+                     hx_lsn_format(c, b1, sizeof(b1)), hx_lsn_format(before, b2, sizeof(b2)));
+        }
+        assert_true(hx_proc_running(&relay));
+    }
+    assert_int_equal(hx_broker_cmd(&broker, "up all"), 0);
+    if (!wait_confirmed(slot, end, 60000)) {
+        hx_proc_dump(&relay, "not confirmed after brokers returned");
+        fail();
+    }
+    assert_int_equal(hx_proc_signal(&relay, SIGTERM), 0);
+    assert_int_equal(hx_proc_wait(&relay, 30000), 0);
+    size_t dups = expect_all(topic, total);
+    print_message("failed deliveries: %d rows, %zu duplicates\n", total, dups);
+    PQfinish(conn);
+    conn = NULL;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connection_loss_and_server_restart),
+        cmocka_unit_test(test_failed_delivery_rewinds_never_skips),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
