@@ -27,6 +27,9 @@ static hx_broker broker;
 static char topic_tmpl[160];
 /* a failed assertion leaves the test at once: its sessions are closed in teardown_conns */
 static PGconn *conn, *conn2;
+/* for failure messages: where the slot was after the stop, and a row's source position */
+static uint64_t stopped_at;
+static char last_commit_lsn[6000][24];
 
 static int setup(void **state)
 {
@@ -182,6 +185,12 @@ static void read_back(int test, const char *aggtype, size_t n, size_t want, int 
             sscanf(id + strlen(prefix), "%12llx", &k) != 1 || k >= n)
             fail_msg("unexpected record: %.200s", recs.v[i].value);
         counts[k]++;
+        if (k < sizeof(last_commit_lsn) / sizeof(last_commit_lsn[0])) {
+            json_t *src = json_object_get(v, "source");
+            json_t *cl = json_object_get(src, "commit_lsn");
+            snprintf(last_commit_lsn[k], sizeof(last_commit_lsn[k]), "%s",
+                     json_is_string(cl) ? json_string_value(cl) : "?");
+        }
         json_decref(v);
     }
     hx_records_free(&recs);
@@ -278,7 +287,11 @@ static void test_confirm_after_ack(void **state)
 static void stop_and_resume(int T, const char *aggtype, const char *slot, int sig, size_t n,
                             int *counts)
 {
-    /* small batches, one request in flight, slow responses: a stream of seconds */
+    /*
+     * Small batches, one request in flight, slow responses: a stream of a
+     * few seconds, so the stop lands mid-stream, yet what is in flight at a
+     * SIGTERM still drains within the relay's default shutdown bound (10 s).
+     */
     static const char *const throttle[] = {"-X", "batch.num.messages=10", "-X",
                                            "max.in.flight.requests.per.connection=1", NULL};
     hx_proc relay;
@@ -300,7 +313,7 @@ static void stop_and_resume(int T, const char *aggtype, const char *slot, int si
     assert_int_equal(hx_exec(conn2, "BEGIN"), 0);
     insert_rows(conn2, T, aggtype, committed, n, false);
     if (!broker.external)
-        assert_int_equal(hx_broker_cmd(&broker, "rtt all 50"), 0);
+        assert_int_equal(hx_broker_cmd(&broker, "rtt all 10"), 0);
 
     snprintf(tag, sizeof(tag), "%s-1", slot);
     relay_start(&relay, tag, slot, false, 0, throttle);
@@ -315,12 +328,14 @@ static void stop_and_resume(int T, const char *aggtype, const char *slot, int si
         }
         hx_sleep_ms(50);
     }
-    assert_int_equal(hx_proc_signal(&relay, sig), 0);
-    expect_exit(&relay, sig == SIGTERM ? 0 : 128 + SIGKILL, 30000);
-    assert_int_equal(hx_slot_confirmed(conn, slot, &c1), 1);
+    /* c1: where the slot stood when the signal went out */
     if (c1 >= committed_end)
         fprintf(stderr, "note: the stop did not land mid-stream (slot at %s, rows end at %s)\n",
                 hx_lsn_format(c1, a, sizeof(a)), hx_lsn_format(committed_end, b, sizeof(b)));
+    assert_int_equal(hx_proc_signal(&relay, sig), 0);
+    expect_exit(&relay, sig == SIGTERM ? 0 : 128 + SIGKILL, 30000);
+    assert_int_equal(hx_slot_confirmed(conn, slot, &c1), 1);
+    stopped_at = c1;
 
     assert_int_equal(hx_exec(conn2, "COMMIT"), 0);
     assert_int_equal(hx_current_lsn(conn, true, &end), 0);
@@ -341,13 +356,16 @@ static void test_sigterm_restart_exactly_once(void **state)
 {
     const size_t N = 5010;
     int *counts = calloc(N, sizeof(*counts));
+    char a[32];
 
     (void)state;
     assert_non_null(counts);
     stop_and_resume(2, "term", "f_term", SIGTERM, N, counts);
     for (size_t i = 0; i < N; i++)
         if (counts[i] != 1)
-            fail_msg("after SIGTERM and restart row %zu was read %d times", i, counts[i]);
+            fail_msg("after SIGTERM and restart row %zu (commit_lsn %s) was read %d times; "
+                     "the slot was at %s after the stop",
+                     i, last_commit_lsn[i], counts[i], hx_lsn_format(stopped_at, a, sizeof(a)));
     free(counts);
 }
 
