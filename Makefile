@@ -24,6 +24,8 @@ HARNESS_SRC := $(wildcard tests/harness/*.c)
 HARNESS_OBJ := $(HARNESS_SRC:%.c=$(BUILD)/%.o)
 MOCKBROKER := $(BUILD)/mockbroker
 
+.SECONDARY: $(HARNESS_OBJ)
+
 .PHONY: all test unit integration asan demo bench chaos install clean format deps fuzz
 
 all: outbox-relay

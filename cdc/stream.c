@@ -435,6 +435,9 @@ static enum stream_status create_slot(stream *st, char *err, size_t errlen)
      * exported because the relay never reads the table. */
     snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT",
              st->cfg->slot);
+    log_info("creating replication slot \"%s\": waits until transactions running now have "
+             "ended",
+             st->cfg->slot);
     res = PQexec(st->conn, sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
