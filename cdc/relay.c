@@ -348,12 +348,13 @@ static int handle_xlogdata(relay *r, const stream_frame *f)
 static void handle_keepalive(relay *r, const stream_frame *f)
 {
     /* Between a Commit and the next Begin every transaction that committed
-     * before walEnd has been received; with nothing in flight it may be
-     * confirmed, so a quiet outbox does not pin WAL. */
+     * before walEnd has been received: walEnd is confirmed once everything
+     * before it is acknowledged, so a quiet outbox does not pin WAL. */
     if (!r->txn_open) {
         if (f->wal_end > r->received)
             r->received = f->wal_end;
-        (void)watermark_idle_advance(r->wm, f->wal_end);
+        if (watermark_keepalive(r->wm, f->wal_end) != 0)
+            request_rewind(r, "watermark refused keepalive position");
     }
     if (f->reply_requested)
         r->reply_requested = true;

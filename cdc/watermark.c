@@ -327,14 +327,25 @@ bool watermark_txn_open(const watermark *wm)
  * none is open, so everything the server sent is durable: confirming its
  * walEnd skips only WAL without outbox events (PROTOCOL.md §4).
  */
-bool watermark_idle_advance(watermark *wm, uint64_t lsn)
+int watermark_keepalive(watermark *wm, uint64_t lsn)
 {
-    if (wm->open || wm->count > 0 || wm->inflight > 0 || wm->failed)
-        return false;
-    if (lsn <= wm->flush)
-        return false;
-    wm->flush = lsn;
-    return true;
+    uint64_t t;
+
+    if (wm->open)
+        return -1;
+    if (lsn <= wm->last_end || lsn <= wm->flush)
+        return 0;
+    if (wm->count == 0 && !wm->failed) {
+        wm->flush = lsn; /* nothing before it: confirmable at once */
+        wm->last_end = lsn;
+        return 0;
+    }
+    /* Behind unacknowledged transactions: an empty transaction ending at
+     * lsn, collapsed with its neighbours as soon as it is complete. */
+    t = watermark_begin(wm);
+    if (t == 0)
+        return 0; /* out of memory: this keepalive is simply not used */
+    return watermark_commit(wm, t, lsn) == 0 ? 0 : -1;
 }
 
 /*

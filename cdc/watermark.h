@@ -76,11 +76,16 @@ size_t watermark_inflight_txns(const watermark *wm);
 bool watermark_txn_open(const watermark *wm);
 
 /*
- * Idle confirmation: with no transaction open and nothing in flight, a
- * keepalive's walEnd may be confirmed.  Advances the flush LSN to lsn when
- * that is safe and lsn is higher; returns whether it advanced.
+ * A keepalive's walEnd arrived with no transaction open: every transaction
+ * whose commit starts before lsn has been received (a later one commits
+ * after lsn and comes whole).  lsn joins the window like a transaction
+ * without events, so it is confirmed as soon as everything before it is
+ * acknowledged -- an idle outbox does not pin WAL, even when the keepalive
+ * came while events were still in flight.  Returns 0, or -1 when a
+ * transaction is open (then nothing changes).  A position at or below the
+ * last commit's end changes nothing.
  */
-bool watermark_idle_advance(watermark *wm, uint64_t lsn);
+int watermark_keepalive(watermark *wm, uint64_t lsn) OBX_WUR;
 
 /*
  * Forget everything in flight (after a rewind: the producer was purged and

@@ -224,8 +224,8 @@ static void test_failure_stops_for_good(void **state)
     txn(wm, 0, 700);
     assert_int_equal(watermark_flush_lsn(wm), 200);
     assert_true(watermark_failed(wm));
-    /* nor may idle confirmation */
-    assert_false(watermark_idle_advance(wm, 10000));
+    /* nor may a keepalive position */
+    assert_int_equal(watermark_keepalive(wm, 10000), 0);
     assert_int_equal(watermark_flush_lsn(wm), 200);
     /* the failed event was counted: no more reports for t2 */
     assert_int_equal(watermark_ack(wm, t2), -1);
@@ -444,8 +444,8 @@ static void test_ack_before_commit(void **state)
     assert_int_equal(watermark_flush_lsn(wm), 100);
     assert_int_equal(watermark_inflight_txns(wm), 1);
     assert_true(watermark_txn_open(wm));
-    /* idle confirmation is refused while the transaction is open */
-    assert_false(watermark_idle_advance(wm, 1000));
+    /* a keepalive position is refused while the transaction is open */
+    assert_int_equal(watermark_keepalive(wm, 1000), -1);
     assert_int_equal(watermark_flush_lsn(wm), 100);
     /* more events after the early acks */
     assert_int_equal(watermark_add_event(wm, t), 0);
@@ -485,37 +485,58 @@ static void test_protocol_errors(void **state)
     watermark_free(wm);
 }
 
-static void test_idle_advance(void **state)
+static void test_keepalive(void **state)
 {
     (void)state;
     watermark *wm = watermark_new(100);
 
-    assert_true(watermark_idle_advance(wm, 150));
+    /* nothing in flight: confirmed at once, never decreasing */
+    assert_int_equal(watermark_keepalive(wm, 150), 0);
     assert_int_equal(watermark_flush_lsn(wm), 150);
-    /* never decreasing */
-    assert_false(watermark_idle_advance(wm, 120));
-    assert_false(watermark_idle_advance(wm, 150));
+    assert_int_equal(watermark_keepalive(wm, 120), 0);
+    assert_int_equal(watermark_keepalive(wm, 150), 0);
     assert_int_equal(watermark_flush_lsn(wm), 150);
 
-    /* open transaction without events */
+    /* open transaction without events: refused */
     uint64_t t = watermark_begin(wm);
-    assert_false(watermark_idle_advance(wm, 200));
+    assert_int_equal(watermark_keepalive(wm, 200), -1);
+    assert_int_equal(watermark_flush_lsn(wm), 150);
     assert_int_equal(watermark_commit(wm, t, 210), 0);
     assert_int_equal(watermark_flush_lsn(wm), 210);
-    assert_true(watermark_idle_advance(wm, 220));
+    assert_int_equal(watermark_keepalive(wm, 220), 0);
+    assert_int_equal(watermark_flush_lsn(wm), 220);
 
-    /* committed, events in flight */
-    t = txn(wm, 1, 300);
-    assert_false(watermark_idle_advance(wm, 400));
+    /* the keepalive arrives while events are still in flight: it waits
+     * behind them and is confirmed once they are acknowledged (a server that
+     * already has our write position past it sends no new keepalive) */
+    t = txn(wm, 2, 300);
+    assert_int_equal(watermark_keepalive(wm, 400), 0);
     assert_int_equal(watermark_flush_lsn(wm), 220);
     assert_int_equal(watermark_ack(wm, t), 0);
-    assert_int_equal(watermark_flush_lsn(wm), 300);
-    assert_true(watermark_idle_advance(wm, 400));
+    assert_int_equal(watermark_flush_lsn(wm), 220);
+    assert_int_equal(watermark_ack(wm, t), 0);
     assert_int_equal(watermark_flush_lsn(wm), 400);
 
-    /* a commit whose end LSN is below an idle-confirmed LSN never lowers it */
-    txn(wm, 0, 350);
+    /* many keepalives behind one stuck transaction cost O(1) and never
+     * pass it */
+    t = txn(wm, 1, 500);
+    for (uint64_t lsn = 501; lsn < 100501; lsn++)
+        assert_int_equal(watermark_keepalive(wm, lsn), 0);
+    assert_true(watermark_inflight_txns(wm) <= 2);
     assert_int_equal(watermark_flush_lsn(wm), 400);
+    /* a transaction after the keepalives, acknowledged first */
+    uint64_t t2 = txn(wm, 1, 100600);
+    assert_int_equal(watermark_ack(wm, t2), 0);
+    assert_int_equal(watermark_flush_lsn(wm), 400);
+    assert_int_equal(watermark_ack(wm, t), 0);
+    assert_int_equal(watermark_flush_lsn(wm), 100600);
+
+    /* a later failure stops keepalive positions behind it too */
+    t = txn(wm, 1, 100700);
+    assert_int_equal(watermark_keepalive(wm, 100800), 0);
+    assert_int_equal(watermark_fail(wm, t), 0);
+    assert_int_equal(watermark_keepalive(wm, 100900), 0);
+    assert_int_equal(watermark_flush_lsn(wm), 100600);
     watermark_free(wm);
 }
 
@@ -538,7 +559,7 @@ static void test_abort_open(void **state)
     uint64_t t2 = watermark_begin(wm);
     assert_int_equal(watermark_add_event(wm, t2), 0);
     watermark_abort_open(wm);
-    assert_false(watermark_idle_advance(wm, 1000));
+    assert_int_equal(watermark_keepalive(wm, 250), 0); /* waits behind the aborted one */
     uint64_t t3 = txn(wm, 0, 300); /* sent again after the reconnect */
     (void)t3;
     assert_int_equal(watermark_ack(wm, t1), 0);
@@ -618,7 +639,7 @@ int main(void)
         cmocka_unit_test(test_stale_after_reset),
         cmocka_unit_test(test_ack_before_commit),
         cmocka_unit_test(test_protocol_errors),
-        cmocka_unit_test(test_idle_advance),
+        cmocka_unit_test(test_keepalive),
         cmocka_unit_test(test_abort_open),
         cmocka_unit_test(test_million_empty_behind_inflight),
         cmocka_unit_test(test_lagging_acks_behind_stuck_head),
