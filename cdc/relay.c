@@ -45,6 +45,25 @@ typedef struct relinfo {
     char bind_err[384];
 } relinfo;
 
+/* Why rows went to the dead-letter topic: counted per reason, each reason
+ * logged at most once per DLQ_LOG_INTERVAL_MS with the rows it stood for. */
+enum dlq_reason {
+    DLQ_UNMAPPED,    /* the table lacks a column a required role maps to */
+    DLQ_INVALID_ROW, /* a required value NULL or empty, or not text */
+    DLQ_INVALID_RECORD, /* payload not JSON, bad timestamp, topic Kafka rejects */
+    DLQ_REJECTED,    /* the producer refused the message (too large, ...) */
+    DLQ_NREASONS
+};
+static const char *const dlq_reason_names[DLQ_NREASONS] = {"unmapped_column", "invalid_row",
+                                                          "invalid_record", "rejected"};
+#define DLQ_LOG_INTERVAL_MS 60000
+
+typedef struct dlq_stats {
+    uint64_t total;
+    uint64_t unlogged; /* rows since the last log line for this reason */
+    int64_t logged_at; /* 0 = never logged */
+} dlq_stats;
+
 typedef struct relay {
     const config *cfg;
     stream *st;
@@ -77,6 +96,7 @@ typedef struct relay {
     int64_t stream_started_at;
 
     uint64_t events_published, events_acked, dead_lettered, rewinds;
+    dlq_stats dlq[DLQ_NREASONS];
     int64_t stats_at;
 } relay;
 
@@ -188,26 +208,51 @@ static enum kafka_produce_result produce(relay *r, const envelope_msg *m, char *
 /* A row that cannot become an event goes to the dead-letter topic; that
  * delivery is its acknowledgement.  If even that cannot be produced, the
  * relay rewinds: it never skips a row. */
-static void dead_letter(relay *r, const relcache_entry *rel, const pgo_tuple *tuple,
-                        const outbox_row *row, const char *reason, const envelope_source *src,
-                        const char *original_topic)
+static void dead_letter(relay *r, enum dlq_reason why, const relcache_entry *rel,
+                        const pgo_tuple *tuple, const outbox_row *row, const char *reason,
+                        const envelope_source *src, const char *original_topic)
 {
     envelope_msg m = {0};
     char err[512];
     char lsnb[LSN_BUFSZ];
+    dlq_stats *ds = &r->dlq[why];
+    int64_t now = stream_now_ms();
 
-    log_warn("row at %s of \"%s\" goes to dead-letter topic \"%s\": %s",
-             lsn_format(src->lsn, lsnb), rel->qualname, r->cfg->dlq_topic, reason);
+    ds->unlogged++;
+    if (ds->logged_at == 0 || now - ds->logged_at >= DLQ_LOG_INTERVAL_MS) {
+        log_warn("dead-lettered %llu row(s) for %s to \"%s\"; latest at %s of \"%s\": %s",
+                 (unsigned long long)ds->unlogged, dlq_reason_names[why], r->cfg->dlq_topic,
+                 lsn_format(src->lsn, lsnb), rel->qualname, reason);
+        ds->unlogged = 0;
+        ds->logged_at = now;
+    }
     if (envelope_build_dead_letter(r->cfg->dlq_topic, rel, tuple, row, reason, src,
                                    original_topic, &m, err, sizeof(err)) != 0) {
         request_rewind(r, "cannot build dead-letter record: %s", err);
         return;
     }
-    if (produce(r, &m, err, sizeof(err)) != KAFKA_PRODUCE_OK)
+    enum kafka_produce_result pr = produce(r, &m, err, sizeof(err));
+    if (pr == KAFKA_PRODUCE_REJECTED) {
+        /* The row itself is what the producer refuses (too large, as a
+         * rule): dead-letter it without its values, so the reason, position
+         * and table still reach the topic. */
+        char why_more[768];
+        envelope_msg_clear(&m);
+        snprintf(why_more, sizeof(why_more), "%s (row values omitted: %s)", reason, err);
+        if (envelope_build_dead_letter(r->cfg->dlq_topic, rel, NULL, NULL, why_more, src,
+                                       original_topic, &m, err, sizeof(err)) != 0) {
+            request_rewind(r, "cannot build dead-letter record: %s", err);
+            return;
+        }
+        pr = produce(r, &m, err, sizeof(err));
+    }
+    if (pr != KAFKA_PRODUCE_OK)
         request_rewind(r, "cannot produce to dead-letter topic \"%s\": %s", r->cfg->dlq_topic,
                        err);
-    else
+    else {
         r->dead_lettered++;
+        ds->total++;
+    }
     envelope_msg_clear(&m);
 }
 
@@ -240,11 +285,11 @@ static void handle_insert(relay *r, const pgo_insert *ins, uint64_t lsn)
                             .table = rel->qualname,
                             .slot = r->cfg->slot};
     if (!ri->bound) {
-        dead_letter(r, rel, &ins->tuple, NULL, ri->bind_err, &src, NULL);
+        dead_letter(r, DLQ_UNMAPPED, rel, &ins->tuple, NULL, ri->bind_err, &src, NULL);
         return;
     }
     if (outbox_extract(&ri->binding, rel, &ins->tuple, &row, err, sizeof(err)) != 0) {
-        dead_letter(r, rel, &ins->tuple, NULL, err, &src, NULL);
+        dead_letter(r, DLQ_INVALID_ROW, rel, &ins->tuple, NULL, err, &src, NULL);
         return;
     }
     errno = 0;
@@ -252,14 +297,14 @@ static void handle_insert(relay *r, const pgo_insert *ins, uint64_t lsn)
         if (errno == ENOMEM) /* a good row must not be dead-lettered for our own failure */
             request_rewind(r, "cannot build record: %s", err);
         else
-            dead_letter(r, rel, &ins->tuple, &row, err, &src, NULL);
+            dead_letter(r, DLQ_INVALID_RECORD, rel, &ins->tuple, &row, err, &src, NULL);
         return;
     }
     switch (produce(r, &m, err, sizeof(err))) {
     case KAFKA_PRODUCE_OK: r->events_published++; break;
     case KAFKA_PRODUCE_REJECTED:
         if (!r->need_rewind)
-            dead_letter(r, rel, &ins->tuple, &row, err, &src, m.topic);
+            dead_letter(r, DLQ_REJECTED, rel, &ins->tuple, &row, err, &src, m.topic);
         break;
     case KAFKA_PRODUCE_QUEUE_FULL: /* not returned by produce() */
     case KAFKA_PRODUCE_ERROR: request_rewind(r, "producer refused a message: %s", err); break;
@@ -297,15 +342,17 @@ static void handle_relation(relay *r, const pgo_relation *prel)
                   rel->natts);
 }
 
-/* Returns -1 on a fatal decode error (the process must stop). */
-static int handle_xlogdata(relay *r, const stream_frame *f)
+/* A message that cannot be decoded is never skipped: the relay rewinds to
+ * the confirmed position and reads it again (with backoff). */
+static void handle_xlogdata(relay *r, const stream_frame *f)
 {
     char err[512];
 
     if (pgo_parse(f->payload, f->len, false, r->msg, err, sizeof(err)) != 0) {
         char b[LSN_BUFSZ];
         log_error("cannot decode pgoutput message at %s: %s", lsn_format(f->wal_start, b), err);
-        return -1;
+        request_rewind(r, "undecodable message at %s", b);
+        return;
     }
     switch (r->msg->kind) {
     case PGO_BEGIN:
@@ -342,7 +389,6 @@ static int handle_xlogdata(relay *r, const stream_frame *f)
     case PGO_INSERT: handle_insert(r, &r->msg->u.insert, f->wal_start); break;
     case PGO_SKIPPED: break;
     }
-    return 0;
 }
 
 static void handle_keepalive(relay *r, const stream_frame *f)
@@ -462,6 +508,14 @@ static void log_stats(relay *r, int64_t now)
 {
     char b[LSN_BUFSZ];
     r->stats_at = now;
+    for (int i = 0; i < DLQ_NREASONS; i++)
+        if (r->dlq[i].unlogged) {
+            log_warn("dead-lettered %llu more row(s) for %s (%llu in all)",
+                     (unsigned long long)r->dlq[i].unlogged, dlq_reason_names[i],
+                     (unsigned long long)r->dlq[i].total);
+            r->dlq[i].unlogged = 0;
+            r->dlq[i].logged_at = now;
+        }
     log_info("published %llu, acknowledged %llu, dead-lettered %llu, rewinds %llu, in flight "
              "%llu, confirmed %s",
              (unsigned long long)r->events_published, (unsigned long long)r->events_acked,
@@ -471,7 +525,7 @@ static void log_stats(relay *r, int64_t now)
 }
 
 /* Read buffered frames.  Returns 1 when frames may still be buffered. */
-static int read_frames(relay *r, int *fatal)
+static int read_frames(relay *r)
 {
     stream_frame f;
     char err[512];
@@ -492,10 +546,7 @@ static int read_frames(relay *r, int *fatal)
             return 0;
         }
         if (f.kind == STREAM_FRAME_XLOGDATA) {
-            if (handle_xlogdata(r, &f) != 0) {
-                *fatal = 1;
-                return 0;
-            }
+            handle_xlogdata(r, &f);
         } else {
             handle_keepalive(r, &f);
         }
@@ -532,7 +583,7 @@ int relay_run(const config *cfg)
 {
     relay r = {0};
     char err[512];
-    int exit_code = 1, fatal = 0;
+    int exit_code = 1;
     struct sigaction sa = {0};
 
     sa.sa_handler = on_signal;
@@ -606,11 +657,7 @@ int relay_run(const config *cfg)
             }
         }
         if (r.connected) {
-            more = read_frames(&r, &fatal);
-            if (fatal) {
-                exit_code = 1;
-                goto out;
-            }
+            more = read_frames(&r);
             now = stream_now_ms();
             if (r.connected &&
                 policy_feedback_due(&r.fb, now, watermark_flush_lsn(r.wm), r.reply_requested))

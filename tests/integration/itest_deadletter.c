@@ -1,0 +1,231 @@
+/*
+ * Poison rows: a row that cannot become an event goes to the dead-letter
+ * topic (value = the row, headers error, lsn, table), its delivery counts as
+ * its acknowledgement, and nothing stalls: rows after it are published and
+ * the slot moves past it.  Covered: an empty aggregate id, an aggregate
+ * type that makes an invalid topic name, a row larger than the producer's
+ * message.max.bytes (dead-lettered without its values), and a table whose
+ * required column disappears mid-stream.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "tests/harness/harness.h"
+
+static hx_pg pg;
+static hx_broker broker;
+static PGconn *conn;
+
+static int setup(void **state)
+{
+    (void)state;
+    if (hx_init() != 0 || hx_pg_start(&pg, "dlq", NULL, true) != 0 ||
+        hx_broker_start(&broker, 3) != 0)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    PQfinish(conn);
+    conn = NULL;
+    hx_broker_stop(&broker);
+    hx_pg_stop(&pg);
+    hx_cleanup();
+    return 0;
+}
+
+static const char *header(const hx_record *rec, const char *name)
+{
+    const hx_header *h = hx_record_header(rec, name);
+    return h && h->value ? h->value : NULL;
+}
+
+/* Run the relay on slot until everything written so far is confirmed. */
+static void run_relay_to_end(const char *tag, const char *slot, const char *tmpl, const char *dlq,
+                             const char *const *extra)
+{
+    const char *args[40];
+    size_t n = 0;
+    char endbuf[32];
+    uint64_t end, c = 0;
+    hx_proc relay;
+
+    assert_int_equal(hx_current_lsn(conn, true, &end), 0);
+    hx_lsn_format(end, endbuf, sizeof(endbuf));
+    args[n++] = "run";
+    args[n++] = "-d";
+    args[n++] = pg.conninfo;
+    args[n++] = "-b";
+    args[n++] = broker.bootstraps;
+    args[n++] = "--slot";
+    args[n++] = slot;
+    args[n++] = "--topic";
+    args[n++] = tmpl;
+    args[n++] = "--dlq-topic";
+    args[n++] = dlq;
+    args[n++] = "--end-lsn";
+    args[n++] = endbuf;
+    for (; extra && *extra; extra++)
+        args[n++] = *extra;
+    args[n] = NULL;
+    assert_int_equal(hx_relay_start(&relay, tag, args), 0);
+    int rc = hx_proc_wait(&relay, 60000);
+    if (rc != 0)
+        hx_proc_dump(&relay, "relay did not reach --end-lsn cleanly");
+    assert_int_equal(rc, 0);
+    assert_int_equal(hx_slot_confirmed(conn, slot, &c), 1);
+    assert_true(c >= end);
+}
+
+static void create_slot(const char *slot)
+{
+    /* Publication from schema/outbox.sql; the slot is made before the rows. */
+    assert_int_equal(
+        hx_exec(conn, "SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot), 0);
+}
+
+static void test_poison_rows_go_to_dead_letter_topic(void **state)
+{
+    (void)state;
+    char tmpl[200], good_topic[200], dlq[200];
+    const char *slot = "dlq_rows";
+    const char *extra[] = {"-X", "message.max.bytes=20000", NULL};
+    hx_records recs = {0};
+
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.dlq.{aggregate_type}", hx_run_id());
+    snprintf(good_topic, sizeof(good_topic), "itest.%s.dlq.good", hx_run_id());
+    snprintf(dlq, sizeof(dlq), "itest.%s.dlq.dead", hx_run_id());
+    conn = hx_connect(pg.conninfo);
+    assert_non_null(conn);
+    create_slot(slot);
+    /* One transaction: poison rows between good ones. */
+    assert_int_equal(
+        hx_exec(conn,
+                "BEGIN;"
+                "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                " VALUES ('good', 'a1', 'Tested', '{\"n\": 1}');"
+                "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                " VALUES ('good', '', 'Tested', '{\"why\": \"empty aggregate id\"}');"
+                "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                " VALUES ('bad type', 'a2', 'Tested', '{\"why\": \"space in topic\"}');"
+                "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                " VALUES ('good', 'a3', 'Tested',"
+                "  jsonb_build_object('big', repeat('x', 30000)));"
+                "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                " VALUES ('good', 'a1', 'Tested', '{\"n\": 2}');"
+                "COMMIT"),
+        0);
+    run_relay_to_end("dlq", slot, tmpl, dlq, extra);
+
+    const char *t1[] = {good_topic};
+    assert_true(hx_consume(broker.bootstraps, t1, 1, 2, 30000, &recs) >= 2);
+    assert_int_equal(recs.n, 2);
+    for (size_t i = 0; i < recs.n; i++)
+        assert_string_equal(recs.v[i].key, "a1");
+    hx_records_free(&recs);
+
+    const char *t2[] = {dlq};
+    assert_true(hx_consume(broker.bootstraps, t2, 1, 3, 30000, &recs) >= 3);
+    assert_int_equal(recs.n, 3);
+    int empty_id = 0, bad_topic = 0, too_big = 0;
+    for (size_t i = 0; i < recs.n; i++) {
+        const hx_record *rec = &recs.v[i];
+        const char *err = header(rec, "error");
+        assert_non_null(err);
+        assert_non_null(header(rec, "lsn"));
+        assert_string_equal(header(rec, "table"), "public.outbox");
+        json_error_t jerr;
+        json_t *v = json_loadb(rec->value, rec->value_len, 0, &jerr);
+        assert_non_null(v);
+        const char *agg = json_string_value(json_object_get(v, "aggregateid"));
+        if (agg && strcmp(agg, "") == 0) {
+            empty_id++;
+        } else if (agg && strcmp(agg, "a2") == 0) {
+            bad_topic++;
+            assert_string_equal(json_string_value(json_object_get(v, "aggregatetype")),
+                                "bad type");
+        } else {
+            /* the oversize row: its values are omitted, the reason says so */
+            too_big++;
+            assert_non_null(strstr(err, "omitted"));
+        }
+        json_decref(v);
+    }
+    assert_int_equal(empty_id, 1);
+    assert_int_equal(bad_topic, 1);
+    assert_int_equal(too_big, 1);
+    hx_records_free(&recs);
+}
+
+static void test_required_column_dropped_mid_stream(void **state)
+{
+    (void)state;
+    char tmpl[200], topic[200], dlq[200];
+    const char *slot = "dlq_alter";
+    hx_records recs = {0};
+
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.alter.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.alter.altered", hx_run_id());
+    snprintf(dlq, sizeof(dlq), "itest.%s.alter.dead", hx_run_id());
+    if (!conn)
+        conn = hx_connect(pg.conninfo);
+    assert_non_null(conn);
+    assert_int_equal(hx_exec(conn, "CREATE TABLE alt_outbox (LIKE outbox INCLUDING ALL);"
+                                   "ALTER PUBLICATION outbox_pub ADD TABLE alt_outbox"),
+                     0);
+    create_slot(slot);
+    assert_int_equal(hx_exec(conn, "INSERT INTO alt_outbox (aggregatetype, aggregateid, type)"
+                                   " VALUES ('altered', 'b1', 'Before')"),
+                     0);
+    /* The required "type" column disappears: the next rows are poison rows,
+     * not a crash and not a stall; a column added back heals it. */
+    assert_int_equal(hx_exec(conn, "ALTER TABLE alt_outbox DROP COLUMN type"), 0);
+    assert_int_equal(hx_exec(conn, "INSERT INTO alt_outbox (aggregatetype, aggregateid)"
+                                   " VALUES ('altered', 'b2')"),
+                     0);
+    assert_int_equal(hx_exec(conn, "ALTER TABLE alt_outbox ADD COLUMN type text"), 0);
+    assert_int_equal(hx_exec(conn, "INSERT INTO alt_outbox (aggregatetype, aggregateid, type)"
+                                   " VALUES ('altered', 'b3', 'After')"),
+                     0);
+    const char *extra[] = {"--table", "public.alt_outbox", NULL};
+    run_relay_to_end("alter", slot, tmpl, dlq, extra);
+
+    const char *t1[] = {topic};
+    assert_true(hx_consume(broker.bootstraps, t1, 1, 2, 30000, &recs) >= 2);
+    assert_int_equal(recs.n, 2);
+    int before = 0, after = 0;
+    for (size_t i = 0; i < recs.n; i++) {
+        before += strcmp(recs.v[i].key, "b1") == 0;
+        after += strcmp(recs.v[i].key, "b3") == 0;
+    }
+    assert_int_equal(before, 1);
+    assert_int_equal(after, 1);
+    hx_records_free(&recs);
+
+    const char *t2[] = {dlq};
+    assert_true(hx_consume(broker.bootstraps, t2, 1, 1, 30000, &recs) >= 1);
+    assert_int_equal(recs.n, 1);
+    assert_non_null(strstr(header(&recs.v[0], "error"), "type"));
+    assert_string_equal(header(&recs.v[0], "table"), "public.alt_outbox");
+    hx_records_free(&recs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_poison_rows_go_to_dead_letter_topic),
+        cmocka_unit_test(test_required_column_dropped_mid_stream),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
