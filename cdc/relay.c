@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <bsd/string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 #define FRAMES_PER_PASS 2000
 #define RECONNECT_BASE_MS 200
 #define RECONNECT_CAP_MS 30000
+#define STANDBY_CAP_MS 5000
 /* A stream that stayed up this long resets the reconnect backoff. */
 #define STABLE_STREAM_MS 10000
 #define STATS_INTERVAL_MS 60000
@@ -91,6 +93,12 @@ typedef struct relay {
     bool reply_requested;
     feedback_state fb;
 
+    /* The fault being ridden out: logged once, repeats only counted, and
+     * its end logged once when the stream has been healthy for a while. */
+    char fault[512];
+    unsigned fault_repeats;
+    uint64_t fault_flush;
+
     unsigned reconnect_attempt;
     int64_t reconnect_at;
     int64_t stream_started_at;
@@ -111,6 +119,43 @@ static void request_rewind(relay *r, const char *fmt, ...)
     vsnprintf(r->rewind_reason, sizeof(r->rewind_reason), fmt, ap);
     va_end(ap);
     r->need_rewind = true;
+}
+
+static void note_fault(relay *r, enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void note_fault(relay *r, enum log_level level, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (strcmp(msg, r->fault) == 0) {
+        r->fault_repeats++;
+        log_debug("again (%u): %s", r->fault_repeats, msg);
+        return;
+    }
+    log_msg(level, "%s", msg);
+    strlcpy(r->fault, msg, sizeof(r->fault));
+    r->fault_repeats = 0;
+    r->fault_flush = watermark_flush_lsn(r->wm);
+}
+
+/* The fault is over once the stream stayed up STABLE_STREAM_MS or the
+ * watermark moved past where it stood when the fault began. */
+static void check_recovered(relay *r, int64_t now)
+{
+    if (!r->fault[0] || !r->connected)
+        return;
+    if (now - r->stream_started_at < STABLE_STREAM_MS &&
+        watermark_flush_lsn(r->wm) <= r->fault_flush)
+        return;
+    log_info("recovered from: %s (%u repeat%s)", r->fault, r->fault_repeats,
+             r->fault_repeats == 1 ? "" : "s");
+    r->fault[0] = '\0';
+    r->fault_repeats = 0;
 }
 
 static void on_report(const kafka_report *rep, void *arg)
@@ -150,7 +195,7 @@ static int send_status(relay *r, int64_t now)
     if (!r->connected)
         return 0;
     if (stream_send_status(r->st, r->received, flush, false, err, sizeof(err)) != 0) {
-        log_warn("%s", err);
+        note_fault(r, LOG_LEVEL_WARN, "%s", err);
         return -1;
     }
     if (log_enabled(LOG_LEVEL_DEBUG) && flush > r->fb.last_sent_flush) {
@@ -418,14 +463,18 @@ static void disconnect(relay *r)
     relcache_clear(r->rels);
 }
 
-static void schedule_reconnect(relay *r, int64_t now)
+static void schedule_reconnect_capped(relay *r, int64_t now, int64_t cap_ms)
 {
     if (r->stream_started_at && now - r->stream_started_at > STABLE_STREAM_MS)
         r->reconnect_attempt = 0;
     r->stream_started_at = 0;
-    r->reconnect_at =
-        now + policy_backoff_ms(r->reconnect_attempt++, RECONNECT_BASE_MS, RECONNECT_CAP_MS,
-                                (double)random() / ((double)RAND_MAX + 1.0));
+    r->reconnect_at = now + policy_backoff_ms(r->reconnect_attempt++, RECONNECT_BASE_MS, cap_ms,
+                                              (double)random() / ((double)RAND_MAX + 1.0));
+}
+
+static void schedule_reconnect(relay *r, int64_t now)
+{
+    schedule_reconnect_capped(r, now, RECONNECT_CAP_MS);
 }
 
 static int rewind_stream(relay *r, int64_t now)
@@ -435,8 +484,8 @@ static int rewind_stream(relay *r, int64_t now)
     uint64_t confirmed = watermark_flush_lsn(r->wm);
 
     r->rewinds++;
-    log_warn("rewinding to confirmed position %s: %s", lsn_format(confirmed, b),
-             r->rewind_reason);
+    note_fault(r, LOG_LEVEL_WARN, "rewinding to the confirmed position: %s", r->rewind_reason);
+    log_debug("rewind %llu to %s", (unsigned long long)r->rewinds, lsn_format(confirmed, b));
     disconnect(r);
     /* Forget everything in flight first, so reports of purged messages are
      * recognised as stale; then start over with a fresh producer. */
@@ -482,7 +531,7 @@ static int try_connect(relay *r, bool first, int64_t now)
         r->connected = true;
         r->stream_started_at = now;
         r->fb.last_sent_ms = -1; /* tell the server where we are at once */
-        log_info("streaming slot \"%s\" of database \"%s\" from %s (slot confirmed %s, "
+        log_msg(r->fault[0] ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,"streaming slot \"%s\" of database \"%s\" from %s (slot confirmed %s, "
                  "pgoutput proto_version %d)",
                  r->cfg->slot, r->info.dbname, lsn_format(r->info.start_lsn, b1),
                  lsn_format(r->info.slot_confirmed, b2), r->info.proto_version);
@@ -496,10 +545,20 @@ static int try_connect(relay *r, bool first, int64_t now)
         log_error("%s", err);
         return 1;
     }
-    if (s == STREAM_CONFIG)
-        log_error("%s; retrying", err);
-    else
-        log_warn("%s", err);
+    if (s == STREAM_CONFIG) {
+        /* Something changed under a running relay (slot dropped or lost,
+         * publication gone): retrying cannot fix it. */
+        log_error("%s", err);
+        return 1;
+    }
+    if (s == STREAM_BUSY) {
+        /* A hot standby (or the server not yet noticing that the previous
+         * connection died): look again often enough to take over soon. */
+        note_fault(r, LOG_LEVEL_WARN, "%s", err);
+        schedule_reconnect_capped(r, now, STANDBY_CAP_MS);
+        return 0;
+    }
+    note_fault(r, LOG_LEVEL_WARN, "%s", err);
     schedule_reconnect(r, now);
     return 0;
 }
@@ -540,7 +599,7 @@ static int read_frames(relay *r)
         if (got == 0)
             return 0;
         if (got < 0) {
-            log_warn("%s", err);
+            note_fault(r, LOG_LEVEL_WARN, "%s", err);
             disconnect(r);
             schedule_reconnect(r, stream_now_ms());
             return 0;
@@ -666,6 +725,7 @@ int relay_run(const config *cfg)
                     schedule_reconnect(&r, now);
                 }
         }
+        check_recovered(&r, now);
         if (now - r.stats_at >= STATS_INTERVAL_MS)
             log_stats(&r, now);
         if (r.need_rewind)
@@ -703,11 +763,11 @@ int relay_run(const config *cfg)
         if (pg >= 0 && r.connected) {
             if ((pfd[pg].revents & (POLLIN | POLLERR | POLLHUP)) &&
                 stream_consume(r.st, err, sizeof(err)) != 0) {
-                log_warn("%s", err);
+                note_fault(&r, LOG_LEVEL_WARN, "%s", err);
                 disconnect(&r);
                 schedule_reconnect(&r, stream_now_ms());
             } else if ((pfd[pg].revents & POLLOUT) && stream_flush(r.st, err, sizeof(err)) != 0) {
-                log_warn("%s", err);
+                note_fault(&r, LOG_LEVEL_WARN, "%s", err);
                 disconnect(&r);
                 schedule_reconnect(&r, stream_now_ms());
             }

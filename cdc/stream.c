@@ -570,8 +570,14 @@ enum stream_status stream_start(stream *st, uint64_t resume_lsn, stream_info *in
         bool busy = state && strcmp(state, "55006") == 0; /* slot active elsewhere */
         strlcpy(qerr, res ? result_error(res) : pq_error(st->conn), sizeof(qerr));
         PQclear(res);
-        rc = fail(err, errlen, busy ? STREAM_BUSY : STREAM_RETRY, "START_REPLICATION failed: %s",
-                  qerr);
+        if (strstr(qerr, "can no longer get changes") || strstr(qerr, "has been invalidated"))
+            rc = fail(err, errlen, STREAM_CONFIG,
+                      "slot \"%s\" is lost (%s): drop it, recreate it with --create-slot and "
+                      "backfill what was missed",
+                      cfg->slot, qerr);
+        else
+            rc = fail(err, errlen, busy ? STREAM_BUSY : STREAM_RETRY,
+                      "START_REPLICATION failed: %s", qerr);
         goto out;
     }
     PQclear(res);

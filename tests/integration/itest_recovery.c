@@ -341,12 +341,61 @@ static void test_idle_outbox_does_not_pin_wal(void **state)
     conn = NULL;
 }
 
+/*
+ * A second relay on the same slot stands by (keeps running, does not take
+ * the slot) and takes over when the first dies, with nothing lost.
+ */
+static void test_hot_standby_takes_over(void **state)
+{
+    (void)state;
+    const char *slot = "rec_standby", *agg = "standby";
+    char topic[200], pid_a[32] = "", pid_now[32] = "";
+    hx_proc a, b;
+    uint64_t end, min_commit;
+
+    topic_for(agg, topic, sizeof(topic));
+    conn = hx_connect(pg.conninfo);
+    assert_non_null(conn);
+    start_relay(&a, "standby-a", slot, NULL);
+    wait_slot_active(slot, &a);
+    assert_int_equal(hx_query1(conn, pid_a, sizeof(pid_a),
+                               "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '%s'",
+                               slot),
+                     1);
+    start_relay(&b, "standby-b", slot, NULL);
+    insert_rows(agg, 0, 50, 5);
+    hx_sleep_ms(1500);
+    /* b waits: still running, and the slot still belongs to a's walsender */
+    assert_true(hx_proc_running(&b));
+    assert_int_equal(hx_query1(conn, pid_now, sizeof(pid_now),
+                               "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '%s'",
+                               slot),
+                     1);
+    assert_string_equal(pid_now, pid_a);
+
+    assert_int_equal(hx_proc_signal(&a, SIGKILL), 0);
+    hx_proc_wait(&a, 10000);
+    insert_rows(agg, 50, 100, 5);
+    assert_int_equal(hx_current_lsn(conn, true, &end), 0);
+    if (!wait_confirmed(slot, end, 60000)) {
+        hx_proc_dump(&b, "standby did not take over");
+        fail();
+    }
+    assert_int_equal(hx_proc_signal(&b, SIGTERM), 0);
+    assert_int_equal(hx_proc_wait(&b, 30000), 0);
+    size_t dups = expect_all(topic, 100, &min_commit);
+    print_message("standby: 100 rows, %zu duplicates\n", dups);
+    PQfinish(conn);
+    conn = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connection_loss_and_server_restart),
         cmocka_unit_test(test_failed_delivery_rewinds_never_skips),
         cmocka_unit_test(test_idle_outbox_does_not_pin_wal),
+        cmocka_unit_test(test_hot_standby_takes_over),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
