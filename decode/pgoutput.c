@@ -99,14 +99,6 @@ static int rd_i64(reader *r, const char *field, int64_t *out)
     return 0;
 }
 
-static int rd_skip(reader *r, size_t n, const char *field)
-{
-    if (rd_need(r, n, field) != 0)
-        return -1;
-    r->pos += n;
-    return 0;
-}
-
 /* A NUL-terminated string wholly inside the buffer; borrowed. */
 static int rd_str(reader *r, const char *field, const char **out)
 {
@@ -134,13 +126,6 @@ static int rd_end(reader *r)
         return -1;
     }
     return 0;
-}
-
-static int rd_stream_xid(reader *r, bool in_stream)
-{
-    uint32_t xid;
-
-    return in_stream ? rd_u32(r, "xid", &xid) : 0;
 }
 
 /* TupleData into cols (PGO_MAX_COLS slots). */
@@ -190,24 +175,39 @@ static int rd_tuple(reader *r, pgo_value *cols, pgo_tuple *out)
     return 0;
 }
 
+/* Change messages carry the (sub)xid first inside a streamed block. */
+static int rd_stream_xid(reader *r, bool in_stream, pgo_msg *out)
+{
+    return in_stream ? rd_u32(r, "xid", &out->stream_xid) : 0;
+}
+
 static int parse_begin(reader *r, pgo_msg *out)
 {
     pgo_begin *b = &out->u.begin;
 
-    if (rd_u64(r, "final lsn", &b->final_lsn) != 0 ||
-        rd_i64(r, "commit time", &b->commit_ts) != 0 || rd_u32(r, "xid", &b->xid) != 0)
+    if (rd_u64(r, "final lsn", &b->final_lsn) || rd_i64(r, "commit time", &b->commit_ts) ||
+        rd_u32(r, "xid", &b->xid))
         return -1;
-    return rd_end(r);
+    return 0;
 }
 
 static int parse_commit(reader *r, pgo_msg *out)
 {
     pgo_commit *c = &out->u.commit;
 
-    if (rd_u8(r, "flags", &c->flags) != 0 || rd_u64(r, "commit lsn", &c->commit_lsn) != 0 ||
-        rd_u64(r, "end lsn", &c->end_lsn) != 0 || rd_i64(r, "commit time", &c->commit_ts) != 0)
+    if (rd_u8(r, "flags", &c->flags) || rd_u64(r, "commit lsn", &c->commit_lsn) ||
+        rd_u64(r, "end lsn", &c->end_lsn) || rd_i64(r, "commit time", &c->commit_ts))
         return -1;
-    return rd_end(r);
+    return 0;
+}
+
+static int parse_origin(reader *r, pgo_msg *out)
+{
+    pgo_origin *o = &out->u.origin;
+
+    if (rd_u64(r, "origin lsn", &o->commit_lsn) || rd_str(r, "origin name", &o->name))
+        return -1;
+    return 0;
 }
 
 static int parse_relation(reader *r, bool in_stream, pgo_msg *out)
@@ -216,7 +216,7 @@ static int parse_relation(reader *r, bool in_stream, pgo_msg *out)
     uint8_t replident;
     size_t at;
 
-    if (rd_stream_xid(r, in_stream) != 0 || rd_u32(r, "relation oid", &rel->oid) != 0 ||
+    if (rd_stream_xid(r, in_stream, out) != 0 || rd_u32(r, "relation oid", &rel->oid) != 0 ||
         rd_str(r, "namespace", &rel->nspname) != 0 ||
         rd_str(r, "relation name", &rel->relname) != 0 ||
         rd_u8(r, "replica identity", &replident) != 0)
@@ -241,7 +241,27 @@ static int parse_relation(reader *r, bool in_stream, pgo_msg *out)
         memcpy(&a->typmod, &typmod, sizeof typmod);
     }
     rel->atts = out->att_storage;
-    return rd_end(r);
+    return 0;
+}
+
+static int parse_type(reader *r, bool in_stream, pgo_msg *out)
+{
+    pgo_type *t = &out->u.type;
+
+    if (rd_stream_xid(r, in_stream, out) || rd_u32(r, "type oid", &t->oid) ||
+        rd_str(r, "namespace", &t->nspname) || rd_str(r, "type name", &t->typname))
+        return -1;
+    return 0;
+}
+
+/* The 'N' that announces a new tuple, and the tuple. */
+static int rd_new_tuple(reader *r, uint8_t marker, size_t at, pgo_msg *out, pgo_tuple *t)
+{
+    if (marker != 'N') {
+        rd_fail(r, "expected new tuple marker 'N' at offset %zu, got 0x%02x", at, marker);
+        return -1;
+    }
+    return rd_tuple(r, out->col_storage, t);
 }
 
 static int parse_insert(reader *r, bool in_stream, pgo_msg *out)
@@ -250,258 +270,335 @@ static int parse_insert(reader *r, bool in_stream, pgo_msg *out)
     uint8_t marker;
     size_t at;
 
-    if (rd_stream_xid(r, in_stream) != 0 || rd_u32(r, "relation oid", &ins->oid) != 0)
+    if (rd_stream_xid(r, in_stream, out) != 0 || rd_u32(r, "relation oid", &ins->oid) != 0)
         return -1;
     at = r->pos;
     if (rd_u8(r, "new tuple marker", &marker) != 0)
         return -1;
-    if (marker != 'N') {
-        rd_fail(r, "expected new tuple marker 'N' at offset %zu, got 0x%02x", at, marker);
-        return -1;
-    }
-    if (rd_tuple(r, out->col_storage, &ins->tuple) != 0)
-        return -1;
-    return rd_end(r);
+    return rd_new_tuple(r, marker, at, out, &ins->tuple);
 }
 
-/*
- * Messages the relay ignores are walked field by field all the same, and
- * bytes after their last field are an error too: the layout of every
- * message is fixed by the proto_version the relay requested, so extra bytes
- * mean the stream is not what we think it is.
- */
-static int skip_update(reader *r, bool in_stream, pgo_msg *out)
+static int parse_update(reader *r, bool in_stream, pgo_msg *out)
 {
-    uint32_t oid;
+    pgo_update *u = &out->u.update;
     uint8_t marker;
-    pgo_tuple t;
     size_t at;
 
-    if (rd_stream_xid(r, in_stream) != 0 || rd_u32(r, "relation oid", &oid) != 0)
+    u->old_kind = 0;
+    u->old_tuple.ncols = 0;
+    u->old_tuple.cols = out->old_col_storage;
+    if (rd_stream_xid(r, in_stream, out) != 0 || rd_u32(r, "relation oid", &u->oid) != 0)
         return -1;
     at = r->pos;
     if (rd_u8(r, "tuple marker", &marker) != 0)
         return -1;
     if (marker == 'K' || marker == 'O') {
-        if (rd_tuple(r, out->col_storage, &t) != 0)
+        u->old_kind = (char)marker;
+        if (rd_tuple(r, out->old_col_storage, &u->old_tuple) != 0)
             return -1;
         at = r->pos;
         if (rd_u8(r, "new tuple marker", &marker) != 0)
             return -1;
     }
-    if (marker != 'N') {
-        rd_fail(r, "expected tuple marker at offset %zu, got 0x%02x", at, marker);
-        return -1;
-    }
-    return rd_tuple(r, out->col_storage, &t);
+    return rd_new_tuple(r, marker, at, out, &u->tuple);
 }
 
-static int skip_delete(reader *r, bool in_stream, pgo_msg *out)
+static int parse_delete(reader *r, bool in_stream, pgo_msg *out)
 {
-    uint32_t oid;
+    pgo_delete *d = &out->u.delete;
     uint8_t marker;
-    pgo_tuple t;
     size_t at;
 
-    if (rd_stream_xid(r, in_stream) != 0 || rd_u32(r, "relation oid", &oid) != 0)
+    if (rd_stream_xid(r, in_stream, out) != 0 || rd_u32(r, "relation oid", &d->oid) != 0)
         return -1;
     at = r->pos;
-    if (rd_u8(r, "tuple marker", &marker) != 0)
+    if (rd_u8(r, "old tuple marker", &marker) != 0)
         return -1;
     if (marker != 'K' && marker != 'O') {
-        rd_fail(r, "expected tuple marker 'K' or 'O' at offset %zu, got 0x%02x", at, marker);
+        rd_fail(r, "expected old tuple marker 'K' or 'O' at offset %zu, got 0x%02x", at, marker);
         return -1;
     }
-    return rd_tuple(r, out->col_storage, &t);
+    d->old_kind = (char)marker;
+    return rd_tuple(r, out->old_col_storage, &d->old_tuple);
 }
 
-static int skip_truncate(reader *r, bool in_stream)
+static int parse_truncate(reader *r, bool in_stream, pgo_msg *out)
 {
-    uint32_t nrels;
-    uint8_t flags;
+    pgo_truncate *t = &out->u.truncate;
 
-    if (rd_stream_xid(r, in_stream) != 0 || rd_u32(r, "relation count", &nrels) != 0 ||
-        rd_u8(r, "flags", &flags) != 0)
+    if (rd_stream_xid(r, in_stream, out) != 0 || rd_u32(r, "relation count", &t->nrels) != 0 ||
+        rd_u8(r, "flags", &t->flags) != 0)
         return -1;
-    if (nrels > (r->len - r->pos) / 4)
-        return rd_need(r, (size_t)nrels * 4, "relation oids");
-    return rd_skip(r, (size_t)nrels * 4, "relation oids");
-}
-
-static int skip_message(reader *r, bool in_stream)
-{
-    uint8_t flags;
-    uint64_t lsn;
-    uint32_t len;
-    const char *prefix;
-
-    if (rd_stream_xid(r, in_stream) != 0 || rd_u8(r, "flags", &flags) != 0 ||
-        rd_u64(r, "lsn", &lsn) != 0 || rd_str(r, "prefix", &prefix) != 0 ||
-        rd_u32(r, "content length", &len) != 0)
+    /* Divide rather than multiply: nrels * 4 can wrap a 32-bit size_t. */
+    if (t->nrels > (r->len - r->pos) / 4) {
+        rd_fail(r,
+                "truncated at offset %zu reading relation oids: %u oids need %llu bytes, %zu left",
+                r->pos, t->nrels, (unsigned long long)t->nrels * 4, r->len - r->pos);
         return -1;
-    return rd_skip(r, len, "content");
+    }
+    t->oids = r->buf + r->pos;
+    r->pos += (size_t)t->nrels * 4;
+    return 0;
 }
 
-static int skip_named(reader *r, bool in_stream, const char *name)
+static int parse_message(reader *r, bool in_stream, pgo_msg *out)
 {
-    uint32_t oid;
-    const char *s;
+    pgo_message *m = &out->u.message;
 
-    if (rd_stream_xid(r, in_stream) != 0 || rd_u32(r, "oid", &oid) != 0 ||
-        rd_str(r, "namespace", &s) != 0 || rd_str(r, name, &s) != 0)
+    if (rd_stream_xid(r, in_stream, out) != 0 || rd_u8(r, "flags", &m->flags) != 0 ||
+        rd_u64(r, "lsn", &m->lsn) != 0 || rd_str(r, "prefix", &m->prefix) != 0 ||
+        rd_u32(r, "content length", &m->len) != 0 || rd_need(r, m->len, "content") != 0)
+        return -1;
+    m->transactional = (m->flags & PGO_MESSAGE_TRANSACTIONAL) != 0;
+    m->content = (const char *)r->buf + r->pos;
+    r->pos += m->len;
+    return 0;
+}
+
+static int parse_stream_start(reader *r, pgo_msg *out)
+{
+    pgo_stream_start *s = &out->u.stream_start;
+    uint8_t first;
+    size_t at;
+
+    if (rd_u32(r, "xid", &s->xid) != 0)
+        return -1;
+    at = r->pos;
+    if (rd_u8(r, "first segment", &first) != 0)
+        return -1;
+    /* The server writes exactly 0 or 1; anything else is misalignment. */
+    if (first > 1) {
+        rd_fail(r, "first segment flag at offset %zu is 0x%02x, not 0 or 1", at, first);
+        return -1;
+    }
+    s->first_segment = first == 1;
+    return 0;
+}
+
+static int parse_stream_commit(reader *r, pgo_msg *out)
+{
+    pgo_stream_commit *c = &out->u.stream_commit;
+
+    if (rd_u32(r, "xid", &c->xid) || rd_u8(r, "flags", &c->flags) ||
+        rd_u64(r, "commit lsn", &c->commit_lsn) || rd_u64(r, "end lsn", &c->end_lsn) ||
+        rd_i64(r, "commit time", &c->commit_ts))
         return -1;
     return 0;
 }
 
-/* Fixed-size head (bytes) followed by an optional gid string. */
-static int skip_fixed(reader *r, size_t head, bool gid)
+/* The length must not choose the layout: a 24-byte body read as the short
+ * form would be "trailing bytes", an 8-byte one read as the long form
+ * "truncated" — both say the options do not match the stream. */
+static int parse_stream_abort(reader *r, bool parallel, pgo_msg *out)
 {
-    const char *s;
+    pgo_stream_abort *a = &out->u.stream_abort;
 
-    if (rd_skip(r, head, "fields") != 0)
+    a->has_abort_info = parallel;
+    a->abort_lsn = 0;
+    a->abort_ts = 0;
+    if (rd_u32(r, "xid", &a->xid) != 0 || rd_u32(r, "subxid", &a->subxid) != 0)
         return -1;
-    return gid ? rd_str(r, "gid", &s) : 0;
+    if (!parallel)
+        return 0;
+    if (rd_u64(r, "abort lsn", &a->abort_lsn) || rd_i64(r, "abort time", &a->abort_ts))
+        return -1;
+    return 0;
 }
 
-static const char *type_name(uint8_t t)
+static int parse_begin_prepare(reader *r, pgo_msg *out)
 {
-    switch (t) {
-    case 'B':
+    pgo_begin_prepare *b = &out->u.begin_prepare;
+
+    if (rd_u64(r, "prepare lsn", &b->prepare_lsn) || rd_u64(r, "end lsn", &b->end_lsn) ||
+        rd_i64(r, "prepare time", &b->prepare_ts) || rd_u32(r, "xid", &b->xid) ||
+        rd_str(r, "gid", &b->gid))
+        return -1;
+    return 0;
+}
+
+static int parse_prepare(reader *r, pgo_msg *out)
+{
+    pgo_prepare *p = &out->u.prepare;
+
+    if (rd_u8(r, "flags", &p->flags) || rd_u64(r, "prepare lsn", &p->prepare_lsn) ||
+        rd_u64(r, "end lsn", &p->end_lsn) || rd_i64(r, "prepare time", &p->prepare_ts) ||
+        rd_u32(r, "xid", &p->xid) || rd_str(r, "gid", &p->gid))
+        return -1;
+    return 0;
+}
+
+static int parse_commit_prepared(reader *r, pgo_msg *out)
+{
+    pgo_commit_prepared *c = &out->u.commit_prepared;
+
+    if (rd_u8(r, "flags", &c->flags) || rd_u64(r, "commit lsn", &c->commit_lsn) ||
+        rd_u64(r, "end lsn", &c->end_lsn) || rd_i64(r, "commit time", &c->commit_ts) ||
+        rd_u32(r, "xid", &c->xid) || rd_str(r, "gid", &c->gid))
+        return -1;
+    return 0;
+}
+
+static int parse_rollback_prepared(reader *r, pgo_msg *out)
+{
+    pgo_rollback_prepared *rb = &out->u.rollback_prepared;
+
+    if (rd_u8(r, "flags", &rb->flags) || rd_u64(r, "prepare end lsn", &rb->prepare_end_lsn) ||
+        rd_u64(r, "rollback end lsn", &rb->rollback_end_lsn) ||
+        rd_i64(r, "prepare time", &rb->prepare_ts) ||
+        rd_i64(r, "rollback time", &rb->rollback_ts) || rd_u32(r, "xid", &rb->xid) ||
+        rd_str(r, "gid", &rb->gid))
+        return -1;
+    return 0;
+}
+
+const char *pgo_type_name(char type)
+{
+    switch (type) {
+    case PGO_BEGIN:
         return "begin";
-    case 'C':
+    case PGO_COMMIT:
         return "commit";
-    case 'O':
+    case PGO_ORIGIN:
         return "origin";
-    case 'R':
+    case PGO_RELATION:
         return "relation";
-    case 'Y':
+    case PGO_TYPE:
         return "type";
-    case 'I':
+    case PGO_INSERT:
         return "insert";
-    case 'U':
+    case PGO_UPDATE:
         return "update";
-    case 'D':
+    case PGO_DELETE:
         return "delete";
-    case 'T':
+    case PGO_TRUNCATE:
         return "truncate";
-    case 'M':
+    case PGO_MESSAGE:
         return "logical decoding";
-    case 'S':
+    case PGO_STREAM_START:
         return "stream start";
-    case 'E':
+    case PGO_STREAM_STOP:
         return "stream stop";
-    case 'c':
+    case PGO_STREAM_COMMIT:
         return "stream commit";
-    case 'A':
+    case PGO_STREAM_ABORT:
         return "stream abort";
-    case 'b':
+    case PGO_BEGIN_PREPARE:
         return "begin prepare";
-    case 'P':
+    case PGO_PREPARE:
         return "prepare";
-    case 'K':
+    case PGO_COMMIT_PREPARED:
         return "commit prepared";
-    case 'r':
+    case PGO_ROLLBACK_PREPARED:
         return "rollback prepared";
-    case 'p':
+    case PGO_STREAM_PREPARE:
         return "stream prepare";
     default:
         return NULL;
     }
 }
 
+uint32_t pgo_truncate_oid(const pgo_truncate *t, uint32_t i)
+{
+    const uint8_t *p;
+
+    if (t == NULL || t->oids == NULL || i >= t->nrels)
+        return 0;
+    p = t->oids + (size_t)i * 4;
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int parse_body(reader *r, const pgo_options *o, pgo_msg *out)
+{
+    switch (r->type) {
+    case PGO_BEGIN:
+        return parse_begin(r, out);
+    case PGO_COMMIT:
+        return parse_commit(r, out);
+    case PGO_ORIGIN:
+        return parse_origin(r, out);
+    case PGO_RELATION:
+        return parse_relation(r, o->in_stream, out);
+    case PGO_TYPE:
+        return parse_type(r, o->in_stream, out);
+    case PGO_INSERT:
+        return parse_insert(r, o->in_stream, out);
+    case PGO_UPDATE:
+        return parse_update(r, o->in_stream, out);
+    case PGO_DELETE:
+        return parse_delete(r, o->in_stream, out);
+    case PGO_TRUNCATE:
+        return parse_truncate(r, o->in_stream, out);
+    case PGO_MESSAGE:
+        return parse_message(r, o->in_stream, out);
+    case PGO_STREAM_START:
+        return parse_stream_start(r, out);
+    case PGO_STREAM_STOP:
+        return 0;
+    case PGO_STREAM_COMMIT:
+        return parse_stream_commit(r, out);
+    case PGO_STREAM_ABORT:
+        return parse_stream_abort(r, o->parallel_abort, out);
+    case PGO_BEGIN_PREPARE:
+        return parse_begin_prepare(r, out);
+    case PGO_PREPARE:
+    case PGO_STREAM_PREPARE:
+        return parse_prepare(r, out);
+    case PGO_COMMIT_PREPARED:
+        return parse_commit_prepared(r, out);
+    case PGO_ROLLBACK_PREPARED:
+        return parse_rollback_prepared(r, out);
+    default:
+        return -1; /* unreachable: pgo_type_name() knows exactly these */
+    }
+}
+
+/* Errors before there is a reader to report them. */
+static int fail_early(char *err, size_t errlen, const char *what, int byte)
+{
+    if (err == NULL || errlen == 0)
+        return -1;
+    if (byte < 0)
+        snprintf(err, errlen, "%s", what);
+    else
+        snprintf(err, errlen, "%s 0x%02x at offset 0", what, (unsigned)byte);
+    return -1;
+}
+
+int pgo_parse_opts(const uint8_t *buf, size_t len, const pgo_options *opts, pgo_msg *out, char *err,
+                   size_t errlen)
+{
+    static const pgo_options none;
+    reader r = {.buf = buf, .len = len, .pos = 1, .err = err, .errlen = errlen};
+    const pgo_options *o = opts != NULL ? opts : &none;
+    int kind;
+
+    if (out == NULL)
+        return fail_early(err, errlen, "no message to parse into", -1);
+    out->kind = PGO_SKIPPED;
+    out->stream_xid = 0;
+    if (buf == NULL || len == 0) {
+        out->type = 0;
+        return fail_early(err, errlen, "empty pgoutput message", -1);
+    }
+    r.type = (char)buf[0];
+    out->type = r.type;
+    r.what = pgo_type_name(r.type);
+    if (r.what == NULL)
+        return fail_early(err, errlen, "unknown pgoutput message type", buf[0]);
+    if (parse_body(&r, o, out) != 0 || rd_end(&r) != 0)
+        return -1;
+    kind = (unsigned char)r.type;
+    if (!o->all_kinds && kind != PGO_BEGIN && kind != PGO_COMMIT && kind != PGO_RELATION &&
+        kind != PGO_INSERT)
+        kind = PGO_SKIPPED;
+    out->kind = kind;
+    return 0;
+}
+
 int pgo_parse(const uint8_t *buf, size_t len, bool in_stream, pgo_msg *out, char *err,
               size_t errlen)
 {
-    reader r = {.buf = buf, .len = len, .pos = 1, .err = err, .errlen = errlen};
-    uint8_t t;
-    int rc;
+    pgo_options o = {.in_stream = in_stream};
 
-    if (out == NULL) {
-        if (err != NULL && errlen > 0)
-            snprintf(err, errlen, "no message to parse into");
-        return -1;
-    }
-    if (buf == NULL || len == 0) {
-        if (err != NULL && errlen > 0)
-            snprintf(err, errlen, "empty pgoutput message");
-        return -1;
-    }
-    t = buf[0];
-    r.what = type_name(t);
-    if (r.what == NULL) {
-        if (err != NULL && errlen > 0)
-            snprintf(err, errlen, "unknown pgoutput message type 0x%02x at offset 0", t);
-        return -1;
-    }
-    r.type = (char)t;
-    out->type = (char)t;
-    out->kind = PGO_SKIPPED;
-    switch (t) {
-    case 'B':
-        out->kind = PGO_BEGIN;
-        rc = parse_begin(&r, out);
-        break;
-    case 'C':
-        out->kind = PGO_COMMIT;
-        rc = parse_commit(&r, out);
-        break;
-    case 'R':
-        out->kind = PGO_RELATION;
-        rc = parse_relation(&r, in_stream, out);
-        break;
-    case 'I':
-        out->kind = PGO_INSERT;
-        rc = parse_insert(&r, in_stream, out);
-        break;
-    case 'O':
-        rc = skip_fixed(&r, 8, true);
-        break;
-    case 'Y':
-        rc = skip_named(&r, in_stream, "type name");
-        break;
-    case 'U':
-        rc = skip_update(&r, in_stream, out);
-        break;
-    case 'D':
-        rc = skip_delete(&r, in_stream, out);
-        break;
-    case 'T':
-        rc = skip_truncate(&r, in_stream);
-        break;
-    case 'M':
-        rc = skip_message(&r, in_stream);
-        break;
-    case 'S':
-        rc = skip_fixed(&r, 4 + 1, false);
-        break;
-    case 'E':
-        rc = 0;
-        break;
-    case 'c':
-        rc = skip_fixed(&r, 4 + 1 + 8 + 8 + 8, false);
-        break;
-    case 'A':
-        /* Abort lsn and time follow only with streaming = parallel. */
-        rc = skip_fixed(&r, len - 1 == 4 + 4 + 8 + 8 ? 4 + 4 + 8 + 8 : 4 + 4, false);
-        break;
-    case 'b':
-        rc = skip_fixed(&r, 8 + 8 + 8 + 4, true);
-        break;
-    case 'P':
-    case 'K':
-    case 'p':
-        rc = skip_fixed(&r, 1 + 8 + 8 + 8 + 4, true);
-        break;
-    case 'r':
-        rc = skip_fixed(&r, 1 + 8 + 8 + 8 + 8 + 4, true);
-        break;
-    default:
-        rc = -1; /* unreachable: type_name() knows exactly these */
-        break;
-    }
-    if (rc == 0 && out->kind == PGO_SKIPPED)
-        rc = rd_end(&r);
-    if (rc != 0)
-        out->kind = PGO_SKIPPED;
-    return rc;
+    return pgo_parse_opts(buf, len, &o, out, err, errlen);
 }
