@@ -1,6 +1,7 @@
 #include "schema/envelope.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -43,17 +44,6 @@ static int oom(char *err, size_t errlen)
 {
     fail(err, errlen, "out of memory");
     errno = ENOMEM;
-    return -1;
-}
-
-int envelope_format_parse(const char *name, enum envelope_format *out)
-{
-    if (name == NULL || out == NULL)
-        return -1;
-    if (strcmp(name, "envelope") == 0) {
-        *out = ENVELOPE_FORMAT_ENVELOPE;
-        return 0;
-    }
     return -1;
 }
 
@@ -417,6 +407,299 @@ malformed:
     return NULL;
 }
 
+/* ---- knobs -------------------------------------------------------------- */
+
+static const char *const format_names[] = {
+    [ENVELOPE_FORMAT_ENVELOPE] = "envelope",
+    [ENVELOPE_FORMAT_DEBEZIUM] = "debezium",
+    [ENVELOPE_FORMAT_CLOUDEVENTS] = "cloudevents",
+    [ENVELOPE_FORMAT_CLOUDEVENTS_BINARY] = "cloudevents-binary",
+};
+
+#define NFORMATS (sizeof format_names / sizeof format_names[0])
+
+int envelope_format_parse(const char *name, enum envelope_format *out)
+{
+    if (name == NULL || out == NULL)
+        return -1;
+    for (size_t i = 0; i < NFORMATS; i++) {
+        if (strcmp(name, format_names[i]) == 0) {
+            *out = (enum envelope_format)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const char *envelope_format_name(enum envelope_format fmt)
+{
+    return (size_t)fmt < NFORMATS ? format_names[fmt] : "?";
+}
+
+int envelope_timestamp_parse(const char *name, enum envelope_timestamp *out)
+{
+    static const char *const names[] = {[ENVELOPE_TS_NONE] = "none",
+                                        [ENVELOPE_TS_COMMIT] = "commit",
+                                        [ENVELOPE_TS_EVENT] = "event"};
+
+    if (name == NULL || out == NULL)
+        return -1;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(name, names[i]) == 0) {
+            *out = (enum envelope_timestamp)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+#define FIELD_USAGE "expected COLUMN:header[:NAME] or COLUMN:envelope[:NAME]"
+
+/* Copy s[0..n) into a name buffer: non-empty, short, no control bytes. */
+static int copy_name(char *dst, const char *s, size_t n, const char *what, const char *arg,
+                     char *err, size_t errlen)
+{
+    if (n == 0)
+        return fail(err, errlen, "--field \"%s\": empty %s (" FIELD_USAGE ")", arg, what);
+    if (n >= ENVELOPE_NAME_MAX)
+        return fail(err, errlen, "--field \"%s\": %s longer than %d bytes", arg, what,
+                    ENVELOPE_NAME_MAX - 1);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return fail(err, errlen, "--field \"%s\": control character in %s", arg, what);
+    if (!utf8_valid(s, n))
+        return fail(err, errlen, "--field \"%s\": %s is not valid utf-8", arg, what);
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+    return 0;
+}
+
+int envelope_field_parse(const char *arg, envelope_field *out, char *err, size_t errlen)
+{
+    const char *c1, *c2, *pl;
+    size_t pllen;
+    envelope_field f;
+
+    if (arg == NULL || out == NULL)
+        return fail(err, errlen, "--field: missing argument (" FIELD_USAGE ")");
+    memset(&f, 0, sizeof f);
+    c1 = strchr(arg, ':');
+    if (c1 == NULL)
+        return fail(err, errlen, "--field \"%s\": no placement (" FIELD_USAGE ")", arg);
+    pl = c1 + 1;
+    c2 = strchr(pl, ':');
+    pllen = c2 != NULL ? (size_t)(c2 - pl) : strlen(pl);
+    if (pllen == 6 && memcmp(pl, "header", 6) == 0)
+        f.placement = ENVELOPE_PLACE_HEADER;
+    else if (pllen == 8 && memcmp(pl, "envelope", 8) == 0)
+        f.placement = ENVELOPE_PLACE_ENVELOPE;
+    else
+        return fail(err, errlen, "--field \"%s\": unknown placement \"%.*s\" (" FIELD_USAGE ")",
+                    arg, (int)(pllen > 32 ? 32 : pllen), pl);
+    if (copy_name(f.column, arg, (size_t)(c1 - arg), "column", arg, err, errlen) != 0)
+        return -1;
+    if (c2 != NULL) {
+        if (strchr(c2 + 1, ':') != NULL)
+            return fail(err, errlen, "--field \"%s\": NAME may not contain ':' (" FIELD_USAGE ")",
+                        arg);
+        if (copy_name(f.name, c2 + 1, strlen(c2 + 1), "name", arg, err, errlen) != 0)
+            return -1;
+    } else {
+        memcpy(f.name, f.column, sizeof f.name);
+    }
+    *out = f;
+    return 0;
+}
+
+/* Headers each format writes itself; a header field may not shadow them. */
+static const char *const own_headers[][10] = {
+    [ENVELOPE_FORMAT_ENVELOPE] = {"id", "type", "aggregate_type", "content-type", "lsn",
+                                  "traceparent", "payload-encoding"},
+    [ENVELOPE_FORMAT_DEBEZIUM] = {"id", "traceparent", "payload-encoding"},
+    [ENVELOPE_FORMAT_CLOUDEVENTS] = {"content-type", "traceparent"},
+    [ENVELOPE_FORMAT_CLOUDEVENTS_BINARY] = {"content-type", "traceparent"},
+};
+
+/* CloudEvents 1.0 context attributes (and the tracing extension's). */
+static const char *const ce_reserved[] = {
+    "specversion",     "id",         "source", "type",        "subject",     "time",
+    "datacontenttype", "dataschema", "data",   "data_base64", "traceparent", "tracestate",
+};
+
+static bool in_list(const char *name, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n && list[i] != NULL; i++)
+        if (strcmp(name, list[i]) == 0)
+            return true;
+    return false;
+}
+
+/* CloudEvents attribute names: lower-case ASCII letters and digits, at most
+ * 20 characters (the spec's SHOULD, made a MUST so every SDK accepts them). */
+static bool ce_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 20)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')))
+            return false;
+    return true;
+}
+
+static int check_field(enum envelope_format fmt, const envelope_field *f, char *err, size_t errlen)
+{
+    bool ce = fmt == ENVELOPE_FORMAT_CLOUDEVENTS || fmt == ENVELOPE_FORMAT_CLOUDEVENTS_BINARY;
+
+    if (f->column[0] == '\0' || f->name[0] == '\0' ||
+        memchr(f->column, '\0', sizeof f->column) == NULL ||
+        memchr(f->name, '\0', sizeof f->name) == NULL)
+        return fail(err, errlen, "--field: empty or unterminated column or name");
+    if (f->placement == ENVELOPE_PLACE_HEADER) {
+        if (in_list(f->name, own_headers[fmt], 10))
+            return fail(err, errlen,
+                        "--field %s:header:%s: the %s format writes header \"%s\" itself (pick "
+                        "another NAME)",
+                        f->column, f->name, format_names[fmt], f->name);
+        if (fmt == ENVELOPE_FORMAT_CLOUDEVENTS_BINARY && strncmp(f->name, "ce_", 3) == 0)
+            return fail(err, errlen,
+                        "--field %s:header:%s: ce_ headers are CloudEvents attributes (use "
+                        "%s:envelope:%s)",
+                        f->column, f->name, f->column, f->name + 3);
+        return 0;
+    }
+    if (f->placement != ENVELOPE_PLACE_ENVELOPE)
+        return fail(err, errlen, "--field %s: unknown placement", f->column);
+    if (fmt == ENVELOPE_FORMAT_DEBEZIUM && strcmp(f->name, "payload") == 0)
+        return fail(err, errlen,
+                    "--field %s:envelope:payload: \"payload\" holds the payload (pick another "
+                    "NAME)",
+                    f->column);
+    if (ce && !ce_name_ok(f->name))
+        return fail(err, errlen,
+                    "--field %s:envelope:%s: a CloudEvents attribute name is 1 to 20 characters "
+                    "a-z 0-9 (give one as NAME)",
+                    f->column, f->name);
+    if (ce && in_list(f->name, ce_reserved, sizeof ce_reserved / sizeof ce_reserved[0]))
+        return fail(err, errlen,
+                    "--field %s:envelope:%s: \"%s\" is a CloudEvents attribute the relay sets "
+                    "(pick another NAME)",
+                    f->column, f->name, f->name);
+    return 0;
+}
+
+int envelope_opts_check(const envelope_opts *o, char *err, size_t errlen)
+{
+    if (o == NULL || (o->fields == NULL && o->nfields > 0))
+        return fail(err, errlen, "envelope_opts_check: missing argument");
+    if ((size_t)o->format >= NFORMATS)
+        return fail(err, errlen, "unknown format %d (use %s)", (int)o->format,
+                    ENVELOPE_FORMAT_NAMES);
+    if (envelope_topic_check(o->topic_tmpl, err, errlen) != 0)
+        return -1;
+    if (o->nfields > ENVELOPE_MAX_FIELDS)
+        return fail(err, errlen, "too many --field options (%zu, at most %d)", o->nfields,
+                    ENVELOPE_MAX_FIELDS);
+    for (size_t i = 0; i < o->nfields; i++) {
+        if (check_field(o->format, &o->fields[i], err, errlen) != 0)
+            return -1;
+        for (size_t k = 0; k < i; k++) {
+            const envelope_field *a = &o->fields[k], *b = &o->fields[i];
+            bool same_ns =
+                a->placement == b->placement || o->format == ENVELOPE_FORMAT_CLOUDEVENTS_BINARY;
+            char an[ENVELOPE_NAME_MAX + 3], bn[ENVELOPE_NAME_MAX + 3];
+
+            /* in binary mode envelope fields are ce_ headers too */
+            snprintf(an, sizeof an, "%s%s",
+                     a->placement == ENVELOPE_PLACE_ENVELOPE &&
+                             o->format == ENVELOPE_FORMAT_CLOUDEVENTS_BINARY
+                         ? "ce_"
+                         : "",
+                     a->name);
+            snprintf(bn, sizeof bn, "%s%s",
+                     b->placement == ENVELOPE_PLACE_ENVELOPE &&
+                             o->format == ENVELOPE_FORMAT_CLOUDEVENTS_BINARY
+                         ? "ce_"
+                         : "",
+                     b->name);
+            if (same_ns && strcmp(an, bn) == 0)
+                return fail(err, errlen, "--field: two fields are called \"%s\"", b->name);
+        }
+    }
+    if (o->tombstone_on_empty && o->format != ENVELOPE_FORMAT_DEBEZIUM)
+        return fail(err, errlen, "tombstones on empty payload exist only in the debezium format");
+    if ((unsigned)o->timestamp > ENVELOPE_TS_EVENT)
+        return fail(err, errlen, "unknown message timestamp source %d", (int)o->timestamp);
+    return 0;
+}
+
+int envelope_fields_resolve(const envelope_field *fields, size_t nfields, const relcache_entry *rel,
+                            const pgo_tuple *tuple, envelope_extra *out, size_t *nout, char *err,
+                            size_t errlen)
+{
+    int ncols;
+
+    if (nout == NULL || (nfields > 0 && (fields == NULL || out == NULL)))
+        return fail(err, errlen, "envelope_fields_resolve: missing argument");
+    *nout = 0;
+    if (rel == NULL || tuple == NULL || (tuple->cols == NULL && tuple->ncols > 0))
+        return 0;
+    ncols = tuple->ncols < rel->natts ? tuple->ncols : rel->natts;
+    for (size_t i = 0; i < nfields; i++) {
+        for (int c = 0; c < ncols; c++) {
+            const pgo_value *v = &tuple->cols[c];
+
+            if (rel->atts[c].name == NULL || strcmp(rel->atts[c].name, fields[i].column) != 0)
+                continue;
+            if (v->kind != 't' && v->kind != 'n')
+                return fail(err, errlen, "column \"%s\" (--field) is not in text format",
+                            fields[i].column);
+            out[*nout] =
+                (envelope_extra){.field = &fields[i],
+                                 .data = v->kind == 't' ? (v->data != NULL ? v->data : "") : NULL,
+                                 .len = v->kind == 't' ? v->len : 0,
+                                 .type_oid = rel->atts[c].type_oid};
+            (*nout)++;
+            break;
+        }
+    }
+    return 0;
+}
+
+static bool lower_hex(const char *s, size_t n, bool *all_zero)
+{
+    *all_zero = true;
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+        if (s[i] != '0')
+            *all_zero = false;
+    }
+    return true;
+}
+
+bool envelope_traceparent_valid(const char *s, size_t len)
+{
+    bool zero;
+
+    if (s == NULL || len < 55)
+        return false;
+    if (!lower_hex(s, 2, &zero) || (s[0] == 'f' && s[1] == 'f'))
+        return false;
+    if (s[2] != '-' || s[35] != '-' || s[52] != '-')
+        return false;
+    if (!lower_hex(s + 3, 32, &zero) || zero)
+        return false;
+    if (!lower_hex(s + 36, 16, &zero) || zero)
+        return false;
+    if (!lower_hex(s + 53, 2, &zero))
+        return false;
+    if (s[0] == '0' && s[1] == '0')
+        return len == 55;
+    return len == 55 || s[55] == '-';
+}
+
 /* ---- topic templates ---------------------------------------------------- */
 
 enum placeholder { PH_AGGREGATE_TYPE, PH_AGGREGATE_ID, PH_TYPE, PH_TABLE, PH_N };
@@ -614,26 +897,250 @@ static bool json_ws(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* ---- JSON writer -------------------------------------------------------- */
+
 /*
- * The payload: either a jansson node (*node) or validated JSON text to
- * splice in verbatim (*raw, *rawlen).  Returns 0, or -1 with the poison
- * reason (or out of memory).
+ * Values are written straight into their final buffer: no tree, no dump,
+ * no splice.  Strings are escaped exactly as jansson's JSON_COMPACT dump
+ * does (the tests compare the two), so the envelope's bytes did not change
+ * when the writer replaced jansson here.  Memory comes from jansson's
+ * allocator, so its allocation hooks (the tests' torture mode) cover it; the
+ * result is released with free() like any json_dumps() output.  A failed
+ * allocation sticks: every later call is a no-op and jw_finish() says so.
  */
-static int payload_value(const outbox_row *row, json_t **node, const char **raw, size_t *rawlen,
-                         bool *is_base64, char *err, size_t errlen)
+#define JW_MAX_DEPTH 4
+
+typedef struct jw {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+    int depth;
+    bool first[JW_MAX_DEPTH];
+    json_malloc_t alloc;
+    json_free_t release;
+} jw;
+
+static void jw_init(jw *w)
+{
+    memset(w, 0, sizeof *w);
+    json_get_alloc_funcs(&w->alloc, &w->release);
+}
+
+static bool jw_reserve(jw *w, size_t n)
+{
+    size_t cap;
+    char *nb;
+
+    if (w->failed)
+        return false;
+    if (n <= w->cap - w->len)
+        return true;
+    cap = w->cap > 0 ? w->cap : 256;
+    while (cap - w->len < n) {
+        if (cap > SIZE_MAX / 2) {
+            w->failed = true;
+            return false;
+        }
+        cap *= 2;
+    }
+    nb = w->alloc(cap);
+    if (nb == NULL) {
+        w->failed = true;
+        return false;
+    }
+    if (w->len > 0)
+        memcpy(nb, w->buf, w->len);
+    w->release(w->buf);
+    w->buf = nb;
+    w->cap = cap;
+    return true;
+}
+
+static void jw_raw(jw *w, const char *s, size_t n)
+{
+    if (!jw_reserve(w, n))
+        return;
+    if (n > 0)
+        memcpy(w->buf + w->len, s, n);
+    w->len += n;
+}
+
+static void jw_lit(jw *w, const char *s)
+{
+    jw_raw(w, s, strlen(s));
+}
+
+/* A JSON string of s[0..n), which must be valid UTF-8 (checked before). */
+static void jw_str(jw *w, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t run = 0;
+
+    jw_raw(w, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[7];
+        size_t elen = 2;
+
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        jw_raw(w, s + run, i - run);
+        run = i + 1;
+        esc[0] = '\\';
+        switch (c) {
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 0xF];
+            elen = 6;
+            break;
+        }
+        jw_raw(w, esc, elen);
+    }
+    jw_raw(w, s + run, n - run);
+    jw_raw(w, "\"", 1);
+}
+
+static void jw_cstr(jw *w, const char *s)
+{
+    jw_str(w, s, strlen(s));
+}
+
+static void jw_uint(jw *w, uint64_t v)
+{
+    char b[24];
+    int n = snprintf(b, sizeof b, "%" PRIu64, v);
+
+    jw_raw(w, b, (size_t)n);
+}
+
+static void jw_base64(jw *w, const unsigned char *in, size_t len)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    if (len > (SIZE_MAX - 2) / 4 * 3 - 2 || !jw_reserve(w, (len + 2) / 3 * 4 + 2))
+        return;
+    w->buf[w->len++] = '"';
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+
+        if (i + 1 < len)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= in[i + 2];
+        w->buf[w->len++] = tab[(v >> 18) & 0x3F];
+        w->buf[w->len++] = tab[(v >> 12) & 0x3F];
+        w->buf[w->len++] = i + 1 < len ? tab[(v >> 6) & 0x3F] : '=';
+        w->buf[w->len++] = i + 2 < len ? tab[v & 0x3F] : '=';
+    }
+    w->buf[w->len++] = '"';
+}
+
+static void jw_open(jw *w)
+{
+    jw_raw(w, "{", 1);
+    if (w->depth < JW_MAX_DEPTH)
+        w->first[w->depth] = true;
+    w->depth++;
+}
+
+static void jw_close(jw *w)
+{
+    w->depth--;
+    jw_raw(w, "}", 1);
+}
+
+/* "key": with the comma that goes before every member but the first. */
+static void jw_key(jw *w, const char *key)
+{
+    bool *first = &w->first[w->depth > 0 ? w->depth - 1 : 0];
+
+    if (!*first)
+        jw_raw(w, ",", 1);
+    *first = false;
+    jw_cstr(w, key);
+    jw_raw(w, ":", 1);
+}
+
+/* Hand the text over, NUL-terminated.  Returns 0, or -1 when out of memory. */
+static int jw_finish(jw *w, char **out, size_t *outlen)
+{
+    if (!jw_reserve(w, 1)) {
+        w->release(w->buf);
+        memset(w, 0, sizeof *w);
+        return -1;
+    }
+    w->buf[w->len] = '\0';
+    *out = w->buf;
+    *outlen = w->len;
+    w->buf = NULL;
+    return 0;
+}
+
+static void jw_discard(jw *w)
+{
+    if (w->release != NULL)
+        w->release(w->buf);
+    w->buf = NULL;
+}
+
+/* ---- the row ------------------------------------------------------------ */
+
+enum payload_kind {
+    PL_NULL,   /* SQL NULL */
+    PL_JSON,   /* validated JSON text, embedded as it is */
+    PL_TEXT,   /* text that is not JSON: a JSON string */
+    PL_BINARY, /* bytea, decoded into bytes */
+};
+
+/* What build needs from a row, checked once for every format. */
+typedef struct prepared {
+    enum payload_kind pl;
+    const char *pdata; /* PL_JSON / PL_TEXT: borrowed; PL_BINARY: bin */
+    size_t plen;
+    unsigned char *bin;  /* owned */
+    bool payload_blank;  /* NULL, or text that is empty or only spaces */
+    int64_t occurred_us; /* Unix microseconds */
+    char occurred[PGTIME_BUFSZ];
+    bool traceparent; /* the row has a valid one */
+} prepared;
+
+/*
+ * Classify the payload.  Returns 0, or -1 with the poison reason (or out of
+ * memory, errno ENOMEM).
+ */
+static int prepare_payload(const outbox_row *row, prepared *p, char *err, size_t errlen)
 {
     const outbox_field *f = &row->f[OB_PAYLOAD];
     const char *s = f->data;
     size_t len = f->len;
     size_t bad_at;
 
-    *node = NULL;
-    *raw = NULL;
-    *is_base64 = false;
-    if (!f->present) {
-        *node = json_null();
+    p->pl = PL_NULL;
+    p->payload_blank = true;
+    if (!f->present)
         return 0;
-    }
     if (s == NULL && len > 0)
         return fail(err, errlen, "payload has length %zu but no data", len);
     if (s == NULL)
@@ -649,9 +1156,11 @@ static int payload_value(const outbox_row *row, json_t **node, const char **raw,
         }
         while (len > 0 && json_ws(s[len - 1]))
             len--;
+        p->payload_blank = len == 0;
         if (json_text_valid(s, len, &bad_at)) {
-            *raw = s;
-            *rawlen = len;
+            p->pl = PL_JSON;
+            p->pdata = s;
+            p->plen = len;
             return 0;
         }
         if (row->payload_type_oid == OID_JSON || row->payload_type_oid == OID_JSONB)
@@ -663,24 +1172,27 @@ static int payload_value(const outbox_row *row, json_t **node, const char **raw,
         break;
     case OID_BYTEA: {
         bool bad;
-        size_t blen = 0;
-        unsigned char *b = bytea_decode(s, len, &blen, &bad);
 
-        if (b == NULL)
+        p->bin = bytea_decode(s, len, &p->plen, &bad);
+        if (p->bin == NULL)
             return bad ? fail(err, errlen, "bytea payload is neither hex nor escape format")
                        : oom(err, errlen);
-        *node = json_base64((const char *)b, blen);
-        free(b);
-        *is_base64 = true;
-        return *node != NULL ? 0 : oom(err, errlen);
+        p->pl = PL_BINARY;
+        p->pdata = (const char *)p->bin;
+        p->payload_blank = false; /* as Debezium: only text can be blank */
+        return 0;
     }
     default:
+        for (size_t i = 0; i < len && p->payload_blank; i++)
+            p->payload_blank = json_ws(s[i]);
         break;
     }
     if (!utf8_valid(s, len))
         return fail(err, errlen, "payload is not valid utf-8");
-    *node = json_stringn(s, len);
-    return *node != NULL ? 0 : oom(err, errlen);
+    p->pl = PL_TEXT;
+    p->pdata = s;
+    p->plen = len;
+    return 0;
 }
 
 /* Role names as the envelope spells them in poison reasons. */
@@ -700,199 +1212,523 @@ static const char *role_name(enum outbox_role role)
     }
 }
 
-/* Set key to a JSON string of a row field, refusing invalid UTF-8. */
-static int set_field(json_t *obj, const char *key, const outbox_row *row, enum outbox_role role,
-                     char *err, size_t errlen)
+/*
+ * Check what every format needs: the four identity fields present and UTF-8,
+ * a parseable timestamp, the payload, the traceparent (dropped, not
+ * refused, when malformed).  Returns 0, or -1 with the poison reason.
+ */
+static int prepare(const outbox_row *row, const envelope_source *src, prepared *p, char *err,
+                   size_t errlen)
+{
+    static const enum outbox_role ids[] = {OB_ID, OB_TYPE, OB_AGGREGATE_TYPE, OB_AGGREGATE_ID};
+    const outbox_field *ts = &row->f[OB_TIMESTAMP];
+    const outbox_field *tp = &row->f[OB_TRACEPARENT];
+
+    memset(p, 0, sizeof *p);
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        const outbox_field *f = &row->f[ids[i]];
+
+        if (!f->present || (f->data == NULL && f->len > 0))
+            return fail(err, errlen, "row has no %s", role_name(ids[i]));
+        if (!utf8_valid(f->data, f->len))
+            return fail(err, errlen, "%s is not valid utf-8", role_name(ids[i]));
+    }
+    if (ts->present && ts->data != NULL) {
+        char shown[64];
+
+        if (pgtime_parse_text(ts->data, ts->len, &p->occurred_us) != 0)
+            return fail(err, errlen, "timestamp \"%s\" is not a timestamptz",
+                        printable(ts->data, ts->len, shown, sizeof shown));
+    } else {
+        p->occurred_us = pgtime_to_unix_us(src->commit_ts);
+    }
+    unixtime_format(p->occurred_us, p->occurred);
+    p->traceparent =
+        tp->present && tp->data != NULL && envelope_traceparent_valid(tp->data, tp->len);
+    return prepare_payload(row, p, err, errlen);
+}
+
+static void jw_field(jw *w, const outbox_row *row, enum outbox_role role)
 {
     const outbox_field *f = &row->f[role];
 
-    if (!f->present || (f->data == NULL && f->len > 0))
-        return fail(err, errlen, "row has no %s", role_name(role));
-    if (!utf8_valid(f->data, f->len))
-        return fail(err, errlen, "%s is not valid utf-8", role_name(role));
-    if (json_object_set_new(obj, key, json_stringn(f->len > 0 ? f->data : "", f->len)) != 0)
-        return oom(err, errlen);
+    jw_str(w, f->len > 0 ? f->data : "", f->len);
+}
+
+/* The payload as a JSON value: embedded JSON, a string, base64 or null. */
+static void jw_payload(jw *w, const prepared *p)
+{
+    switch (p->pl) {
+    case PL_NULL:
+        jw_lit(w, "null");
+        break;
+    case PL_JSON:
+        jw_raw(w, p->pdata, p->plen);
+        break;
+    case PL_TEXT:
+        jw_str(w, p->pdata, p->plen);
+        break;
+    case PL_BINARY:
+        jw_base64(w, (const unsigned char *)p->pdata, p->plen);
+        break;
+    }
+}
+
+/* ---- additional fields -------------------------------------------------- */
+
+#define OID_BOOL 16
+#define OID_INT8 20
+#define OID_INT2 21
+#define OID_INT4 23
+#define OID_OID 26
+#define OID_FLOAT4 700
+#define OID_FLOAT8 701
+#define OID_NUMERIC 1700
+
+/* Check every extra's text before anything is written. */
+static int check_extras(const envelope_extra *x, size_t n, char *err, size_t errlen)
+{
+    size_t bad_at;
+
+    for (size_t i = 0; i < n; i++) {
+        if (x[i].data == NULL)
+            continue;
+        if (!utf8_valid(x[i].data, x[i].len))
+            return fail(err, errlen, "column \"%s\" (--field) is not valid utf-8",
+                        x[i].field->column);
+        if ((x[i].type_oid == OID_JSON || x[i].type_oid == OID_JSONB) &&
+            !json_text_valid(x[i].data, x[i].len, &bad_at))
+            return fail(err, errlen, "column \"%s\" (--field) is not valid json (at byte %zu)",
+                        x[i].field->column, bad_at);
+    }
     return 0;
 }
 
-/* Set key to a NUL-terminated string, or null when s is NULL. */
-static int set_cstr(json_t *obj, const char *key, const char *s, char *err, size_t errlen)
+/* Whether s[0..n) is a JSON number (PostgreSQL prints NaN and Infinity too). */
+static bool is_json_number(const char *s, size_t n)
 {
-    if (s != NULL && !utf8_valid(s, strlen(s)))
-        return fail(err, errlen, "source %s is not valid utf-8", key);
-    if (json_object_set_new(obj, key, s != NULL ? json_string(s) : json_null()) != 0)
-        return oom(err, errlen);
+    struct jscan j = {.s = (const unsigned char *)s, .len = n, .pos = 0};
+
+    return n > 0 && js_number(&j) && j.pos == n;
+}
+
+/* One extra as a JSON value typed by its column type. */
+static void jw_extra(jw *w, const envelope_extra *x, bool strings_only)
+{
+    if (x->data == NULL) {
+        jw_lit(w, "null");
+        return;
+    }
+    if (!strings_only) {
+        switch (x->type_oid) {
+        case OID_JSON:
+        case OID_JSONB:
+            jw_raw(w, x->data, x->len);
+            return;
+        case OID_BOOL:
+            if (x->len == 1 && (x->data[0] == 't' || x->data[0] == 'f')) {
+                jw_lit(w, x->data[0] == 't' ? "true" : "false");
+                return;
+            }
+            break;
+        case OID_INT2:
+        case OID_INT4:
+        case OID_INT8:
+        case OID_OID:
+        case OID_FLOAT4:
+        case OID_FLOAT8:
+        case OID_NUMERIC:
+            if (is_json_number(x->data, x->len)) {
+                jw_raw(w, x->data, x->len);
+                return;
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    jw_str(w, x->data, x->len);
+}
+
+static bool has_placement(const envelope_extra *x, size_t n, enum envelope_placement pl)
+{
+    for (size_t i = 0; i < n; i++)
+        if (x[i].field->placement == pl)
+            return true;
+    return false;
+}
+
+/* Envelope-placed extras as members of the object being written. */
+static void jw_extras(jw *w, const envelope_extra *x, size_t n, bool strings_only)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (x[i].field->placement != ENVELOPE_PLACE_ENVELOPE)
+            continue;
+        jw_key(w, x[i].field->name);
+        jw_extra(w, &x[i], strings_only);
+    }
+}
+
+/* Header-placed extras (a NULL value gives no header); prefix for ce_. */
+static int add_extra_headers(envelope_msg *m, const envelope_extra *x, size_t n,
+                             enum envelope_placement pl, const char *prefix)
+{
+    char name[ENVELOPE_NAME_MAX + 8];
+
+    for (size_t i = 0; i < n; i++) {
+        if (x[i].field->placement != pl || x[i].data == NULL)
+            continue;
+        snprintf(name, sizeof name, "%s%s", prefix, x[i].field->name);
+        if (add_header(m, name, x[i].data, x[i].len) != 0)
+            return -1;
+    }
     return 0;
+}
+
+/* ---- formats ------------------------------------------------------------ */
+
+/* Set when a source string is not UTF-8: the caller makes it a poison row. */
+static void jw_source_str(jw *w, const char *key, const char *s, const char **bad)
+{
+    jw_key(w, key);
+    if (s == NULL) {
+        jw_lit(w, "null");
+        return;
+    }
+    if (!utf8_valid(s, strlen(s))) {
+        if (*bad == NULL)
+            *bad = key;
+        jw_lit(w, "null");
+        return;
+    }
+    jw_cstr(w, s);
+}
+
+static int value_envelope(jw *w, const outbox_row *row, const envelope_source *src,
+                          const prepared *p, const envelope_extra *x, size_t nx, char *err,
+                          size_t errlen)
+{
+    char tbuf[PGTIME_BUFSZ], lbuf[LSN_BUFSZ];
+    const char *bad = NULL;
+
+    jw_open(w);
+    jw_key(w, "id");
+    jw_field(w, row, OB_ID);
+    jw_key(w, "type");
+    jw_field(w, row, OB_TYPE);
+    jw_key(w, "aggregate_type");
+    jw_field(w, row, OB_AGGREGATE_TYPE);
+    jw_key(w, "aggregate_id");
+    jw_field(w, row, OB_AGGREGATE_ID);
+    jw_key(w, "occurred_at");
+    jw_cstr(w, p->occurred);
+    jw_key(w, "payload");
+    jw_payload(w, p);
+    jw_key(w, "source");
+    jw_open(w);
+    jw_key(w, "lsn");
+    jw_cstr(w, lsn_format(src->lsn, lbuf));
+    jw_key(w, "commit_lsn");
+    jw_cstr(w, lsn_format(src->commit_lsn, lbuf));
+    jw_key(w, "seq");
+    jw_uint(w, src->seq);
+    jw_key(w, "xid");
+    jw_uint(w, src->xid);
+    jw_key(w, "commit_time");
+    jw_cstr(w, pgtime_format(src->commit_ts, tbuf));
+    jw_source_str(w, "db", src->db, &bad);
+    jw_source_str(w, "table", src->table, &bad);
+    jw_source_str(w, "slot", src->slot, &bad);
+    jw_close(w);
+    if (bad != NULL)
+        return fail(err, errlen, "source %s is not valid utf-8", bad);
+    if (p->traceparent) {
+        jw_key(w, "trace");
+        jw_open(w);
+        jw_key(w, "traceparent");
+        jw_field(w, row, OB_TRACEPARENT);
+        jw_close(w);
+    }
+    if (has_placement(x, nx, ENVELOPE_PLACE_ENVELOPE)) {
+        jw_key(w, "fields");
+        jw_open(w);
+        jw_extras(w, x, nx, false);
+        jw_close(w);
+    }
+    jw_close(w);
+    return 0;
+}
+
+/* The payload as the whole value: JSON text, text or bytes as they are. */
+static void value_bare(jw *w, const prepared *p)
+{
+    jw_raw(w, p->pdata != NULL ? p->pdata : "", p->plen);
 }
 
 /*
- * Replace the payload placeholder in the dumped envelope with raw.  The
- * first ',"payload":null' is the key itself: inside a dumped string every
- * '"' is escaped, so ',"' never occurs there, and payload precedes source.
+ * CloudEvents "source": a URI-reference naming the outbox table,
+ * "/outbox-relay/<db>/<schema.table>", each segment percent-encoded where
+ * RFC 3986 does not allow the character in a path segment.  Together with
+ * id (the outbox row's id) it is unique per event, as the spec requires.
  */
-static char *splice_payload(const char *dumped, const char *raw, size_t rawlen, size_t *outlen)
+static void ce_source(jw *w, const envelope_source *src)
 {
-    static const char mark[] = ",\"payload\":";
-    const char *at = strstr(dumped, ",\"payload\":null");
-    size_t dlen = strlen(dumped), head, tail;
-    char *out;
+    static const char hex[] = "0123456789ABCDEF";
+    const char *seg[2] = {src->db != NULL ? src->db : "", src->table != NULL ? src->table : ""};
 
-    if (at == NULL)
-        return NULL;
-    head = (size_t)(at - dumped) + sizeof mark - 1;
-    tail = dlen - head - 4;
-    out = malloc(head + rawlen + tail + 1);
-    if (out == NULL)
-        return NULL;
-    memcpy(out, dumped, head);
-    memcpy(out + head, raw, rawlen);
-    memcpy(out + head + rawlen, dumped + head + 4, tail);
-    out[head + rawlen + tail] = '\0';
-    *outlen = head + rawlen + tail;
-    return out;
+    jw_lit(w, "/outbox-relay");
+    for (int k = 0; k < 2; k++) {
+        jw_raw(w, "/", 1);
+        for (const unsigned char *c = (const unsigned char *)seg[k]; *c != '\0'; c++) {
+            if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+                strchr("-._~!$&'()*+,;=:@", *c) != NULL) {
+                jw_raw(w, (const char *)c, 1);
+            } else {
+                char pct[3] = {'%', hex[*c >> 4], hex[*c & 0xF]};
+
+                jw_raw(w, pct, 3);
+            }
+        }
+    }
 }
 
-/* Attach a new empty object under key; borrowed, owned by obj. */
-static json_t *add_object(json_t *obj, const char *key)
+/* The source URI alone, as a NUL-terminated string (binary mode header). */
+static char *ce_source_str(const envelope_source *src, size_t *len)
 {
-    json_t *child = json_object();
+    jw w;
+    char *s = NULL;
 
-    if (child == NULL || json_object_set_new(obj, key, child) != 0)
+    jw_init(&w);
+    ce_source(&w, src);
+    if (jw_finish(&w, &s, len) != 0)
         return NULL;
-    return child;
+    return s;
 }
 
-static int build_value(const outbox_row *row, const envelope_source *src, envelope_msg *m,
-                       bool *is_base64, char *err, size_t errlen)
+static const char *ce_content_type(const prepared *p)
 {
-    json_t *o = json_object(), *payload = NULL, *source, *trace;
-    const outbox_field *ts = &row->f[OB_TIMESTAMP];
-    const outbox_field *tp = &row->f[OB_TRACEPARENT];
-    const char *raw = NULL;
-    size_t rawlen = 0;
-    char tbuf[PGTIME_BUFSZ], lbuf[LSN_BUFSZ];
-    char *dumped = NULL;
-    int rc = -1;
+    switch (p->pl) {
+    case PL_TEXT:
+        return "text/plain; charset=utf-8";
+    case PL_BINARY:
+        return "application/octet-stream";
+    default:
+        return "application/json";
+    }
+}
 
-    if (o == NULL)
-        goto nomem;
-    if (set_field(o, "id", row, OB_ID, err, errlen) != 0 ||
-        set_field(o, "type", row, OB_TYPE, err, errlen) != 0 ||
-        set_field(o, "aggregate_type", row, OB_AGGREGATE_TYPE, err, errlen) != 0 ||
-        set_field(o, "aggregate_id", row, OB_AGGREGATE_ID, err, errlen) != 0)
-        goto done;
-    if (ts->present && ts->data != NULL) {
-        int64_t us;
-        char shown[64];
+static void value_cloudevents(jw *w, const outbox_row *row, const envelope_source *src,
+                              const prepared *p, const envelope_extra *x, size_t nx)
+{
+    jw_open(w);
+    jw_key(w, "specversion");
+    jw_lit(w, "\"1.0\"");
+    jw_key(w, "id");
+    jw_field(w, row, OB_ID);
+    jw_key(w, "source");
+    jw_raw(w, "\"", 1);
+    ce_source(w, src); /* nothing in it needs escaping */
+    jw_raw(w, "\"", 1);
+    jw_key(w, "type");
+    jw_field(w, row, OB_TYPE);
+    jw_key(w, "subject");
+    jw_field(w, row, OB_AGGREGATE_ID);
+    jw_key(w, "time");
+    jw_cstr(w, p->occurred);
+    if (p->traceparent) {
+        /* the distributed-tracing extension attribute */
+        jw_key(w, "traceparent");
+        jw_field(w, row, OB_TRACEPARENT);
+    }
+    jw_extras(w, x, nx, true);
+    if (p->pl != PL_NULL) {
+        jw_key(w, "datacontenttype");
+        jw_cstr(w, ce_content_type(p));
+        jw_key(w, p->pl == PL_BINARY ? "data_base64" : "data");
+        jw_payload(w, p);
+    }
+    jw_close(w);
+}
 
-        if (pgtime_parse_text(ts->data, ts->len, &us) != 0) {
-            fail(err, errlen, "timestamp \"%s\" is not a timestamptz",
-                 printable(ts->data, ts->len, shown, sizeof shown));
-            goto done;
-        }
-        unixtime_format(us, tbuf);
-    } else {
-        pgtime_format(src->commit_ts, tbuf);
-    }
-    if (json_object_set_new(o, "occurred_at", json_string(tbuf)) != 0)
-        goto nomem;
-    if (payload_value(row, &payload, &raw, &rawlen, is_base64, err, errlen) != 0)
-        goto done;
-    /* Raw JSON text goes in after the dump, in place of this null. */
-    if (json_object_set_new(o, "payload", raw != NULL ? json_null() : payload) != 0)
-        goto nomem;
-    source = add_object(o, "source");
-    if (source == NULL ||
-        json_object_set_new(source, "lsn", json_string(lsn_format(src->lsn, lbuf))) != 0 ||
-        json_object_set_new(source, "commit_lsn", json_string(lsn_format(src->commit_lsn, lbuf))) !=
-            0 ||
-        json_object_set_new(source, "seq", json_integer(src->seq)) != 0 ||
-        json_object_set_new(source, "xid", json_integer(src->xid)) != 0 ||
-        json_object_set_new(source, "commit_time",
-                            json_string(pgtime_format(src->commit_ts, tbuf))) != 0)
-        goto nomem;
-    if (set_cstr(source, "db", src->db, err, errlen) != 0 ||
-        set_cstr(source, "table", src->table, err, errlen) != 0 ||
-        set_cstr(source, "slot", src->slot, err, errlen) != 0)
-        goto done;
-    if (tp->present && tp->data != NULL) {
-        if (!utf8_valid(tp->data, tp->len)) {
-            fail(err, errlen, "traceparent is not valid utf-8");
-            goto done;
-        }
-        trace = add_object(o, "trace");
-        if (trace == NULL ||
-            json_object_set_new(trace, "traceparent", json_stringn(tp->data, tp->len)) != 0)
-            goto nomem;
-    }
-    dumped = json_dumps(o, DUMP_FLAGS);
-    if (dumped == NULL)
-        goto nomem;
-    if (raw != NULL) {
-        m->value = splice_payload(dumped, raw, rawlen, &m->valuelen);
-        if (m->value == NULL)
-            goto nomem;
-    } else {
-        m->value = dumped;
-        m->valuelen = strlen(dumped);
-        dumped = NULL;
-    }
-    rc = 0;
-    goto done;
-nomem:
-    oom(err, errlen);
-done:
-    free(dumped);
-    json_decref(o);
+static int headers_envelope(envelope_msg *m, const outbox_row *row, const envelope_source *src,
+                            const prepared *p)
+{
+    char lbuf[LSN_BUFSZ];
+
+    if (add_header(m, "id", row->f[OB_ID].data, row->f[OB_ID].len) != 0 ||
+        add_header(m, "type", row->f[OB_TYPE].data, row->f[OB_TYPE].len) != 0 ||
+        add_header(m, "aggregate_type", row->f[OB_AGGREGATE_TYPE].data,
+                   row->f[OB_AGGREGATE_TYPE].len) != 0 ||
+        add_header_str(m, "content-type", "application/json") != 0 ||
+        add_header_str(m, "lsn", lsn_format(src->lsn, lbuf)) != 0)
+        return -1;
+    if (p->pl == PL_BINARY && add_header_str(m, "payload-encoding", "base64") != 0)
+        return -1;
+    return 0;
+}
+
+static int headers_cloudevents_binary(envelope_msg *m, const outbox_row *row,
+                                      const envelope_source *src, const prepared *p)
+{
+    size_t slen = 0;
+    char *source = ce_source_str(src, &slen);
+    int rc;
+
+    if (source == NULL)
+        return -1;
+    rc = add_header_str(m, "ce_specversion", "1.0") != 0 ||
+                 add_header(m, "ce_id", row->f[OB_ID].data, row->f[OB_ID].len) != 0 ||
+                 add_header(m, "ce_source", source, slen) != 0 ||
+                 add_header(m, "ce_type", row->f[OB_TYPE].data, row->f[OB_TYPE].len) != 0 ||
+                 add_header(m, "ce_subject", row->f[OB_AGGREGATE_ID].data,
+                            row->f[OB_AGGREGATE_ID].len) != 0 ||
+                 add_header_str(m, "ce_time", p->occurred) != 0
+             ? -1
+             : 0;
+    free(source);
+    if (rc == 0 && p->traceparent &&
+        add_header(m, "ce_traceparent", row->f[OB_TRACEPARENT].data, row->f[OB_TRACEPARENT].len) !=
+            0)
+        rc = -1;
+    if (rc == 0 && p->pl != PL_NULL && add_header_str(m, "content-type", ce_content_type(p)) != 0)
+        rc = -1;
     return rc;
+}
+
+static int64_t message_timestamp(enum envelope_timestamp ts, const envelope_source *src,
+                                 const prepared *p)
+{
+    int64_t us;
+
+    switch (ts) {
+    case ENVELOPE_TS_COMMIT:
+        us = pgtime_to_unix_us(src->commit_ts);
+        break;
+    case ENVELOPE_TS_EVENT:
+        us = p->occurred_us;
+        break;
+    default:
+        return 0;
+    }
+    /* Kafka has no timestamps before 1970: leave those to the producer. */
+    return us >= 1000 ? us / 1000 : 0;
 }
 
 int envelope_build(enum envelope_format fmt, const char *topic_tmpl, const outbox_row *row,
                    const envelope_source *src, envelope_msg *out, char *err, size_t errlen)
 {
+    envelope_opts o = {.format = fmt, .topic_tmpl = topic_tmpl};
+
+    return envelope_build_opts(&o, row, NULL, 0, src, out, err, errlen);
+}
+
+int envelope_build_opts(const envelope_opts *opts, const outbox_row *row,
+                        const envelope_extra *extras, size_t nextras, const envelope_source *src,
+                        envelope_msg *out, char *err, size_t errlen)
+{
     envelope_msg m = {0};
     char topic[TOPIC_MAX + 1];
-    char lbuf[LSN_BUFSZ];
-    const outbox_field *tp;
-    bool is_base64 = false;
+    prepared p = {0};
+    jw w;
+    bool tombstone = false, wrapped;
+    enum envelope_format fmt;
 
     errno = 0;
-    if (out == NULL || row == NULL || src == NULL) {
+    jw_init(&w);
+    if (out == NULL || row == NULL || src == NULL || opts == NULL ||
+        (extras == NULL && nextras > 0)) {
         fail(err, errlen, "envelope_build: missing argument");
         goto fail;
     }
     memset(out, 0, sizeof *out);
-    if (fmt != ENVELOPE_FORMAT_ENVELOPE) {
+    fmt = opts->format;
+    if (fmt != ENVELOPE_FORMAT_ENVELOPE && fmt != ENVELOPE_FORMAT_DEBEZIUM &&
+        fmt != ENVELOPE_FORMAT_CLOUDEVENTS && fmt != ENVELOPE_FORMAT_CLOUDEVENTS_BINARY) {
         fail(err, errlen, "unknown envelope format %d", (int)fmt);
         goto fail;
     }
-    if (topic_expand(topic_tmpl, row, src, topic, err, errlen) != 0)
+    if (topic_expand(opts->topic_tmpl, row, src, topic, err, errlen) != 0 ||
+        prepare(row, src, &p, err, errlen) != 0 || check_extras(extras, nextras, err, errlen) != 0)
         goto fail;
-    /* The value checks every field, so the key and headers below need not. */
-    if (build_value(row, src, &m, &is_base64, err, errlen) != 0)
-        goto fail;
+    m.dropped_traceparent =
+        row->f[OB_TRACEPARENT].present && row->f[OB_TRACEPARENT].data != NULL && !p.traceparent;
+    m.timestamp_ms = message_timestamp(opts->timestamp, src, &p);
+
+    switch (fmt) {
+    case ENVELOPE_FORMAT_ENVELOPE:
+        if (value_envelope(&w, row, src, &p, extras, nextras, err, errlen) != 0)
+            goto fail;
+        break;
+    case ENVELOPE_FORMAT_DEBEZIUM:
+        wrapped = has_placement(extras, nextras, ENVELOPE_PLACE_ENVELOPE);
+        tombstone = (opts->tombstone_on_empty && p.payload_blank) || (p.pl == PL_NULL && !wrapped);
+        if (tombstone)
+            break;
+        if (wrapped) {
+            jw_open(&w);
+            jw_key(&w, "payload");
+            jw_payload(&w, &p);
+            jw_extras(&w, extras, nextras, false);
+            jw_close(&w);
+        } else {
+            value_bare(&w, &p);
+        }
+        break;
+    case ENVELOPE_FORMAT_CLOUDEVENTS:
+        value_cloudevents(&w, row, src, &p, extras, nextras);
+        break;
+    case ENVELOPE_FORMAT_CLOUDEVENTS_BINARY:
+        tombstone = p.pl == PL_NULL;
+        if (!tombstone)
+            value_bare(&w, &p);
+        break;
+    }
+    if (!tombstone && jw_finish(&w, &m.value, &m.valuelen) != 0)
+        goto nomem;
+
     m.topic = strdup(topic);
     m.key = memdup0(row->f[OB_AGGREGATE_ID].data, row->f[OB_AGGREGATE_ID].len);
     if (m.topic == NULL || m.key == NULL)
         goto nomem;
     m.keylen = row->f[OB_AGGREGATE_ID].len;
-    tp = &row->f[OB_TRACEPARENT];
-    if (add_header(&m, "id", row->f[OB_ID].data, row->f[OB_ID].len) != 0 ||
-        add_header(&m, "type", row->f[OB_TYPE].data, row->f[OB_TYPE].len) != 0 ||
-        add_header(&m, "aggregate_type", row->f[OB_AGGREGATE_TYPE].data,
-                   row->f[OB_AGGREGATE_TYPE].len) != 0 ||
-        add_header_str(&m, "content-type", "application/json") != 0 ||
-        add_header_str(&m, "lsn", lsn_format(src->lsn, lbuf)) != 0)
+    switch (fmt) {
+    case ENVELOPE_FORMAT_ENVELOPE:
+        if (headers_envelope(&m, row, src, &p) != 0)
+            goto nomem;
+        break;
+    case ENVELOPE_FORMAT_DEBEZIUM:
+        if (add_header(&m, "id", row->f[OB_ID].data, row->f[OB_ID].len) != 0)
+            goto nomem;
+        /* bytea inside the {payload, ...} wrapper is base64: say so */
+        if (!tombstone && p.pl == PL_BINARY &&
+            has_placement(extras, nextras, ENVELOPE_PLACE_ENVELOPE) &&
+            add_header_str(&m, "payload-encoding", "base64") != 0)
+            goto nomem;
+        break;
+    case ENVELOPE_FORMAT_CLOUDEVENTS:
+        if (add_header_str(&m, "content-type", "application/cloudevents+json") != 0)
+            goto nomem;
+        break;
+    case ENVELOPE_FORMAT_CLOUDEVENTS_BINARY:
+        if (headers_cloudevents_binary(&m, row, src, &p) != 0 ||
+            add_extra_headers(&m, extras, nextras, ENVELOPE_PLACE_ENVELOPE, "ce_") != 0)
+            goto nomem;
+        break;
+    }
+    /* The W3C header in every format: tracing instrumentations read it. */
+    if (p.traceparent &&
+        add_header(&m, "traceparent", row->f[OB_TRACEPARENT].data, row->f[OB_TRACEPARENT].len) != 0)
         goto nomem;
-    if (tp->present && tp->data != NULL && add_header(&m, "traceparent", tp->data, tp->len) != 0)
+    if (add_extra_headers(&m, extras, nextras, ENVELOPE_PLACE_HEADER, "") != 0)
         goto nomem;
-    if (is_base64 && add_header_str(&m, "payload-encoding", "base64") != 0)
-        goto nomem;
+    free(p.bin);
     *out = m;
     return 0;
 nomem:
     oom(err, errlen);
 fail:
+    jw_discard(&w);
+    free(p.bin);
     envelope_msg_clear(&m);
     /* Only our own allocations leave ENOMEM behind: anything else is the row. */
     if (errno != ENOMEM)

@@ -1,15 +1,26 @@
 /*
  * envelope — turn an outbox row plus its source position into a Kafka
- * record: topic, key, headers and value (formats of DESIGN.md).
+ * record: topic, key, headers, value and timestamp, in one of the formats
+ * of DESIGN.md:
  *
- * Only the `envelope` format exists so far; the enum leaves room for
- * `cloudevents` and `debezium`.  Everything in an envelope_msg is owned by
- * it and released by envelope_msg_clear(); publish may take the value
- * (set msg->value to NULL after taking it).
+ *   envelope            our own JSON envelope (schema/envelope.schema.json)
+ *   debezium            what Debezium's outbox EventRouter emits with its
+ *                       default settings and a string key converter: key =
+ *                       aggregate id, value = the payload itself, header id
+ *   cloudevents         CloudEvents 1.0, Kafka protocol binding, structured
+ *                       mode (value = the event as JSON)
+ *   cloudevents-binary  CloudEvents 1.0, binary mode (ce_ headers, value =
+ *                       the payload)
+ *
+ * The value is written once, straight into its final buffer: payload JSON is
+ * embedded verbatim, never parsed and re-serialised.  Everything in an
+ * envelope_msg is owned by it and released by envelope_msg_clear(); publish
+ * may take the value (set msg->value to NULL after taking it).
  */
 #ifndef SCHEMA_ENVELOPE_H
 #define SCHEMA_ENVELOPE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,10 +28,20 @@
 
 enum envelope_format {
     ENVELOPE_FORMAT_ENVELOPE,
+    ENVELOPE_FORMAT_DEBEZIUM,
+    ENVELOPE_FORMAT_CLOUDEVENTS,
+    ENVELOPE_FORMAT_CLOUDEVENTS_BINARY,
 };
 
-/* "envelope" -> ENVELOPE_FORMAT_ENVELOPE.  Returns 0, or -1 when unknown. */
+/* The names envelope_format_parse() accepts, for usage and error messages. */
+#define ENVELOPE_FORMAT_NAMES "envelope, debezium, cloudevents, cloudevents-binary"
+
+/* "envelope", "debezium", "cloudevents", "cloudevents-binary" -> the enum.
+ * Returns 0, or -1 when unknown. */
 int envelope_format_parse(const char *name, enum envelope_format *out) OBX_WUR;
+
+/* The command-line name of fmt ("?" when out of range). */
+const char *envelope_format_name(enum envelope_format fmt);
 
 /*
  * Check a topic template: literal text plus the placeholders
@@ -28,6 +49,120 @@ int envelope_format_parse(const char *name, enum envelope_format *out) OBX_WUR;
  * with err naming the bad placeholder.
  */
 int envelope_topic_check(const char *tmpl, char *err, size_t errlen) OBX_WUR;
+
+/* ---- router knobs ------------------------------------------------------- */
+
+/*
+ * Additional columns (`--field COLUMN:header[:NAME]`,
+ * `--field COLUMN:envelope[:NAME]`, Debezium's
+ * table.fields.additional.placement).  NAME defaults to the column name.
+ *
+ * header:   a Kafka header NAME with the column's text; a NULL value gives
+ *           no header.
+ * envelope: a field of the value, per format:
+ *   envelope            "fields": {NAME: value, ...} (the envelope's own
+ *                       keys stay closed; see envelope.schema.json)
+ *   debezium            the value becomes {"payload": <payload>, NAME:
+ *                       value, ...}, as Debezium's envelope placement does
+ *   cloudevents         an extension attribute NAME (a-z, 0-9, at most 20
+ *                       characters, as the CloudEvents spec requires), its
+ *                       value the column's text as a string
+ *   cloudevents-binary  the header ce_NAME (same naming rule)
+ * Envelope values are typed by column type: json/jsonb embedded as JSON,
+ * bool true/false, integers and finite numerics as numbers, NULL as null,
+ * everything else a string (cloudevents: always a string).
+ *
+ * A column the table does not have is omitted from that row's record (no
+ * error: outbox tables of one relay may differ).
+ */
+#define ENVELOPE_MAX_FIELDS 16
+#define ENVELOPE_NAME_MAX 64 /* bytes with the NUL, for columns and names */
+
+enum envelope_placement {
+    ENVELOPE_PLACE_HEADER,
+    ENVELOPE_PLACE_ENVELOPE,
+};
+
+typedef struct envelope_field {
+    char column[ENVELOPE_NAME_MAX];
+    char name[ENVELOPE_NAME_MAX];
+    enum envelope_placement placement;
+} envelope_field;
+
+/*
+ * Parse "COLUMN:header[:NAME]" or "COLUMN:envelope[:NAME]".  Returns 0, or
+ * -1 with err saying what is wrong and what is expected.  Whether NAME fits
+ * the format is checked by envelope_opts_check().
+ */
+int envelope_field_parse(const char *arg, envelope_field *out, char *err, size_t errlen) OBX_WUR;
+
+/*
+ * Kafka message timestamp (Debezium's table.field.event.timestamp):
+ *   none    the producer stamps the send time (default; Debezium's default
+ *           is its processing time, which is the same thing)
+ *   commit  the transaction's commit time
+ *   event   the timestamp role's column (--column timestamp=COLUMN), or the
+ *           commit time when the row has none
+ */
+enum envelope_timestamp {
+    ENVELOPE_TS_NONE,
+    ENVELOPE_TS_COMMIT,
+    ENVELOPE_TS_EVENT,
+};
+
+/* "none", "commit", "event" -> the enum.  Returns 0, or -1 when unknown. */
+int envelope_timestamp_parse(const char *name, enum envelope_timestamp *out) OBX_WUR;
+
+/* Everything about how records are built that is fixed for a run.  Borrowed. */
+typedef struct envelope_opts {
+    enum envelope_format format;
+    const char *topic_tmpl; /* see envelope_topic_check() */
+    const envelope_field *fields;
+    size_t nfields;
+    /* debezium only (route.tombstone.on.empty.payload): a row whose payload
+     * is NULL or blank text becomes a record with a NULL value */
+    bool tombstone_on_empty;
+    enum envelope_timestamp timestamp;
+} envelope_opts;
+
+/*
+ * Check opts once at start-up: the topic template, at most
+ * ENVELOPE_MAX_FIELDS fields, field names that fit the format and collide
+ * with nothing the format writes itself (or with each other), tombstones
+ * only for debezium.  Returns 0, or -1 with err naming the fix.
+ */
+int envelope_opts_check(const envelope_opts *opts, char *err, size_t errlen) OBX_WUR;
+
+/* One field's value in one row.  Borrowed from the field and the tuple. */
+typedef struct envelope_extra {
+    const envelope_field *field;
+    const char *data; /* NULL for SQL NULL; not NUL-terminated */
+    size_t len;
+    uint32_t type_oid;
+} envelope_extra;
+
+/*
+ * Resolve fields against a relation and one of its INSERT tuples: the
+ * column is found by name (never by position; O(fields x columns) string
+ * compares, small beside the record itself).  A missing column is left out;
+ * *nout counts the extras written to out (room for nfields).  Returns 0, or
+ * -1 with a poison reason when a value is not in text format.
+ */
+int envelope_fields_resolve(const envelope_field *fields, size_t nfields, const relcache_entry *rel,
+                            const pgo_tuple *tuple, envelope_extra *out, size_t *nout, char *err,
+                            size_t errlen) OBX_WUR;
+
+/* ---- trace context ------------------------------------------------------ */
+
+/*
+ * Whether s[0..len) is a W3C traceparent: "VV-TTTT…(32)-PPPP…(16)-FF",
+ * lower-case hex, version not ff, trace-id and parent-id not all zero;
+ * version 00 exactly 55 characters, a later version at least 55 with a '-'
+ * after the flags when longer (the spec's forward compatibility rule).
+ */
+bool envelope_traceparent_valid(const char *s, size_t len);
+
+/* ---- records ------------------------------------------------------------ */
 
 /* Where an event came from.  Strings are borrowed. */
 typedef struct envelope_source {
@@ -41,7 +176,8 @@ typedef struct envelope_source {
     const char *slot;
 } envelope_source;
 
-#define ENVELOPE_MAX_HEADERS 8
+/* The most any format writes (cloudevents-binary: 9) plus every field. */
+#define ENVELOPE_MAX_HEADERS (12 + ENVELOPE_MAX_FIELDS)
 
 typedef struct envelope_header {
     char *name;
@@ -53,22 +189,34 @@ typedef struct envelope_msg {
     char *topic;
     char *key;
     size_t keylen;
-    char *value; /* JSON text, malloc'd */
+    char *value; /* malloc'd; NULL (valuelen 0) = a NULL value, a tombstone */
     size_t valuelen;
     int nheaders;
     envelope_header headers[ENVELOPE_MAX_HEADERS];
+    int64_t timestamp_ms;     /* Kafka message timestamp; 0 = let the producer stamp it */
+    bool dropped_traceparent; /* the row's traceparent was malformed and left out:
+                                 count it and warn */
 } envelope_msg;
 
 /*
- * Build the record for one row.  topic_tmpl is expanded with the row's
- * values.  A json/jsonb payload (or text/varchar that is JSON) is checked
- * and embedded exactly as PostgreSQL sent it, never re-serialized, so
- * numbers keep every digit; bytea becomes a base64 string with header
- * `payload-encoding: base64`.  Returns 0, or -1 with err (the row is then a
- * poison row: e.g. payload declared json/jsonb that does not parse, a field
- * or timestamp that is not valid, an expanded topic name Kafka would reject;
- * or out of memory, which says so).  On -1 *out is zeroed and holds nothing.
+ * Build the record for one row.  extras (may be NULL when nextras is 0)
+ * come from envelope_fields_resolve().  A json/jsonb payload (or
+ * text/varchar that is JSON) is checked and embedded exactly as PostgreSQL
+ * sent it, never re-serialized, so numbers keep every digit; in the
+ * envelope, bytea becomes a base64 string with header `payload-encoding:
+ * base64`.  A traceparent that is not W3C-valid is left out (no header, no
+ * trace field) and out->dropped_traceparent set: the event itself is fine.
+ * Returns 0, or -1 with err (the row is then a poison row: e.g. payload
+ * declared json/jsonb that does not parse, a field or timestamp that is not
+ * valid, an expanded topic name Kafka would reject; or out of memory, which
+ * says so and leaves errno ENOMEM).  On -1 *out is zeroed and holds nothing.
  */
+int envelope_build_opts(const envelope_opts *opts, const outbox_row *row,
+                        const envelope_extra *extras, size_t nextras, const envelope_source *src,
+                        envelope_msg *out, char *err, size_t errlen) OBX_WUR;
+
+/* envelope_build_opts() with format and topic template only: no fields, no
+ * tombstones, no message timestamp. */
 int envelope_build(enum envelope_format fmt, const char *topic_tmpl, const outbox_row *row,
                    const envelope_source *src, envelope_msg *out, char *err, size_t errlen) OBX_WUR;
 

@@ -166,7 +166,17 @@ static void test_format_parse(void **state)
     (void)state;
     assert_int_equal(envelope_format_parse("envelope", &f), 0);
     assert_int_equal(f, ENVELOPE_FORMAT_ENVELOPE);
-    assert_int_equal(envelope_format_parse("cloudevents", &f), -1);
+    assert_int_equal(envelope_format_parse("debezium", &f), 0);
+    assert_int_equal(f, ENVELOPE_FORMAT_DEBEZIUM);
+    assert_int_equal(envelope_format_parse("cloudevents", &f), 0);
+    assert_int_equal(f, ENVELOPE_FORMAT_CLOUDEVENTS);
+    assert_int_equal(envelope_format_parse("cloudevents-binary", &f), 0);
+    assert_int_equal(f, ENVELOPE_FORMAT_CLOUDEVENTS_BINARY);
+    assert_string_equal(envelope_format_name(ENVELOPE_FORMAT_CLOUDEVENTS_BINARY),
+                        "cloudevents-binary");
+    assert_string_equal(envelope_format_name((enum envelope_format)42), "?");
+    assert_int_equal(envelope_format_parse("cloudevents-structured", &f), -1);
+    assert_int_equal(envelope_format_parse("Debezium", &f), -1);
     assert_int_equal(envelope_format_parse("Envelope", &f), -1);
     assert_int_equal(envelope_format_parse("", &f), -1);
     assert_int_equal(envelope_format_parse(NULL, &f), -1);
