@@ -6,6 +6,12 @@
  * against a relation's current column list (by name, never by position);
  * extracting validates one tuple.  A row that fails validation is a poison
  * row: the caller gets the reason and sends it to the dead-letter topic.
+ *
+ * Two more sources of rows: --column arguments may be prefixed with a table
+ * ("orders.outbox:aggregate_id=order_id"), so each outbox table gets its own
+ * map (outbox_colmap_build); and a transactional logical decoding message
+ * whose content is a JSON object with the envelope's fields becomes a row
+ * too (outbox_from_message), for outboxes without a table.
  */
 #ifndef DECODE_OUTBOX_H
 #define DECODE_OUTBOX_H
@@ -50,6 +56,32 @@ void outbox_colmap_init(outbox_colmap *map);
 int outbox_colmap_set(outbox_colmap *map, const char *role_eq_col, char *err,
                       size_t errlen) OBX_WUR;
 
+/* "schema.table" with its NUL: two names of up to 63 bytes and the dot. */
+#define OUTBOX_QUALNAME_MAX 128
+
+/*
+ * Split one --column argument, "[[SCHEMA.]TABLE:]ROLE=COLUMN".  The table
+ * prefix is what precedes the first ':' before the first '='; a table
+ * without a schema is in "public".  On 0, table holds "schema.table", or ""
+ * when the argument has no prefix (it applies to every table), and *spec
+ * points into arg at ROLE=COLUMN (not validated here: outbox_colmap_set
+ * does that).  Returns -1 with err for an empty or malformed prefix.
+ */
+int outbox_column_split(const char *arg, char table[OUTBOX_QUALNAME_MAX], const char **spec,
+                        char *err, size_t errlen) OBX_WUR;
+
+/*
+ * The column map of the outbox table qualname ("schema.table") from the
+ * --column arguments in command-line order: the defaults, then every
+ * unprefixed mapping in order, then those prefixed with this table in
+ * order, so a table's own mapping wins wherever it stands.  Arguments for
+ * other tables are skipped (whether those tables exist is the caller's
+ * check).  Returns 0, or -1 with err naming the bad argument; *map is
+ * unspecified then.
+ */
+int outbox_colmap_build(outbox_colmap *map, const char *qualname, const char *const *args,
+                        size_t nargs, char *err, size_t errlen) OBX_WUR;
+
 /* Column positions of each role in one relation version; -1 when absent. */
 typedef struct outbox_binding {
     int idx[OB_NROLES];
@@ -85,5 +117,47 @@ typedef struct outbox_row {
  */
 int outbox_extract(const outbox_binding *b, const relcache_entry *rel, const pgo_tuple *tuple,
                    outbox_row *out, char *err, size_t errlen) OBX_WUR;
+
+/*
+ * Whether a logical decoding message is an outbox event for --messages
+ * prefix: transactional (a non-transactional message arrives even when its
+ * transaction aborts, so it can never be an event) and its prefix equal to
+ * prefix.  False when prefix is NULL (--messages not given).
+ */
+bool outbox_message_is_event(const pgo_message *m, const char *prefix);
+
+/* A row made from a message, with the storage it points into. */
+typedef struct outbox_message_row {
+    outbox_row row;
+    /* Owned: the parsed content, which the row's string fields point into.
+     * Freed by outbox_message_row_clear(). */
+    struct json_t *doc;
+} outbox_message_row;
+
+/*
+ * Make a row from the content of a logical decoding message: a JSON object
+ * with "id", "aggregate_type", "aggregate_id", "type" (non-empty strings;
+ * id and aggregate_id may also be integers), "payload" (any JSON; absent
+ * means null), "traceparent" and "timestamp" (optional strings, null or
+ * absent when unset; timestamp in RFC 3339 or PostgreSQL's text form).
+ * Other members are ignored; duplicate members are refused.
+ *
+ * The payload is the member's JSON text exactly as written (numbers keep
+ * their digits) with payload_type_oid 3802 (jsonb), so the envelope embeds
+ * it as JSON.  Ownership: the payload and integer ids point into content,
+ * the other fields into out->doc; keep content alive while the row is used
+ * and release with outbox_message_row_clear().  Numbers beyond double range
+ * (e.g. 1e400) anywhere in the content are refused: the JSON parser cannot
+ * hold them.
+ *
+ * Returns 0, or -1 with the poison reason in err (out is cleared then:
+ * nothing to release).  Pure: no I/O, no globals.
+ */
+int outbox_from_message(const char *content, size_t len, outbox_message_row *out, char *err,
+                        size_t errlen) OBX_WUR;
+
+/* Release what outbox_from_message() allocated and empty the row.  NULL or
+ * an already cleared row is a no-op. */
+void outbox_message_row_clear(outbox_message_row *m);
 
 #endif
