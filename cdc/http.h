@@ -1,0 +1,88 @@
+/*
+ * http — the metrics and health endpoint (--http ADDR:PORT), served by
+ * libmicrohttpd in its own thread.
+ *
+ * That thread never touches the event loop's state: the loop hands over a
+ * snapshot (the rendered /metrics text, the /status JSON and readiness) with
+ * http_server_update(), and requests are answered from the latest one under
+ * a mutex.  Routes: GET or HEAD /metrics, /status, /healthz (200 while
+ * snapshots keep coming, 503 once the last is older than the staleness
+ * bound: the loop stopped turning), /readyz (200 when the last snapshot said
+ * streaming and the broker reachable, else 503).  Anything else: 404 for an
+ * unknown path, 405 for another method, 413 for a request with a body;
+ * malformed and oversize requests are answered (or dropped) by
+ * libmicrohttpd within its per-connection memory limit.
+ */
+#ifndef CDC_HTTP_H
+#define CDC_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "cdc/metrics.h"
+
+#ifndef OBX_WUR
+#define OBX_WUR __attribute__((warn_unused_result))
+#endif
+
+/* Concurrent connections served; more wait in the listen backlog. */
+#define HTTP_MAX_CONNECTIONS 16
+/* Per-connection memory for the request line and headers: a request whose
+ * head does not fit is refused. */
+#define HTTP_CONNECTION_MEMORY 8192
+/* Idle connections are closed after this many seconds. */
+#define HTTP_TIMEOUT_S 10
+/* Default staleness bound for /healthz. */
+#define HTTP_STALE_MS 5000
+/* Snapshots are rendered at most this often by http_server_update(). */
+#define HTTP_UPDATE_INTERVAL_MS 500
+
+typedef struct http_server http_server;
+
+/*
+ * Parse "ADDR:PORT" into a socket address: a numeric IPv4 address,
+ * "[IPv6]" in brackets, "localhost" (127.0.0.1), or nothing before the
+ * colon (":9187", also a bare "9187") for 127.0.0.1 — the endpoint binds
+ * to loopback unless told otherwise.  PORT is 0-65535, 0 meaning any free
+ * port.  Returns 0, or -1 with err saying what to write instead.  Pure: no
+ * name resolution, usable from configuration parsing.
+ */
+int http_parse_addr(const char *spec, struct sockaddr_storage *ss, socklen_t *sslen, char *err,
+                    size_t errlen) OBX_WUR;
+
+/*
+ * Bind spec (see http_parse_addr) and start serving in a new thread, with
+ * no snapshot yet (every route but 404/405 answers 503 until the first
+ * http_server_publish()).  stale_ms bounds the age of the last snapshot
+ * for /healthz (HTTP_STALE_MS in the relay).  Signals are blocked in the
+ * server thread, so SIGINT/SIGTERM keep reaching the loop.  Returns NULL
+ * with err (address in use, bad address, ...) on failure.
+ */
+http_server *http_server_start(const char *spec, int stale_ms, char *err, size_t errlen) OBX_WUR;
+
+/* Stop the thread, close the socket and free everything.  NULL ok. */
+void http_server_free(http_server *h);
+
+/* The bound port (the real one when spec asked for port 0). */
+uint16_t http_server_port(const http_server *h);
+
+/*
+ * Replace the snapshot: takes ownership of metrics_text and status_json
+ * (malloc'd, NUL-terminated; freed here even on failure), ready is what
+ * /readyz answers.  Stamps the time for /healthz.  Cheap under the mutex:
+ * pointers are swapped, the old buffers freed outside it.
+ */
+void http_server_publish(http_server *h, char *metrics_text, size_t metrics_len, char *status_json,
+                         size_t status_len, bool ready);
+
+/*
+ * What the loop calls once per pass: when HTTP_UPDATE_INTERVAL_MS passed
+ * since the last snapshot (now_ms from a monotonic clock), render m (its
+ * lag dated now_us, Unix µs) and publish it.  Returns 0, or -1 when out of
+ * memory (the previous snapshot stays; /healthz goes stale if that lasts).
+ */
+int http_server_update(http_server *h, const metrics *m, int64_t now_ms, int64_t now_us) OBX_WUR;
+
+#endif
