@@ -7,7 +7,7 @@ PKGS     := libpq rdkafka jansson libbsd
 CPPFLAGS += -I. -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql) -D_GNU_SOURCE
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
-LDLIBS   += -lpq -lrdkafka -ljansson -lbsd -lm
+LDLIBS   += -lpq -lrdkafka -ljansson -lbsd -lm -lmicrohttpd
 BUILD    ?= build
 
 # Every module's .c except main.c goes into one static library, so unit
@@ -78,6 +78,11 @@ demo: deps
 bench: deps
 	$(MAKE) outbox-relay $(MOCKBROKER)
 	bash scripts/bench
+
+# Fuzz the decoder (libFuzzer + ASan + UBSan); the test suite runs 60 s.
+FUZZ_SECONDS ?= 600
+fuzz:
+	bash tests/fuzz/run $(FUZZ_SECONDS)
 
 install: outbox-relay
 	install -D -m 0755 outbox-relay $(DESTDIR)$(PREFIX)/bin/outbox-relay
