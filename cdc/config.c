@@ -30,6 +30,7 @@ enum {
     OPT_MAX_INFLIGHT,
     OPT_MAX_INFLIGHT_BYTES,
     OPT_SHUTDOWN_TIMEOUT,
+    OPT_MESSAGES,
 };
 
 static const struct option long_options[] = {
@@ -52,6 +53,7 @@ static const struct option long_options[] = {
     {"max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT},
     {"max-inflight-bytes", required_argument, NULL, OPT_MAX_INFLIGHT_BYTES},
     {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
+    {"messages", required_argument, NULL, OPT_MESSAGES},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -75,9 +77,12 @@ static const char usage_text[] =
     "      --topic TEMPLATE      topic per event (default outbox.event.{aggregate_type});\n"
     "                            placeholders {aggregate_type} {aggregate_id} {type} {table}\n"
     "      --format NAME         envelope                       (default envelope)\n"
-    "      --column ROLE=COLUMN  map a role to another column, repeatable; roles: id,\n"
+    "      --column [TABLE:]ROLE=COLUMN  map a role to another column, repeatable; with\n"
+    "                            TABLE (SCHEMA.TABLE) for that outbox table only; roles: id,\n"
     "                            aggregate_type, aggregate_id, type, payload, timestamp,\n"
     "                            traceparent\n"
+    "      --messages PREFIX     transactional pg_logical_emit_message(true, PREFIX, json)\n"
+    "                            messages are events too (PostgreSQL 14+)\n"
     "      --dlq-topic NAME      dead-letter topic              (default outbox.dlq)\n"
     "      --start-lsn LSN       start here instead of the slot's confirmed position\n"
     "      --end-lsn LSN         stop cleanly once everything up to LSN is confirmed\n"
@@ -248,7 +253,6 @@ static void config_defaults(config *cfg)
     cfg->max_inflight_bytes = UINT64_C(64) << 20;
     cfg->shutdown_timeout_ms = 10000;
     cfg->log_level = LOG_LEVEL_INFO;
-    outbox_colmap_init(&cfg->colmap);
 }
 
 enum config_result config_parse(int argc, char **argv, config *cfg, char *err, size_t errlen)
@@ -308,9 +312,24 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
             if (envelope_format_parse(optarg, &cfg->format) != 0)
                 return fail(err, errlen, "unknown --format \"%s\": use envelope", optarg);
             break;
-        case OPT_COLUMN:
-            if (outbox_colmap_set(&cfg->colmap, optarg, cerr, sizeof(cerr)) != 0)
+        case OPT_COLUMN: {
+            char table[OUTBOX_QUALNAME_MAX];
+            const char *spec;
+            outbox_colmap scratch;
+            outbox_colmap_init(&scratch);
+            if (outbox_column_split(optarg, table, &spec, cerr, sizeof(cerr)) != 0 ||
+                outbox_colmap_set(&scratch, spec, cerr, sizeof(cerr)) != 0)
                 return fail(err, errlen, "invalid --column \"%s\": %s", optarg, cerr);
+            if (cfg->ncolumn_args == CONFIG_MAX_COLUMNS)
+                return fail(err, errlen, "too many --column options (at most %d)",
+                            CONFIG_MAX_COLUMNS);
+            cfg->column_args[cfg->ncolumn_args++] = optarg;
+            break;
+        }
+        case OPT_MESSAGES:
+            if (!*optarg)
+                return fail(err, errlen, "--messages needs a non-empty prefix");
+            cfg->messages_prefix = optarg;
             break;
         case OPT_DLQ_TOPIC:
             if (!valid_topic_name(optarg))
@@ -383,6 +402,24 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
 
     if (cfg->ntables == 0 && add_table(cfg, "public.outbox", err, errlen) != CONFIG_OK)
         return CONFIG_USAGE;
+    for (size_t i = 0; i < cfg->ncolumn_args; i++) {
+        char table[OUTBOX_QUALNAME_MAX];
+        const char *spec;
+        bool known = false;
+        if (outbox_column_split(cfg->column_args[i], table, &spec, cerr, sizeof(cerr)) != 0)
+            return fail(err, errlen, "invalid --column \"%s\": %s", cfg->column_args[i], cerr);
+        for (size_t t = 0; t < cfg->ntables && !known; t++)
+            known = !table[0] || strcmp(table, cfg->tables[t].qualname) == 0;
+        if (!known)
+            return fail(err, errlen,
+                        "--column \"%s\" names table \"%s\", which is not an outbox table: add "
+                        "--table %s or fix the prefix",
+                        cfg->column_args[i], table, table);
+    }
+    for (size_t t = 0; t < cfg->ntables; t++)
+        if (outbox_colmap_build(&cfg->tables[t].colmap, cfg->tables[t].qualname, cfg->column_args,
+                                cfg->ncolumn_args, cerr, sizeof(cerr)) != 0)
+            return fail(err, errlen, "invalid --column: %s", cerr);
     if (cfg->has_start_lsn && cfg->has_end_lsn && cfg->end_lsn < cfg->start_lsn)
         return fail(err, errlen, "--end-lsn is below --start-lsn: swap them");
 

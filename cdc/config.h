@@ -19,11 +19,13 @@
 
 #define CONFIG_MAX_TABLES 64
 #define CONFIG_MAX_PROPS 256
+#define CONFIG_MAX_COLUMNS 128
 
 typedef struct config_table {
     char schema[64];
     char name[64];
     char qualname[130]; /* "schema.name" */
+    outbox_colmap colmap; /* defaults, then unprefixed --column, then this table's own */
 } config_table;
 
 typedef struct config {
@@ -38,7 +40,9 @@ typedef struct config {
     size_t nprops;
     const char *topic;
     enum envelope_format format;
-    outbox_colmap colmap;
+    const char *column_args[CONFIG_MAX_COLUMNS]; /* --column in order (argv) */
+    size_t ncolumn_args;
+    const char *messages_prefix; /* --messages: NULL = off */
     const char *dlq_topic;
     bool has_start_lsn;
     uint64_t start_lsn;

@@ -42,6 +42,8 @@ static void on_signal(int sig)
 /* What the relay remembers about a relation, in relcache_entry.user. */
 typedef struct relinfo {
     bool is_outbox;
+    bool truncate_logged;
+    const config_table *table; /* the --table entry, for its column map */
     bool bound;
     outbox_binding binding;
     char bind_err[384];
@@ -104,6 +106,7 @@ typedef struct relay {
     int64_t stream_started_at;
 
     uint64_t events_published, events_acked, dead_lettered, rewinds;
+    uint64_t messages_skipped, outbox_truncates;
     dlq_stats dlq[DLQ_NREASONS];
     int64_t stats_at;
 } relay;
@@ -301,12 +304,52 @@ static void dead_letter(relay *r, enum dlq_reason why, const relcache_entry *rel
     envelope_msg_clear(&m);
 }
 
+/* The source position of the next event of the open transaction. */
+static envelope_source next_source(relay *r, uint64_t lsn, const char *table)
+{
+    return (envelope_source){.lsn = lsn,
+                             .commit_lsn = r->commit_lsn,
+                             .seq = r->seq++,
+                             .xid = r->xid,
+                             .commit_ts = r->commit_ts,
+                             .db = r->info.dbname,
+                             .table = table,
+                             .slot = r->cfg->slot};
+}
+
+/* Turn a valid row into a record and hand it to the producer; a row the
+ * record cannot be made of, or the producer refuses, is dead-lettered. */
+static void publish_event(relay *r, const relcache_entry *rel, const pgo_tuple *tuple,
+                          const outbox_row *row, const envelope_source *src)
+{
+    envelope_msg m = {0};
+    char err[512];
+
+    errno = 0;
+    if (envelope_build(r->cfg->format, r->cfg->topic, row, src, &m, err, sizeof(err)) != 0) {
+        if (errno == ENOMEM) /* a good row must not be dead-lettered for our own failure */
+            request_rewind(r, "cannot build record: %s", err);
+        else
+            dead_letter(r, DLQ_INVALID_RECORD, rel, tuple, row, err, src, NULL);
+        return;
+    }
+    switch (produce(r, &m, err, sizeof(err))) {
+    case KAFKA_PRODUCE_OK: r->events_published++; break;
+    case KAFKA_PRODUCE_REJECTED:
+        if (!r->need_rewind)
+            dead_letter(r, DLQ_REJECTED, rel, tuple, row, err, src, m.topic);
+        break;
+    case KAFKA_PRODUCE_QUEUE_FULL: /* not returned by produce() */
+    case KAFKA_PRODUCE_ERROR: request_rewind(r, "producer refused a message: %s", err); break;
+    }
+    envelope_msg_clear(&m);
+}
+
 static void handle_insert(relay *r, const pgo_insert *ins, uint64_t lsn)
 {
     relcache_entry *rel = relcache_get(r->rels, ins->oid);
     relinfo *ri;
     outbox_row row;
-    envelope_msg m = {0};
     char err[512];
     envelope_source src;
 
@@ -321,40 +364,71 @@ static void handle_insert(relay *r, const pgo_insert *ins, uint64_t lsn)
         request_rewind(r, "insert outside a transaction");
         return;
     }
-    src = (envelope_source){.lsn = lsn,
-                            .commit_lsn = r->commit_lsn,
-                            .seq = r->seq++,
-                            .xid = r->xid,
-                            .commit_ts = r->commit_ts,
-                            .db = r->info.dbname,
-                            .table = rel->qualname,
-                            .slot = r->cfg->slot};
-    if (!ri->bound) {
+    src = next_source(r, lsn, rel->qualname);
+    if (!ri->bound)
         dead_letter(r, DLQ_UNMAPPED, rel, &ins->tuple, NULL, ri->bind_err, &src, NULL);
-        return;
-    }
-    if (outbox_extract(&ri->binding, rel, &ins->tuple, &row, err, sizeof(err)) != 0) {
+    else if (outbox_extract(&ri->binding, rel, &ins->tuple, &row, err, sizeof(err)) != 0)
         dead_letter(r, DLQ_INVALID_ROW, rel, &ins->tuple, NULL, err, &src, NULL);
+    else
+        publish_event(r, rel, &ins->tuple, &row, &src);
+}
+
+/*
+ * A logical decoding message: with --messages, a transactional one with the
+ * prefix is an event in transaction order with the rows.  Its dead-letter
+ * record shows the content as the single column "content" of a pseudo
+ * table "message:PREFIX".
+ */
+static void handle_message(relay *r, const pgo_message *msg, uint64_t lsn)
+{
+    char table[160], err[512];
+    relcache_attr att = {.name = "content", .type_oid = 25};
+    relcache_entry pseudo = {.qualname = table, .natts = 1, .atts = &att};
+    pgo_value col = {.kind = 't', .len = msg->len, .data = msg->content};
+    pgo_tuple tuple = {.ncols = 1, .cols = &col};
+    outbox_message_row mr;
+    envelope_source src;
+
+    if (!r->cfg->messages_prefix || strcmp(msg->prefix, r->cfg->messages_prefix) != 0)
+        return;
+    if (!outbox_message_is_event(msg, r->cfg->messages_prefix)) {
+        /* Sent at once, outside any transaction, even when the emitting
+         * transaction rolls back: never an event. */
+        r->messages_skipped++;
+        if (r->messages_skipped == 1)
+            log_warn("skipping non-transactional messages with prefix \"%s\": they arrive "
+                     "even when their transaction aborts (emit them with transactional = true)",
+                     msg->prefix);
         return;
     }
-    errno = 0;
-    if (envelope_build(r->cfg->format, r->cfg->topic, &row, &src, &m, err, sizeof(err)) != 0) {
-        if (errno == ENOMEM) /* a good row must not be dead-lettered for our own failure */
-            request_rewind(r, "cannot build record: %s", err);
-        else
-            dead_letter(r, DLQ_INVALID_RECORD, rel, &ins->tuple, &row, err, &src, NULL);
+    if (!r->txn_open) {
+        request_rewind(r, "transactional message outside a transaction");
         return;
     }
-    switch (produce(r, &m, err, sizeof(err))) {
-    case KAFKA_PRODUCE_OK: r->events_published++; break;
-    case KAFKA_PRODUCE_REJECTED:
-        if (!r->need_rewind)
-            dead_letter(r, DLQ_REJECTED, rel, &ins->tuple, &row, err, &src, m.topic);
-        break;
-    case KAFKA_PRODUCE_QUEUE_FULL: /* not returned by produce() */
-    case KAFKA_PRODUCE_ERROR: request_rewind(r, "producer refused a message: %s", err); break;
+    snprintf(table, sizeof(table), "message:%s", msg->prefix);
+    src = next_source(r, lsn ? lsn : msg->lsn, table);
+    if (outbox_from_message(msg->content, msg->len, &mr, err, sizeof(err)) != 0) {
+        dead_letter(r, DLQ_INVALID_ROW, &pseudo, &tuple, NULL, err, &src, NULL);
+        return;
     }
-    envelope_msg_clear(&m);
+    publish_event(r, &pseudo, &tuple, &mr.row, &src);
+    outbox_message_row_clear(&mr);
+}
+
+static void handle_truncate(relay *r, const pgo_truncate *t)
+{
+    for (uint32_t i = 0; i < t->nrels; i++) {
+        relcache_entry *rel = relcache_get(r->rels, pgo_truncate_oid(t, i));
+        relinfo *ri = rel ? rel->user : NULL;
+        if (!ri || !ri->is_outbox)
+            continue;
+        r->outbox_truncates++;
+        if (!ri->truncate_logged) {
+            /* Not an event: the rows' events were captured when inserted. */
+            log_info("outbox table \"%s\" was truncated (not an event; counted)", rel->qualname);
+            ri->truncate_logged = true;
+        }
+    }
 }
 
 static void handle_relation(relay *r, const pgo_relation *prel)
@@ -372,12 +446,14 @@ static void handle_relation(relay *r, const pgo_relation *prel)
         return;
     }
     rel->user = ri;
-    for (size_t i = 0; i < r->cfg->ntables; i++)
-        if (strcmp(r->cfg->tables[i].qualname, rel->qualname) == 0)
+    for (size_t i = 0; i < r->cfg->ntables && !ri->is_outbox; i++)
+        if (strcmp(r->cfg->tables[i].qualname, rel->qualname) == 0) {
             ri->is_outbox = true;
+            ri->table = &r->cfg->tables[i];
+        }
     if (!ri->is_outbox)
         return;
-    ri->bound = outbox_bind(&r->cfg->colmap, rel, &ri->binding, ri->bind_err,
+    ri->bound = outbox_bind(&ri->table->colmap, rel, &ri->binding, ri->bind_err,
                             sizeof(ri->bind_err)) == 0;
     if (!ri->bound)
         log_error("%s; its rows go to dead-letter topic \"%s\" until fixed", ri->bind_err,
@@ -393,7 +469,9 @@ static void handle_xlogdata(relay *r, const stream_frame *f)
 {
     char err[512];
 
-    if (pgo_parse(f->payload, f->len, false, r->msg, err, sizeof(err)) != 0) {
+    static const pgo_options all_kinds = {.all_kinds = true};
+
+    if (pgo_parse_opts(f->payload, f->len, &all_kinds, r->msg, err, sizeof(err)) != 0) {
         char b[LSN_BUFSZ];
         log_error("cannot decode pgoutput message at %s: %s", lsn_format(f->wal_start, b), err);
         request_rewind(r, "undecodable message at %s", b);
@@ -432,7 +510,24 @@ static void handle_xlogdata(relay *r, const stream_frame *f)
         break;
     case PGO_RELATION: handle_relation(r, &r->msg->u.relation); break;
     case PGO_INSERT: handle_insert(r, &r->msg->u.insert, f->wal_start); break;
+    case PGO_MESSAGE: handle_message(r, &r->msg->u.message, f->wal_start); break;
+    case PGO_TRUNCATE: handle_truncate(r, &r->msg->u.truncate); break;
+    case PGO_UPDATE: /* outbox UPDATE and DELETE are not events */
+    case PGO_DELETE:
+    case PGO_ORIGIN:
+    case PGO_TYPE:
     case PGO_SKIPPED: break;
+    case PGO_STREAM_START: /* never requested: streaming and two_phase are off */
+    case PGO_STREAM_STOP:
+    case PGO_STREAM_COMMIT:
+    case PGO_STREAM_ABORT:
+    case PGO_BEGIN_PREPARE:
+    case PGO_PREPARE:
+    case PGO_COMMIT_PREPARED:
+    case PGO_ROLLBACK_PREPARED:
+    case PGO_STREAM_PREPARE:
+        request_rewind(r, "unexpected %s message", pgo_type_name(r->msg->type));
+        break;
     }
 }
 

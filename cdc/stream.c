@@ -186,6 +186,10 @@ static enum stream_status check_server(stream *st, stream_info *info, char *err,
                                                            : 1;
     if (info->proto_version > PGO_MAX_PROTO_VERSION)
         info->proto_version = PGO_MAX_PROTO_VERSION;
+    if (st->cfg->messages_prefix && info->server_version < 140000)
+        return fail(err, errlen, STREAM_CONFIG,
+                    "--messages needs PostgreSQL 14 or later (the server is %d): remove it",
+                    info->server_version);
     return STREAM_OK;
 }
 
@@ -237,12 +241,12 @@ static enum stream_status check_tables(stream *st, char *err, size_t errlen)
             if (!outbox_role_required((enum outbox_role)r))
                 continue;
             for (int i = 0; i < PQntuples(res) && !found; i++)
-                found = strcmp(PQgetvalue(res, i, 1), cfg->colmap.col[r]) == 0;
+                found = strcmp(PQgetvalue(res, i, 1), tab->colmap.col[r]) == 0;
             if (!found) {
                 fail(err, errlen, STREAM_CONFIG,
                      "outbox table \"%s\" has no column \"%s\" for role %s: add it or map "
                      "another column with --column %s=COLUMN",
-                     tab->qualname, cfg->colmap.col[r], outbox_role_name((enum outbox_role)r),
+                     tab->qualname, tab->colmap.col[r], outbox_role_name((enum outbox_role)r),
                      outbox_role_name((enum outbox_role)r));
                 PQclear(res);
                 return STREAM_CONFIG;
@@ -560,8 +564,9 @@ enum stream_status stream_start(stream *st, uint64_t resume_lsn, stream_info *in
          * identifier quoting is ours, and names cannot contain quotes. */
         snprintf(sql, sizeof(sql),
                  "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '%d', "
-                 "publication_names '%s')",
-                 cfg->slot, lsn_format(info->start_lsn, lsnbuf), info->proto_version, ip);
+                 "publication_names '%s'%s)",
+                 cfg->slot, lsn_format(info->start_lsn, lsnbuf), info->proto_version, ip,
+                 cfg->messages_prefix ? ", messages 'true'" : "");
         PQfreemem(ip);
     }
     res = PQexec(st->conn, sql);

@@ -222,10 +222,7 @@ typedef struct pgo_rollback_prepared {
  * allocate one and reuse it for every message.
  */
 typedef struct pgo_msg {
-    /* An enum pgo_kind value.  Declared int while cdc/relay.c switches over
-     * the first five kinds only: a switch over the enum type without a case
-     * for every kind fails -Wswitch. */
-    int kind;
+    enum pgo_kind kind;
     char type; /* the raw type byte, also for PGO_SKIPPED */
     /* Relation, Type, Insert, Update, Delete, Truncate and Message inside
      * Stream Start/Stop carry the (sub)transaction's xid; 0 elsewhere. */

@@ -31,7 +31,8 @@ static void test_defaults(void **state)
     assert_false(cfg.has_start_lsn);
     assert_false(cfg.has_end_lsn);
     assert_int_equal(cfg.status_interval_ms, 1000);
-    assert_string_equal(cfg.colmap.col[OB_AGGREGATE_ID], "aggregateid");
+    assert_string_equal(cfg.tables[0].colmap.col[OB_AGGREGATE_ID], "aggregateid");
+    assert_null(cfg.messages_prefix);
     config_free(&cfg);
 }
 
@@ -44,6 +45,8 @@ static void test_run_subcommand_and_everything(void **state)
                            "pub1", "-t", "orders.outbox", "--table", "billing", "--create-slot",
                            "--brokers", "a:1,b:2", "-X", "linger.ms=5", "--topic",
                            "events.{table}.{type}", "--column", "aggregate_id=order_id",
+                           "--column", "public.billing:aggregate_id=invoice_id", "--messages",
+                           "outbox",
                            "--dlq-topic", "dead", "--start-lsn", "0/16B3748", "--end-lsn",
                            "1/0", "--status-interval", "0.5", "--max-inflight", "100",
                            "--max-inflight-bytes", "1M", "-v", "--log-format", "json"),
@@ -60,7 +63,10 @@ static void test_run_subcommand_and_everything(void **state)
     assert_int_equal(cfg.nprops, 1);
     assert_string_equal(cfg.props[0].name, "linger.ms");
     assert_string_equal(cfg.props[0].value, "5");
-    assert_string_equal(cfg.colmap.col[OB_AGGREGATE_ID], "order_id");
+    assert_string_equal(cfg.tables[0].colmap.col[OB_AGGREGATE_ID], "order_id");
+    assert_string_equal(cfg.tables[1].colmap.col[OB_AGGREGATE_ID], "invoice_id");
+    assert_string_equal(cfg.tables[1].colmap.col[OB_TYPE], "type");
+    assert_string_equal(cfg.messages_prefix, "outbox");
     assert_string_equal(cfg.dlq_topic, "dead");
     assert_true(cfg.has_start_lsn);
     assert_int_equal(cfg.start_lsn, 0x16B3748);
@@ -99,6 +105,8 @@ static void test_bad_usage(void **state)
     EXPECT_USAGE("-X list", "-b", "x:1", "-X", "linger.ms");
     EXPECT_USAGE("acks", "-b", "x:1", "-X", "acks=maybe");
     EXPECT_USAGE("--column", "-b", "x:1", "--column", "nosuchrole=x");
+    EXPECT_USAGE("not an outbox table", "-b", "x:1", "--column", "other.t:type=kind");
+    EXPECT_USAGE("--messages", "-b", "x:1", "--messages", "");
     EXPECT_USAGE("--slot", "-b", "x:1", "--slot", "Bad-Name");
     EXPECT_USAGE("--table", "-b", "x:1", "--table", "a.b.c");
     EXPECT_USAGE("--table", "-b", "x:1", "--table", "a\".b");

@@ -1,0 +1,218 @@
+/*
+ * Everything PostgreSQL sends that is or is not an event, end to end:
+ *  - logical-message events (--messages) interleaved with rows in one
+ *    transaction keep transaction order; non-transactional messages and
+ *    messages of a rolled-back transaction are never events;
+ *  - PREPARE TRANSACTION + COMMIT PREPARED yields the events once, ROLLBACK
+ *    PREPARED none;
+ *  - UPDATE, DELETE and TRUNCATE of the outbox are not events, but a row
+ *    deleted right after its insert in the same transaction still is;
+ *  - two outbox tables, the second with its own column names (--column
+ *    TABLE:ROLE=COLUMN);
+ *  - multibyte UTF-8 and control characters survive in every text field.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "tests/harness/harness.h"
+
+static hx_pg pg;
+static hx_broker broker;
+static PGconn *conn;
+
+static int setup(void **state)
+{
+    (void)state;
+    if (hx_init() != 0 || hx_pg_start(&pg, "decoding", NULL, true) != 0 ||
+        hx_broker_start(&broker, 3) != 0)
+        return -1;
+    conn = hx_connect(pg.conninfo);
+    return conn ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    PQfinish(conn);
+    conn = NULL;
+    hx_broker_stop(&broker);
+    hx_pg_stop(&pg);
+    hx_cleanup();
+    return 0;
+}
+
+static void run_relay_to_end(const char *tag, const char *slot, const char *const *extra)
+{
+    const char *args[40];
+    size_t n = 0;
+    char endbuf[32];
+    uint64_t end, c = 0;
+    hx_proc relay;
+
+    assert_int_equal(hx_current_lsn(conn, true, &end), 0);
+    hx_lsn_format(end, endbuf, sizeof(endbuf));
+    args[n++] = "run";
+    args[n++] = "-d";
+    args[n++] = pg.conninfo;
+    args[n++] = "-b";
+    args[n++] = broker.bootstraps;
+    args[n++] = "--slot";
+    args[n++] = slot;
+    args[n++] = "--end-lsn";
+    args[n++] = endbuf;
+    for (; extra && *extra; extra++)
+        args[n++] = *extra;
+    args[n] = NULL;
+    assert_int_equal(hx_relay_start(&relay, tag, args), 0);
+    int rc = hx_proc_wait(&relay, 60000);
+    if (rc != 0)
+        hx_proc_dump(&relay, "relay did not reach --end-lsn cleanly");
+    assert_int_equal(rc, 0);
+    assert_int_equal(hx_slot_confirmed(conn, slot, &c), 1);
+    assert_true(c >= end);
+}
+
+/* The "n" of each record's payload, in the order read from topic (one
+ * partition per key: tests use a single aggregate id). */
+static size_t read_ns(const char *topic, size_t want, long *ns, size_t cap, hx_records *keep)
+{
+    const char *topics[] = {topic};
+    hx_records recs = {0};
+    size_t n = 0;
+    /* read a little longer than needed so extra records would show */
+    assert_true(hx_consume(broker.bootstraps, topics, 1, want + 1, 4000, &recs) >= (long)want);
+    for (size_t i = 0; i < recs.n && n < cap; i++) {
+        json_error_t jerr;
+        json_t *v = json_loadb(recs.v[i].value, recs.v[i].value_len, 0, &jerr);
+        assert_non_null(v);
+        ns[n++] = (long)json_integer_value(json_object_get(json_object_get(v, "payload"), "n"));
+        json_decref(v);
+    }
+    if (keep)
+        *keep = recs;
+    else
+        hx_records_free(&recs);
+    return n;
+}
+
+static void test_messages_rows_and_prepared(void **state)
+{
+    (void)state;
+    char tmpl[200], topic[200];
+    long ns[64];
+    const char *slot = "dec_main";
+
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.dec.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.dec.mixed", hx_run_id());
+    assert_int_equal(
+        hx_exec(conn, "SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot), 0);
+#define ROW(n) "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES " \
+               "('mixed', 'k', 'Row', '{\"n\": " #n "}');"
+#define MSG(n, tx) "SELECT pg_logical_emit_message(" #tx ", 'obx', '{\"id\": \"m" #n "\", "  \
+                   "\"aggregate_type\": \"mixed\", \"aggregate_id\": \"k\", \"type\": \"Msg\", " \
+                   "\"payload\": {\"n\": " #n "}}');"
+    /* rows and messages interleaved: order 1..4 */
+    assert_int_equal(hx_exec(conn, "BEGIN;" ROW(1) MSG(2, true) ROW(3) MSG(4, true) "COMMIT"), 0);
+    /* rolled back: neither its row nor its message */
+    assert_int_equal(hx_exec(conn, "BEGIN;" ROW(90) MSG(91, true) "ROLLBACK"), 0);
+    /* non-transactional: arrives even though the transaction aborts: skipped */
+    assert_int_equal(hx_exec(conn, "BEGIN;" MSG(92, false) "ROLLBACK"), 0);
+    /* update, delete, truncate are not events; delete-after-insert still is */
+    assert_int_equal(hx_exec(conn, "UPDATE outbox SET type = 'Changed' WHERE aggregatetype = "
+                                   "'mixed'"),
+                     0);
+    assert_int_equal(hx_exec(conn, "BEGIN;" ROW(5) "DELETE FROM outbox WHERE payload->>'n' = '5';"
+                                   "COMMIT"),
+                     0);
+    assert_int_equal(hx_exec(conn, "DELETE FROM outbox WHERE payload->>'n' = '1'"), 0);
+    /* prepared: committed once, rolled back never */
+    assert_int_equal(hx_exec(conn, "BEGIN;" ROW(6) MSG(7, true) "PREPARE TRANSACTION 'p1'"), 0);
+    assert_int_equal(hx_exec(conn, "BEGIN;" ROW(93) "PREPARE TRANSACTION 'p2'"), 0);
+    assert_int_equal(hx_exec(conn, "COMMIT PREPARED 'p1'"), 0);
+    assert_int_equal(hx_exec(conn, "ROLLBACK PREPARED 'p2'"), 0);
+    assert_int_equal(hx_exec(conn, "TRUNCATE outbox"), 0);
+    assert_int_equal(hx_exec(conn, "BEGIN;" ROW(8) "COMMIT"), 0);
+
+    const char *extra[] = {"--topic", tmpl, "--messages", "obx", NULL};
+    run_relay_to_end("mixed", slot, extra);
+    size_t n = read_ns(topic, 8, ns, 64, NULL);
+    assert_int_equal(n, 8);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(ns[i], (long)i + 1);
+}
+
+static void test_two_tables_and_text(void **state)
+{
+    (void)state;
+    char tmpl[200], t_orders[200], t_bill[200];
+    const char *slot = "dec_tables";
+    long ns[8];
+    hx_records recs = {0};
+
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.tab.{aggregate_type}", hx_run_id());
+    snprintf(t_orders, sizeof(t_orders), "itest.%s.tab.order", hx_run_id());
+    snprintf(t_bill, sizeof(t_bill), "itest.%s.tab.invoice", hx_run_id());
+    assert_int_equal(
+        hx_exec(conn,
+                "CREATE SCHEMA billing;"
+                "CREATE TABLE billing.outbox (event_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),"
+                " kind text NOT NULL, invoice text NOT NULL, event_type text NOT NULL,"
+                " body jsonb);"
+                "CREATE PUBLICATION dec_pub FOR TABLE public.outbox, billing.outbox"
+                " WITH (publish = 'insert')"),
+        0);
+    assert_int_equal(
+        hx_exec(conn, "SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot), 0);
+    /* multibyte UTF-8 and control characters in every text field */
+    assert_int_equal(
+        hx_exec(conn, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES"
+                      " ('order', E'\\u00e9t\\u00e9-\\u65e5\\u672c-\\U0001F600\\t\\x01', "
+                      " E'Placed\\n\\\"q\\\"', jsonb_build_object('n', 1, 's',"
+                      " E'\\u00fcber \\\\ \\u0007 \\U0001F680'));"
+                      "INSERT INTO billing.outbox (kind, invoice, event_type, body) VALUES"
+                      " ('invoice', 'inv-1', 'Issued', '{\"n\": 2}')"),
+        0);
+    const char *extra[] = {"--topic", tmpl, "--publication", "dec_pub", "--table",
+                           "public.outbox", "--table", "billing.outbox", "--column",
+                           "billing.outbox:id=event_id", "--column",
+                           "billing.outbox:aggregate_type=kind", "--column",
+                           "billing.outbox:aggregate_id=invoice", "--column",
+                           "billing.outbox:type=event_type", "--column",
+                           "billing.outbox:payload=body", NULL};
+    run_relay_to_end("tables", slot, extra);
+
+    assert_int_equal(read_ns(t_bill, 1, ns, 8, &recs), 1);
+    assert_int_equal(ns[0], 2);
+    assert_string_equal(recs.v[0].key, "inv-1");
+    hx_records_free(&recs);
+
+    assert_int_equal(read_ns(t_orders, 1, ns, 8, &recs), 1);
+    assert_string_equal(recs.v[0].key, "\xc3\xa9t\xc3\xa9-\xe6\x97\xa5\xe6\x9c\xac-\xf0\x9f\x98\x80\t\x01");
+    json_error_t jerr;
+    json_t *v = json_loadb(recs.v[0].value, recs.v[0].value_len, 0, &jerr);
+    assert_non_null(v);
+    assert_string_equal(json_string_value(json_object_get(v, "aggregate_id")), recs.v[0].key);
+    assert_string_equal(json_string_value(json_object_get(v, "type")), "Placed\n\"q\"");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(v, "payload"), "s")),
+                        "\xc3\xbc" "ber \\ \x07 \xf0\x9f\x9a\x80");
+    json_decref(v);
+    hx_records_free(&recs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_messages_rows_and_prepared),
+        cmocka_unit_test(test_two_tables_and_text),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
