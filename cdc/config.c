@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cdc/http.h"
 #include "decode/lsn.h"
 
 #ifndef OUTBOX_RELAY_VERSION
@@ -91,6 +92,7 @@ static const char usage_text[] =
     "      --max-inflight-bytes SIZE  unacknowledged bytes before reading pauses\n"
     "                            (default 64M; k, M, G suffixes)\n"
     "      --shutdown-timeout S  seconds to wait for the broker on stop (default 10)\n"
+    "      --http ADDR:PORT      /metrics, /status, /healthz, /readyz (e.g. 127.0.0.1:9187)\n"
     "      --log-format text|json\n"
     "  -v, --verbose  -q, --quiet  --version  --help\n"
     "\n"
@@ -350,10 +352,14 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
                             optarg);
             cfg->has_end_lsn = true;
             break;
-        case OPT_HTTP:
-            return fail(err, errlen,
-                        "--http is not available in this version: remove it (metrics and "
-                        "health endpoints are planned)");
+        case OPT_HTTP: {
+            struct sockaddr_storage ss;
+            socklen_t sl;
+            if (http_parse_addr(optarg, &ss, &sl, cerr, sizeof(cerr)) != 0)
+                return fail(err, errlen, "invalid --http \"%s\": %s", optarg, cerr);
+            cfg->http_addr = optarg;
+            break;
+        }
         case OPT_LOG_FORMAT:
             if (strcmp(optarg, "text") == 0)
                 cfg->log_json = false;

@@ -43,6 +43,7 @@ typedef struct config {
     const char *column_args[CONFIG_MAX_COLUMNS]; /* --column in order (argv) */
     size_t ncolumn_args;
     const char *messages_prefix; /* --messages: NULL = off */
+    const char *http_addr;       /* --http ADDR:PORT: NULL = no endpoint */
     const char *dlq_topic;
     bool has_start_lsn;
     uint64_t start_lsn;

@@ -11,7 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cdc/http.h"
 #include "cdc/log.h"
+#include "cdc/metrics.h"
 #include "cdc/policy.h"
 #include "cdc/stream.h"
 #include "cdc/watermark.h"
@@ -68,8 +70,12 @@ typedef struct dlq_stats {
     int64_t logged_at; /* 0 = never logged */
 } dlq_stats;
 
+_Static_assert((int)DLQ_NREASONS == (int)METRICS_DLQ_NREASONS, "dead-letter reasons differ");
+
 typedef struct relay {
     const config *cfg;
+    metrics *m;
+    http_server *http;
     stream *st;
     stream_info info;
     bool connected;
@@ -141,6 +147,7 @@ static void note_fault(relay *r, enum log_level level, const char *fmt, ...)
         return;
     }
     log_msg(level, "%s", msg);
+    metrics_set_error(r->m, msg, metrics_now_us());
     strlcpy(r->fault, msg, sizeof(r->fault));
     r->fault_repeats = 0;
     r->fault_flush = watermark_flush_lsn(r->wm);
@@ -175,6 +182,8 @@ static void on_report(const kafka_report *rep, void *arg)
         if (rc == 0)
             request_rewind(r, "delivery failed: %s", rep->errstr ? rep->errstr : "unknown error");
     }
+    if (rc == 0)
+        metrics_event_reported(r->m, rep->ticket, rep->err == 0, metrics_now_us());
     if (rc < 0)
         request_rewind(r, "delivery report for unknown ticket %llu",
                        (unsigned long long)rep->ticket);
@@ -206,6 +215,7 @@ static int send_status(relay *r, int64_t now)
         log_debug("confirmed %s", lsn_format(flush, b));
     }
     policy_feedback_sent(&r->fb, now, flush);
+    r->m->confirmed_lsn = flush;
     r->reply_requested = false;
     return 0;
 }
@@ -241,6 +251,8 @@ static enum kafka_produce_result produce(relay *r, const envelope_msg *m, char *
             return KAFKA_PRODUCE_ERROR;
         if (policy_feedback_due(&r->fb, stream_now_ms(), watermark_flush_lsn(r->wm), false))
             (void)send_status(r, stream_now_ms());
+        if (r->http && http_server_update(r->http, r->m, stream_now_ms(), metrics_now_us()) != 0)
+            log_debug("cannot render metrics");
     }
     if (pr == KAFKA_PRODUCE_OK) {
         if (watermark_add_event(r->wm, r->ticket) != 0) {
@@ -249,6 +261,7 @@ static enum kafka_produce_result produce(relay *r, const envelope_msg *m, char *
             return KAFKA_PRODUCE_ERROR;
         }
         r->inflight_bytes += m->valuelen + m->keylen;
+        metrics_event_sent(r->m, r->ticket, metrics_pgtime_to_unix_us(r->commit_ts));
     }
     return pr;
 }
@@ -300,6 +313,7 @@ static void dead_letter(relay *r, enum dlq_reason why, const relcache_entry *rel
     else {
         r->dead_lettered++;
         ds->total++;
+        metrics_dead_lettered(r->m, (enum metrics_dlq_reason)why);
     }
     envelope_msg_clear(&m);
 }
@@ -334,7 +348,10 @@ static void publish_event(relay *r, const relcache_entry *rel, const pgo_tuple *
         return;
     }
     switch (produce(r, &m, err, sizeof(err))) {
-    case KAFKA_PRODUCE_OK: r->events_published++; break;
+    case KAFKA_PRODUCE_OK:
+        r->events_published++;
+        metrics_published(r->m, m.topic);
+        break;
     case KAFKA_PRODUCE_REJECTED:
         if (!r->need_rewind)
             dead_letter(r, DLQ_REJECTED, rel, tuple, row, err, src, m.topic);
@@ -542,6 +559,8 @@ static void handle_keepalive(relay *r, const stream_frame *f)
         if (watermark_keepalive(r->wm, f->wal_end) != 0)
             request_rewind(r, "watermark refused keepalive position");
     }
+    if (f->wal_end > r->m->server_lsn)
+        r->m->server_lsn = f->wal_end;
     if (f->reply_requested)
         r->reply_requested = true;
 }
@@ -563,6 +582,7 @@ static void schedule_reconnect_capped(relay *r, int64_t now, int64_t cap_ms)
     if (r->stream_started_at && now - r->stream_started_at > STABLE_STREAM_MS)
         r->reconnect_attempt = 0;
     r->stream_started_at = 0;
+    metrics_set_state(r->m, METRICS_RECONNECTING);
     r->reconnect_at = now + policy_backoff_ms(r->reconnect_attempt++, RECONNECT_BASE_MS, cap_ms,
                                               (double)random() / ((double)RAND_MAX + 1.0));
 }
@@ -579,12 +599,15 @@ static int rewind_stream(relay *r, int64_t now)
     uint64_t confirmed = watermark_flush_lsn(r->wm);
 
     r->rewinds++;
+    metrics_rewound(r->m);
+    metrics_set_state(r->m, METRICS_REWINDING);
     note_fault(r, LOG_LEVEL_WARN, "rewinding to the confirmed position: %s", r->rewind_reason);
     log_debug("rewind %llu to %s", (unsigned long long)r->rewinds, lsn_format(confirmed, b));
     disconnect(r);
     /* Forget everything in flight first, so reports of purged messages are
      * recognised as stale; then start over with a fresh producer. */
     watermark_reset(r->wm, confirmed);
+    metrics_inflight_reset(r->m);
     if (kafka_purge(r->kp) != 0)
         log_warn("cannot purge the producer");
     if (kafka_poll(r->kp, on_report, r, err, sizeof(err)) < 0)
@@ -595,6 +618,7 @@ static int rewind_stream(relay *r, int64_t now)
         log_error("cannot recreate the Kafka producer: %s", err);
         return -1;
     }
+    metrics_reconnected(r->m, METRICS_TARGET_KAFKA);
     r->inflight_bytes = 0;
     r->need_rewind = false;
     r->rewound = true;
@@ -625,6 +649,9 @@ static int try_connect(relay *r, bool first, int64_t now)
         }
         r->connected = true;
         r->stream_started_at = now;
+        metrics_set_state(r->m, METRICS_STREAMING);
+        if (!first)
+            metrics_reconnected(r->m, METRICS_TARGET_POSTGRES);
         r->fb.last_sent_ms = -1; /* tell the server where we are at once */
         log_msg(r->fault[0] ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,"streaming slot \"%s\" of database \"%s\" from %s (slot confirmed %s, "
                  "pgoutput proto_version %d)",
@@ -713,6 +740,9 @@ static int shutdown_relay(relay *r, const char *why)
     char err[512], b[LSN_BUFSZ];
     int rc = 0;
 
+    metrics_set_state(r->m, METRICS_STOPPING);
+    if (r->http && http_server_update(r->http, r->m, stream_now_ms(), metrics_now_us()) != 0)
+        log_debug("cannot render metrics");
     log_info("stopping (%s): waiting up to %d ms for the broker", why,
              r->cfg->shutdown_timeout_ms);
     if (kafka_flush(r->kp, r->cfg->shutdown_timeout_ms, on_report, r) != 0)
@@ -758,11 +788,26 @@ int relay_run(const config *cfg)
         log_error("out of memory");
         goto out;
     }
+    r.m = metrics_new(cfg->slot, metrics_now_us());
+    if (!r.m) {
+        log_error("out of memory");
+        goto out;
+    }
     r.kp = kafka_producer_new(cfg->brokers, cfg->props, cfg->nprops, err, sizeof(err));
     if (!r.kp) {
         log_error("%s", err);
         exit_code = 2;
         goto out;
+    }
+    /* Before the first connection, so /healthz answers while standing by. */
+    if (cfg->http_addr) {
+        r.http = http_server_start(cfg->http_addr, HTTP_STALE_MS, err, sizeof(err));
+        if (!r.http) {
+            log_error("%s", err);
+            exit_code = 2;
+            goto out;
+        }
+        log_info("serving /metrics, /status, /healthz and /readyz on %s", cfg->http_addr);
     }
 
     /* The first start decides between "bad configuration" (exit 2) and
@@ -774,11 +819,16 @@ int relay_run(const config *cfg)
             goto out;
         if (r.connected)
             break;
-        /* Nothing to serve yet: sleep until the retry (a signal cuts it short). */
-        int64_t left = r.reconnect_at - stream_now_ms();
-        if (left > 0 && !stop_requested) {
+        /* Nothing to serve yet: sleep until the retry (a signal cuts it
+         * short), in slices so /healthz sees the process alive. */
+        for (int64_t left; !stop_requested && (left = r.reconnect_at - stream_now_ms()) > 0;) {
+            if (left > 1000)
+                left = 1000;
             struct timespec ts = {left / 1000, (left % 1000) * 1000000};
             nanosleep(&ts, NULL);
+            if (r.http &&
+                http_server_update(r.http, r.m, stream_now_ms(), metrics_now_us()) != 0)
+                log_debug("cannot render metrics");
         }
         if (stop_requested) {
             exit_code = 0;
@@ -826,6 +876,16 @@ int relay_run(const config *cfg)
         if (r.need_rewind)
             continue;
 
+        bool paused = policy_backpressure(watermark_inflight_events(r.wm), r.inflight_bytes,
+                                          cfg->max_inflight_events, cfg->max_inflight_bytes);
+        r.m->received_lsn = r.received;
+        r.m->inflight_events = watermark_inflight_events(r.wm);
+        r.m->inflight_bytes = r.inflight_bytes;
+        r.m->broker_reachable = kafka_brokers_up(r.kp);
+        metrics_backpressure(r.m, r.connected && paused, now);
+        if (r.http && http_server_update(r.http, r.m, now, metrics_now_us()) != 0)
+            log_debug("cannot render metrics");
+
         /* Sleep until a socket is ready or the next deadline. */
         int64_t timeout = 1000;
         struct pollfd pfd[2];
@@ -836,8 +896,6 @@ int relay_run(const config *cfg)
             int64_t w = policy_feedback_wait(&r.fb, now, watermark_flush_lsn(r.wm));
             if (w < timeout)
                 timeout = w;
-            bool paused = policy_backpressure(watermark_inflight_events(r.wm), r.inflight_bytes,
-                                              cfg->max_inflight_events, cfg->max_inflight_bytes);
             pfd[npfd].fd = stream_socket(r.st);
             pfd[npfd].events = (short)((paused ? 0 : POLLIN) |
                                        (stream_wants_write(r.st) ? POLLOUT : 0));
@@ -869,6 +927,7 @@ int relay_run(const config *cfg)
         }
     }
 out:
+    http_server_free(r.http); /* stops its thread before the metrics go */
     /* Serve what is already there; anything unacknowledged is sent again
      * on the next start. */
     if (r.kp && kafka_flush(r.kp, 0, on_report, &r) != 0)
@@ -877,6 +936,7 @@ out:
     stream_free(r.st);
     relcache_free(r.rels);
     watermark_free(r.wm);
+    metrics_free(r.m);
     free(r.msg);
     return exit_code;
 }

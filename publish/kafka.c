@@ -28,6 +28,7 @@ struct kafka_producer {
 
     bool fatal;
     char fatal_reason[512];
+    bool brokers_down; /* "all brokers down" seen and no delivery since */
 };
 
 /*
@@ -182,6 +183,8 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 
     (void)rk;
     kp->served++;
+    if (!m->err)
+        kp->brokers_down = false;
     if (!kp->fn)
         return;
     rep.len = m->key_len + m->len;
@@ -216,8 +219,15 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         log_trampoline(rk, LOG_ERR, "FATAL", kp->fatal_reason);
         return;
     }
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        kp->brokers_down = true;
     snprintf(msg, sizeof(msg), "%s: %s", rd_kafka_err2name(err), reason);
     log_trampoline(rk, LOG_WARNING, "ERROR", msg);
+}
+
+bool kafka_brokers_up(const kafka_producer *kp)
+{
+    return !kp->brokers_down;
 }
 
 kafka_producer *kafka_producer_new(const char *brokers, const kafka_prop *props, size_t nprops,

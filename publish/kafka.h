@@ -105,6 +105,13 @@ int kafka_purge(kafka_producer *kp) OBX_WUR;
  */
 int kafka_flush(kafka_producer *kp, int timeout_ms, kafka_report_fn fn, void *arg) OBX_WUR;
 
+/*
+ * Whether the brokers look reachable: false from librdkafka's "all brokers
+ * down" error until the next successful delivery.  Error events arrive
+ * through kafka_poll(), so this is as fresh as the last poll.
+ */
+bool kafka_brokers_up(const kafka_producer *kp);
+
 /* Messages queued or in flight. */
 int kafka_outq_len(const kafka_producer *kp);
 

@@ -113,7 +113,7 @@ static void test_bad_usage(void **state)
     EXPECT_USAGE("twice", "-b", "x:1", "--table", "outbox", "--table", "public.outbox");
     EXPECT_USAGE("--topic", "-b", "x:1", "--topic", "x.{nope}");
     EXPECT_USAGE("--dlq-topic", "-b", "x:1", "--dlq-topic", "bad topic");
-    EXPECT_USAGE("--http", "-b", "x:1", "--http", "127.0.0.1:8080");
+    EXPECT_USAGE("--http", "-b", "x:1", "--http", "127.0.0.1:notaport");
     EXPECT_USAGE("--log-format", "-b", "x:1", "--log-format", "xml");
     EXPECT_USAGE("--status-interval", "-b", "x:1", "--status-interval", "0");
     EXPECT_USAGE("--max-inflight", "-b", "x:1", "--max-inflight", "10k");

@@ -1,0 +1,219 @@
+/*
+ * The HTTP endpoint during a real run: /metrics counters match what a
+ * consumer read (events by topic, dead-letters by reason, acknowledgements,
+ * confirmed LSN), /healthz and /readyz answer 200 while streaming, /status
+ * is JSON with the state, unknown paths 404 — and the password given in the
+ * conninfo appears in none of them nor in the logs.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "tests/harness/harness.h"
+
+#define SECRET "s3cret-Pa55word"
+
+static hx_pg pg;
+static hx_broker broker;
+static PGconn *conn;
+
+static int setup(void **state)
+{
+    (void)state;
+    if (hx_init() != 0 || hx_pg_start(&pg, "metrics", NULL, true) != 0 ||
+        hx_broker_start(&broker, 3) != 0)
+        return -1;
+    conn = hx_connect(pg.conninfo);
+    return conn ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    PQfinish(conn);
+    conn = NULL;
+    hx_broker_stop(&broker);
+    hx_pg_stop(&pg);
+    hx_cleanup();
+    return 0;
+}
+
+static int free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* GET path; returns the status code and the body in *body (malloc'd). */
+static int http_get(int port, const char *path, char **body)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    char req[256], *buf = NULL;
+    size_t len = 0, cap = 0;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), status = -1;
+
+    *body = NULL;
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+    if (write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
+        close(fd);
+        return -1;
+    }
+    for (;;) {
+        if (cap - len < 4096) {
+            cap = cap ? cap * 2 : 65536;
+            buf = realloc(buf, cap + 1);
+            assert_non_null(buf);
+        }
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    if (!buf)
+        return -1;
+    buf[len] = '\0';
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+        status = -1;
+    char *sep = strstr(buf, "\r\n\r\n");
+    *body = strdup(sep ? sep + 4 : "");
+    free(buf);
+    return status;
+}
+
+/* The value of the sample line starting with name (labels included). */
+static double sample(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, name, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    fail_msg("no sample %s in /metrics", name);
+    return -1;
+}
+
+static void test_endpoint_during_a_run(void **state)
+{
+    (void)state;
+    char tmpl[200], topic[200], dlq[200], dsn[400], http[64], line[320], *body = NULL;
+    const char *slot = "met_slot";
+    int port = free_port();
+    uint64_t end, c = 0;
+    hx_proc relay;
+    hx_records recs = {0};
+
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.met.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.met.met", hx_run_id());
+    snprintf(dlq, sizeof(dlq), "itest.%s.met.dead", hx_run_id());
+    /* trust authentication ignores the password: it is only there to be
+     * looked for where it must not be */
+    snprintf(dsn, sizeof(dsn), "%s password=" SECRET, pg.conninfo);
+    snprintf(http, sizeof(http), "127.0.0.1:%d", port);
+    const char *args[] = {"run", "-d", dsn, "-b", broker.bootstraps, "--slot", slot,
+                          "--create-slot", "--topic", tmpl, "--dlq-topic", dlq, "--http", http,
+                          "-v", NULL};
+    assert_int_equal(hx_relay_start(&relay, "metrics", args), 0);
+    int status = -1;
+    for (int i = 0; i < 100 && status != 200; i++) {
+        free(body);
+        status = http_get(port, "/healthz", &body);
+        if (status != 200)
+            hx_sleep_ms(100);
+    }
+    assert_int_equal(status, 200);
+    free(body);
+    char active[8] = "";
+    for (int i = 0; i < 100 && strcmp(active, "t") != 0; i++) {
+        hx_query1(conn, active, sizeof(active),
+                  "SELECT active FROM pg_replication_slots WHERE slot_name = '%s'", slot);
+        hx_sleep_ms(100);
+    }
+    assert_string_equal(active, "t");
+
+    assert_int_equal(hx_exec(conn, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                                   " SELECT 'met', 'a' || (n %% 5), 'Counted',"
+                                   " jsonb_build_object('n', n) FROM generate_series(1, 40) n"),
+                     0);
+    assert_int_equal(hx_exec(conn, "INSERT INTO outbox (aggregatetype, aggregateid, type)"
+                                   " VALUES ('met', '', 'Poison'), ('met', '', 'Poison')"),
+                     0);
+    assert_int_equal(hx_current_lsn(conn, true, &end), 0);
+    for (int i = 0; i < 300 && c < end; i++) {
+        hx_slot_confirmed(conn, slot, &c);
+        hx_sleep_ms(100);
+    }
+    assert_true(c >= end);
+
+    const char *t1[] = {topic}, *t2[] = {dlq};
+    assert_int_equal(hx_consume(broker.bootstraps, t1, 1, 40, 30000, &recs), 40);
+    hx_records_free(&recs);
+    assert_int_equal(hx_consume(broker.bootstraps, t2, 1, 2, 30000, &recs), 2);
+    hx_records_free(&recs);
+
+    /* The snapshot is at most half a second old: give it a moment. */
+    hx_sleep_ms(1200);
+    assert_int_equal(http_get(port, "/metrics", &body), 200);
+    snprintf(line, sizeof(line), "outbox_relay_events_published_total{topic=\"%s\"}", topic);
+    assert_int_equal((int)sample(body, line), 40);
+    assert_int_equal(
+        (int)sample(body, "outbox_relay_events_dead_lettered_total{reason=\"invalid_row\"}"), 2);
+    assert_int_equal((int)sample(body, "outbox_relay_events_acknowledged_total"), 42);
+    assert_true(sample(body, "outbox_relay_commit_to_ack_seconds_count") >= 42);
+    assert_true(sample(body, "outbox_relay_confirmed_lsn") >= (double)end);
+    assert_int_equal((int)sample(body, "outbox_relay_state{state=\"streaming\"}"), 1);
+    assert_null(strstr(body, SECRET));
+    free(body);
+
+    assert_int_equal(http_get(port, "/readyz", &body), 200);
+    free(body);
+    assert_int_equal(http_get(port, "/status", &body), 200);
+    json_error_t jerr;
+    json_t *st = json_loads(body, 0, &jerr);
+    assert_non_null(st);
+    assert_string_equal(json_string_value(json_object_get(st, "state")), "streaming");
+    json_decref(st);
+    assert_null(strstr(body, SECRET));
+    free(body);
+    assert_int_equal(http_get(port, "/no-such-path", &body), 404);
+    free(body);
+
+    assert_int_equal(hx_proc_signal(&relay, SIGTERM), 0);
+    assert_int_equal(hx_proc_wait(&relay, 30000), 0);
+    char *log = hx_proc_stderr(&relay);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "streaming slot")); /* the log is really there */
+    assert_null(strstr(log, SECRET));
+    free(log);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_endpoint_during_a_run),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
