@@ -32,6 +32,9 @@ enum {
     OPT_MAX_INFLIGHT_BYTES,
     OPT_SHUTDOWN_TIMEOUT,
     OPT_MESSAGES,
+    OPT_FIELD,
+    OPT_TOMBSTONE,
+    OPT_MSG_TIMESTAMP,
 };
 
 static const struct option long_options[] = {
@@ -55,6 +58,9 @@ static const struct option long_options[] = {
     {"max-inflight-bytes", required_argument, NULL, OPT_MAX_INFLIGHT_BYTES},
     {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
     {"messages", required_argument, NULL, OPT_MESSAGES},
+    {"field", required_argument, NULL, OPT_FIELD},
+    {"tombstone-on-empty-payload", no_argument, NULL, OPT_TOMBSTONE},
+    {"message-timestamp", required_argument, NULL, OPT_MSG_TIMESTAMP},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -77,7 +83,13 @@ static const char usage_text[] =
     "  -X, --kafka PROP=VALUE    any librdkafka property, repeatable (-X list shows them)\n"
     "      --topic TEMPLATE      topic per event (default outbox.event.{aggregate_type});\n"
     "                            placeholders {aggregate_type} {aggregate_id} {type} {table}\n"
-    "      --format NAME         envelope                       (default envelope)\n"
+    "      --format NAME         envelope, debezium, cloudevents, cloudevents-binary\n"
+    "                            (default envelope)\n"
+    "      --field COLUMN:header[:NAME] | COLUMN:envelope[:NAME]\n"
+    "                            an additional column as a header or in the value, repeatable\n"
+    "      --tombstone-on-empty-payload  debezium: a NULL payload gives a NULL value\n"
+    "      --message-timestamp none|commit|event  Kafka message timestamp (default none:\n"
+    "                            the producer's clock; event = the timestamp column)\n"
     "      --column [TABLE:]ROLE=COLUMN  map a role to another column, repeatable; with\n"
     "                            TABLE (SCHEMA.TABLE) for that outbox table only; roles: id,\n"
     "                            aggregate_type, aggregate_id, type, payload, timestamp,\n"
@@ -312,7 +324,23 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
             break;
         case OPT_FORMAT:
             if (envelope_format_parse(optarg, &cfg->format) != 0)
-                return fail(err, errlen, "unknown --format \"%s\": use envelope", optarg);
+                return fail(err, errlen, "unknown --format \"%s\": use " ENVELOPE_FORMAT_NAMES,
+                            optarg);
+            break;
+        case OPT_FIELD:
+            if (cfg->nfields == ENVELOPE_MAX_FIELDS)
+                return fail(err, errlen, "too many --field options (at most %d)",
+                            ENVELOPE_MAX_FIELDS);
+            if (envelope_field_parse(optarg, &cfg->fields[cfg->nfields], cerr, sizeof(cerr)) != 0)
+                return fail(err, errlen, "invalid --field \"%s\": %s", optarg, cerr);
+            cfg->nfields++;
+            break;
+        case OPT_TOMBSTONE: cfg->tombstone_on_empty = true; break;
+        case OPT_MSG_TIMESTAMP:
+            if (envelope_timestamp_parse(optarg, &cfg->msg_timestamp) != 0)
+                return fail(err, errlen,
+                            "unknown --message-timestamp \"%s\": use none, commit or event",
+                            optarg);
             break;
         case OPT_COLUMN: {
             char table[OUTBOX_QUALNAME_MAX];
@@ -428,6 +456,15 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
             return fail(err, errlen, "invalid --column: %s", cerr);
     if (cfg->has_start_lsn && cfg->has_end_lsn && cfg->end_lsn < cfg->start_lsn)
         return fail(err, errlen, "--end-lsn is below --start-lsn: swap them");
+
+    cfg->envelope = (envelope_opts){.format = cfg->format,
+                                    .topic_tmpl = cfg->topic,
+                                    .fields = cfg->fields,
+                                    .nfields = cfg->nfields,
+                                    .tombstone_on_empty = cfg->tombstone_on_empty,
+                                    .timestamp = cfg->msg_timestamp};
+    if (envelope_opts_check(&cfg->envelope, cerr, sizeof(cerr)) != 0)
+        return fail(err, errlen, "%s", cerr);
 
     cfg->log_level = verbosity > 0   ? LOG_LEVEL_DEBUG
                      : verbosity < 0 ? LOG_LEVEL_WARN

@@ -40,6 +40,11 @@ typedef struct config {
     size_t nprops;
     const char *topic;
     enum envelope_format format;
+    envelope_field fields[ENVELOPE_MAX_FIELDS]; /* --field */
+    size_t nfields;
+    bool tombstone_on_empty;             /* --tombstone-on-empty-payload */
+    enum envelope_timestamp msg_timestamp; /* --message-timestamp */
+    envelope_opts envelope;              /* all of the above, for envelope_build_opts */
     const char *column_args[CONFIG_MAX_COLUMNS]; /* --column in order (argv) */
     size_t ncolumn_args;
     const char *messages_prefix; /* --messages: NULL = off */

@@ -112,7 +112,7 @@ typedef struct relay {
     int64_t stream_started_at;
 
     uint64_t events_published, events_acked, dead_lettered, rewinds;
-    uint64_t messages_skipped, outbox_truncates;
+    uint64_t messages_skipped, outbox_truncates, traceparents_dropped;
     dlq_stats dlq[DLQ_NREASONS];
     int64_t stats_at;
 } relay;
@@ -241,8 +241,8 @@ static enum kafka_produce_result produce(relay *r, const envelope_msg *m, char *
             request_rewind(r, "stopping while the producer queue is full");
             return KAFKA_PRODUCE_ERROR;
         }
-        pr = kafka_produce(r->kp, m->topic, m->key, m->keylen, m->value, m->valuelen, hdrs,
-                           (size_t)m->nheaders, r->ticket, err, errlen);
+        pr = kafka_produce_ts(r->kp, m->topic, m->key, m->keylen, m->value, m->valuelen,
+                              m->timestamp_ms, hdrs, (size_t)m->nheaders, r->ticket, err, errlen);
         if (pr != KAFKA_PRODUCE_QUEUE_FULL)
             break;
         struct pollfd pfd = {.fd = kafka_event_fd(r->kp), .events = POLLIN};
@@ -337,15 +337,32 @@ static void publish_event(relay *r, const relcache_entry *rel, const pgo_tuple *
                           const outbox_row *row, const envelope_source *src)
 {
     envelope_msg m = {0};
+    envelope_extra extras[ENVELOPE_MAX_FIELDS];
+    size_t nextras = 0;
     char err[512];
 
+    if (envelope_fields_resolve(r->cfg->fields, r->cfg->nfields, rel, tuple, extras, &nextras, err,
+                                sizeof(err)) != 0) {
+        dead_letter(r, DLQ_INVALID_RECORD, rel, tuple, row, err, src, NULL);
+        return;
+    }
     errno = 0;
-    if (envelope_build(r->cfg->format, r->cfg->topic, row, src, &m, err, sizeof(err)) != 0) {
+    if (envelope_build_opts(&r->cfg->envelope, row, extras, nextras, src, &m, err, sizeof(err)) !=
+        0) {
         if (errno == ENOMEM) /* a good row must not be dead-lettered for our own failure */
             request_rewind(r, "cannot build record: %s", err);
         else
             dead_letter(r, DLQ_INVALID_RECORD, rel, tuple, row, err, src, NULL);
         return;
+    }
+    if (m.dropped_traceparent) {
+        char b[LSN_BUFSZ];
+        r->traceparents_dropped++;
+        if (r->traceparents_dropped == 1 || r->traceparents_dropped % 1000 == 0)
+            log_warn("dropped %llu malformed traceparent value(s); latest at %s of \"%s\" (not "
+                     "W3C trace context)",
+                     (unsigned long long)r->traceparents_dropped, lsn_format(src->lsn, b),
+                     src->table);
     }
     switch (produce(r, &m, err, sizeof(err))) {
     case KAFKA_PRODUCE_OK:

@@ -310,6 +310,16 @@ enum kafka_produce_result kafka_produce(kafka_producer *kp, const char *topic, c
                                         const kafka_header *headers, size_t nheaders,
                                         uint64_t ticket, char *err, size_t errlen)
 {
+    return kafka_produce_ts(kp, topic, key, keylen, value, valuelen, 0, headers, nheaders, ticket,
+                            err, errlen);
+}
+
+enum kafka_produce_result kafka_produce_ts(kafka_producer *kp, const char *topic, const void *key,
+                                           size_t keylen, const void *value, size_t valuelen,
+                                           int64_t timestamp_ms, const kafka_header *headers,
+                                           size_t nheaders, uint64_t ticket, char *err,
+                                           size_t errlen)
+{
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(nheaders);
     rd_kafka_resp_err_t rc;
 
@@ -330,6 +340,7 @@ enum kafka_produce_result kafka_produce(kafka_producer *kp, const char *topic, c
     /* headers are owned by librdkafka only when producev succeeds */
     rc = rd_kafka_producev(kp->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, keylen),
                            RD_KAFKA_V_VALUE((void *)value, valuelen),
+                           RD_KAFKA_V_TIMESTAMP(timestamp_ms),
                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
                            RD_KAFKA_V_OPAQUE((void *)(uintptr_t)ticket), RD_KAFKA_V_END);
     if (rc == RD_KAFKA_RESP_ERR_NO_ERROR)

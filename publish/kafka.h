@@ -73,6 +73,17 @@ enum kafka_produce_result kafka_produce(kafka_producer *kp, const char *topic, c
                                         const kafka_header *headers, size_t nheaders,
                                         uint64_t ticket, char *err, size_t errlen) OBX_WUR;
 
+/*
+ * kafka_produce() with a message timestamp (milliseconds since the Unix
+ * epoch; 0 = the producer stamps the time).  value NULL with valuelen 0
+ * produces a NULL value (a tombstone).
+ */
+enum kafka_produce_result kafka_produce_ts(kafka_producer *kp, const char *topic, const void *key,
+                                           size_t keylen, const void *value, size_t valuelen,
+                                           int64_t timestamp_ms, const kafka_header *headers,
+                                           size_t nheaders, uint64_t ticket, char *err,
+                                           size_t errlen) OBX_WUR;
+
 typedef struct kafka_report {
     uint64_t ticket;
     int err;          /* rd_kafka_resp_err_t; 0 = acknowledged by the broker */

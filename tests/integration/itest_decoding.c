@@ -208,11 +208,70 @@ static void test_two_tables_and_text(void **state)
     hx_records_free(&recs);
 }
 
+/* The other formats through the relay: debezium (value = the payload, header
+ * id, an extra column as a header, a tombstone for a NULL payload) and
+ * CloudEvents in binary mode (ce_ headers, value = the payload). */
+static void test_other_formats(void **state)
+{
+    (void)state;
+    char tmpl[200], topic[200];
+    hx_records recs = {0};
+
+    assert_int_equal(hx_exec(conn, "SELECT pg_create_logical_replication_slot('dec_fmt1', "
+                                   "'pgoutput'), pg_create_logical_replication_slot('dec_fmt2', "
+                                   "'pgoutput')"),
+                     0);
+    assert_int_equal(hx_exec(conn, "INSERT INTO outbox (id, aggregatetype, aggregateid, type, "
+                                   "payload) VALUES ('6a1c0b5e-1f2a-4b3c-9d8e-0f1e2d3c4b5a', "
+                                   "'fmt', 'o-1', 'Placed', '{\"total\": 42.50}'), "
+                                   "(gen_random_uuid(), 'fmt', 'o-2', 'Gone', NULL)"),
+                     0);
+
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.dbz.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.dbz.fmt", hx_run_id());
+    const char *dbz[] = {"--topic", tmpl, "--format", "debezium", "--field", "type:header:eventType",
+                         "--tombstone-on-empty-payload", NULL};
+    run_relay_to_end("debezium", "dec_fmt1", dbz);
+    const char *t1[] = {topic};
+    assert_int_equal(hx_consume(broker.bootstraps, t1, 1, 2, 30000, &recs), 2);
+    for (size_t i = 0; i < recs.n; i++) {
+        const hx_record *rec = &recs.v[i];
+        if (strcmp(rec->key, "o-1") == 0) {
+            assert_string_equal(rec->value, "{\"total\": 42.50}");
+            assert_string_equal(hx_record_header(rec, "id")->value,
+                                "6a1c0b5e-1f2a-4b3c-9d8e-0f1e2d3c4b5a");
+            assert_string_equal(hx_record_header(rec, "eventType")->value, "Placed");
+        } else {
+            assert_string_equal(rec->key, "o-2");
+            assert_null(rec->value); /* tombstone */
+        }
+    }
+    hx_records_free(&recs);
+
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.ce.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.ce.fmt", hx_run_id());
+    const char *ce[] = {"--topic", tmpl, "--format", "cloudevents-binary", NULL};
+    run_relay_to_end("cloudevents", "dec_fmt2", ce);
+    const char *t2[] = {topic};
+    assert_int_equal(hx_consume(broker.bootstraps, t2, 1, 2, 30000, &recs), 2);
+    for (size_t i = 0; i < recs.n; i++) {
+        const hx_record *rec = &recs.v[i];
+        assert_string_equal(hx_record_header(rec, "ce_specversion")->value, "1.0");
+        assert_string_equal(hx_record_header(rec, "ce_subject")->value, rec->key);
+        if (strcmp(rec->key, "o-1") == 0) {
+            assert_string_equal(hx_record_header(rec, "ce_type")->value, "Placed");
+            assert_string_equal(rec->value, "{\"total\": 42.50}");
+        }
+    }
+    hx_records_free(&recs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_messages_rows_and_prepared),
         cmocka_unit_test(test_two_tables_and_text),
+        cmocka_unit_test(test_other_formats),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

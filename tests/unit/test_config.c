@@ -99,7 +99,7 @@ static void test_bad_usage(void **state)
     EXPECT_USAGE("needs a value", "-b", "x:1", "--slot");
     EXPECT_USAGE("malformed --start-lsn", "-b", "x:1", "--start-lsn", "16B3748");
     EXPECT_USAGE("malformed --end-lsn", "-b", "x:1", "--end-lsn", "0/xyz");
-    EXPECT_USAGE("unknown --format", "-b", "x:1", "--format", "avro");
+    EXPECT_USAGE("use envelope, debezium", "-b", "x:1", "--format", "avro");
     EXPECT_USAGE("no Kafka brokers", "-d", "dbname=x");
     EXPECT_USAGE("-X list", "-b", "x:1", "-X", "no.such.property=1");
     EXPECT_USAGE("-X list", "-b", "x:1", "-X", "linger.ms");
@@ -107,6 +107,9 @@ static void test_bad_usage(void **state)
     EXPECT_USAGE("--column", "-b", "x:1", "--column", "nosuchrole=x");
     EXPECT_USAGE("not an outbox table", "-b", "x:1", "--column", "other.t:type=kind");
     EXPECT_USAGE("--messages", "-b", "x:1", "--messages", "");
+    EXPECT_USAGE("--field", "-b", "x:1", "--field", "col:nowhere");
+    EXPECT_USAGE("--message-timestamp", "-b", "x:1", "--message-timestamp", "later");
+    EXPECT_USAGE("debezium", "-b", "x:1", "--tombstone-on-empty-payload");
     EXPECT_USAGE("--slot", "-b", "x:1", "--slot", "Bad-Name");
     EXPECT_USAGE("--table", "-b", "x:1", "--table", "a.b.c");
     EXPECT_USAGE("--table", "-b", "x:1", "--table", "a\".b");
