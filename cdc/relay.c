@@ -64,6 +64,23 @@ static const char *const dlq_reason_names[DLQ_NREASONS] = {"unmapped_column", "i
                                                           "invalid_record", "rejected"};
 #define DLQ_LOG_INTERVAL_MS 60000
 
+/* A dead-letter record's ticket carries this bit: its own permanent
+ * failure is a rewind, not another dead letter. */
+#define TICKET_DEAD_LETTER (UINT64_C(1) << 63)
+/* Refused values up to this size are kept in their dead-letter record. */
+#define REFUSED_VALUE_MAX (64 * 1024)
+
+/* A message the broker refused for good, waiting to be dead-lettered. */
+typedef struct refused_msg {
+    uint64_t ticket;
+    uint64_t rewinds; /* the relay's rewind count when refused: stale after one */
+    uint64_t lsn;
+    char reason[256];
+    char *topic, *key, *value;
+    size_t valuelen;
+    struct refused_msg *next;
+} refused_msg;
+
 typedef struct dlq_stats {
     uint64_t total;
     uint64_t unlogged; /* rows since the last log line for this reason */
@@ -113,6 +130,7 @@ typedef struct relay {
 
     uint64_t events_published, events_acked, dead_lettered, rewinds;
     uint64_t messages_skipped, outbox_truncates, traceparents_dropped;
+    refused_msg *refused; /* from delivery reports, dead-lettered by the loop */
     dlq_stats dlq[DLQ_NREASONS];
     int64_t stats_at;
 } relay;
@@ -168,25 +186,62 @@ static void check_recovered(relay *r, int64_t now)
     r->fault_repeats = 0;
 }
 
+/* Copy what a dead-letter record needs of a message the broker refused. */
+static void queue_refused(relay *r, const kafka_report *rep)
+{
+    refused_msg *f = calloc(1, sizeof(*f));
+    const void *lsn;
+    size_t lsnlen;
+    char lsntext[LSN_BUFSZ];
+
+    if (!f) {
+        request_rewind(r, "out of memory keeping a refused message");
+        return;
+    }
+    f->ticket = rep->ticket;
+    f->rewinds = r->rewinds;
+    snprintf(f->reason, sizeof(f->reason), "the broker refused the record: %s",
+             rep->errstr ? rep->errstr : "unknown error");
+    f->topic = strdup(rep->topic ? rep->topic : "");
+    f->key = rep->key ? strndup(rep->key, rep->keylen) : NULL;
+    f->valuelen = rep->valuelen;
+    if (rep->value && rep->valuelen <= REFUSED_VALUE_MAX)
+        f->value = strndup(rep->value, rep->valuelen);
+    if (kafka_report_header(rep, "lsn", &lsn, &lsnlen) == 0 && lsnlen < sizeof(lsntext)) {
+        memcpy(lsntext, lsn, lsnlen);
+        lsntext[lsnlen] = '\0';
+        if (lsn_parse(lsntext, &f->lsn) != 0)
+            f->lsn = 0;
+    }
+    f->next = r->refused;
+    r->refused = f;
+}
+
 static void on_report(const kafka_report *rep, void *arg)
 {
     relay *r = arg;
+    uint64_t ticket = rep->ticket & ~TICKET_DEAD_LETTER;
     int rc;
 
     r->inflight_bytes = rep->len > r->inflight_bytes ? 0 : r->inflight_bytes - rep->len;
     if (rep->err == 0) {
-        rc = watermark_ack(r->wm, rep->ticket);
+        rc = watermark_ack(r->wm, ticket);
         r->events_acked++;
+    } else if (rep->permanent && !(rep->ticket & TICKET_DEAD_LETTER)) {
+        /* The record itself is refused (too large for the broker, ...):
+         * it goes to the dead-letter topic, whose delivery will count as
+         * its acknowledgement. */
+        queue_refused(r, rep);
+        return;
     } else {
-        rc = watermark_fail(r->wm, rep->ticket);
+        rc = watermark_fail(r->wm, ticket);
         if (rc == 0)
             request_rewind(r, "delivery failed: %s", rep->errstr ? rep->errstr : "unknown error");
     }
     if (rc == 0)
-        metrics_event_reported(r->m, rep->ticket, rep->err == 0, metrics_now_us());
+        metrics_event_reported(r->m, ticket, rep->err == 0, metrics_now_us());
     if (rc < 0)
-        request_rewind(r, "delivery report for unknown ticket %llu",
-                       (unsigned long long)rep->ticket);
+        request_rewind(r, "delivery report for unknown ticket %llu", (unsigned long long)ticket);
 }
 
 static int serve_producer(relay *r)
@@ -225,8 +280,14 @@ static int send_status(relay *r, int64_t now)
  * until there is room: the queue is sized well above --max-inflight, so this
  * only happens when librdkafka's own limits are set lower.
  */
-static enum kafka_produce_result produce(relay *r, const envelope_msg *m, char *err,
-                                         size_t errlen)
+/*
+ * Hand one message to the producer with ticket.  On QUEUE_FULL the producer
+ * is served until there is room: the queue is sized well above
+ * --max-inflight, so this only happens when librdkafka's own limits are set
+ * lower.
+ */
+static enum kafka_produce_result produce_as(relay *r, const envelope_msg *m, uint64_t ticket,
+                                            char *err, size_t errlen)
 {
     kafka_header hdrs[ENVELOPE_MAX_HEADERS];
     enum kafka_produce_result pr;
@@ -242,7 +303,7 @@ static enum kafka_produce_result produce(relay *r, const envelope_msg *m, char *
             return KAFKA_PRODUCE_ERROR;
         }
         pr = kafka_produce_ts(r->kp, m->topic, m->key, m->keylen, m->value, m->valuelen,
-                              m->timestamp_ms, hdrs, (size_t)m->nheaders, r->ticket, err, errlen);
+                              m->timestamp_ms, hdrs, (size_t)m->nheaders, ticket, err, errlen);
         if (pr != KAFKA_PRODUCE_QUEUE_FULL)
             break;
         struct pollfd pfd = {.fd = kafka_event_fd(r->kp), .events = POLLIN};
@@ -254,13 +315,23 @@ static enum kafka_produce_result produce(relay *r, const envelope_msg *m, char *
         if (r->http && http_server_update(r->http, r->m, stream_now_ms(), metrics_now_us()) != 0)
             log_debug("cannot render metrics");
     }
+    if (pr == KAFKA_PRODUCE_OK)
+        r->inflight_bytes += m->valuelen + m->keylen;
+    return pr;
+}
+
+/* One more event of the open transaction. */
+static enum kafka_produce_result produce(relay *r, const envelope_msg *m, char *err,
+                                         size_t errlen)
+{
+    enum kafka_produce_result pr = produce_as(r, m, r->ticket, err, errlen);
+
     if (pr == KAFKA_PRODUCE_OK) {
         if (watermark_add_event(r->wm, r->ticket) != 0) {
             request_rewind(r, "watermark refused an event of ticket %llu",
                            (unsigned long long)r->ticket);
             return KAFKA_PRODUCE_ERROR;
         }
-        r->inflight_bytes += m->valuelen + m->keylen;
         metrics_event_sent(r->m, r->ticket, metrics_pgtime_to_unix_us(r->commit_ts));
     }
     return pr;
@@ -316,6 +387,82 @@ static void dead_letter(relay *r, enum dlq_reason why, const relcache_entry *rel
         metrics_dead_lettered(r->m, (enum metrics_dlq_reason)why);
     }
     envelope_msg_clear(&m);
+}
+
+static void refused_free(refused_msg *f)
+{
+    if (!f)
+        return;
+    free(f->topic);
+    free(f->key);
+    free(f->value);
+    free(f);
+}
+
+static void drop_refused(relay *r)
+{
+    while (r->refused) {
+        refused_msg *f = r->refused;
+        r->refused = f->next;
+        refused_free(f);
+    }
+}
+
+/*
+ * Dead-letter the records the broker refused for good.  The record shows
+ * the refused message as the columns topic, key and value (a value over
+ * REFUSED_VALUE_MAX is left out, the reason says so) of a pseudo table
+ * "delivery"; its ticket is the original event's, so its delivery
+ * acknowledges that event.  A caveat of librdkafka: the broker judges a
+ * whole batch, so a record batched with a refused one is refused too and
+ * dead-lettered with it -- its content is in the dead-letter record.
+ */
+static void dead_letter_refused(relay *r)
+{
+    while (r->refused && !r->need_rewind) {
+        refused_msg *f = r->refused;
+        relcache_attr atts[3] = {{.name = "topic", .type_oid = 25},
+                                 {.name = "key", .type_oid = 25},
+                                 {.name = "value", .type_oid = 25}};
+        relcache_entry pseudo = {.qualname = "delivery", .natts = 3, .atts = atts};
+        pgo_value cols[3] = {
+            {.kind = 't', .len = (uint32_t)strlen(f->topic), .data = f->topic},
+            {.kind = f->key ? 't' : 'n', .len = f->key ? (uint32_t)strlen(f->key) : 0,
+             .data = f->key},
+            {.kind = f->value ? 't' : 'n', .len = f->value ? (uint32_t)f->valuelen : 0,
+             .data = f->value},
+        };
+        pgo_tuple tuple = {.ncols = 3, .cols = cols};
+        envelope_source src = {.lsn = f->lsn, .db = r->info.dbname, .table = "delivery",
+                               .slot = r->cfg->slot};
+        envelope_msg m = {0};
+        char reason[400], err[512], b[LSN_BUFSZ];
+
+        r->refused = f->next;
+        if (f->rewinds != r->rewinds) { /* its event will be sent again anyway */
+            refused_free(f);
+            continue;
+        }
+        snprintf(reason, sizeof(reason), "%s%s", f->reason,
+                 f->value ? "" : " (value omitted: too large for a dead-letter record)");
+        r->dlq[DLQ_REJECTED].unlogged++;
+        log_warn("record at %s for topic \"%s\" refused by the broker; dead-lettered to \"%s\": "
+                 "%s",
+                 lsn_format(f->lsn, b), f->topic, r->cfg->dlq_topic, f->reason);
+        if (envelope_build_dead_letter(r->cfg->dlq_topic, &pseudo, &tuple, NULL, reason, &src,
+                                       f->topic, &m, err, sizeof(err)) != 0 ||
+            produce_as(r, &m, f->ticket | TICKET_DEAD_LETTER, err, sizeof(err)) !=
+                KAFKA_PRODUCE_OK) {
+            if (watermark_fail(r->wm, f->ticket) == 0)
+                request_rewind(r, "cannot dead-letter a refused record: %s", err);
+        } else {
+            r->dead_lettered++;
+            r->dlq[DLQ_REJECTED].total++;
+            metrics_dead_lettered(r->m, METRICS_DLQ_REJECTED);
+        }
+        envelope_msg_clear(&m);
+        refused_free(f);
+    }
 }
 
 /* The source position of the next event of the open transaction. */
@@ -625,6 +772,7 @@ static int rewind_stream(relay *r, int64_t now)
      * recognised as stale; then start over with a fresh producer. */
     watermark_reset(r->wm, confirmed);
     metrics_inflight_reset(r->m);
+    drop_refused(r);
     if (kafka_purge(r->kp) != 0)
         log_warn("cannot purge the producer");
     if (kafka_poll(r->kp, on_report, r, err, sizeof(err)) < 0)
@@ -863,6 +1011,7 @@ int relay_run(const config *cfg)
             goto out;
         }
         (void)serve_producer(&r);
+        dead_letter_refused(&r);
         if (r.need_rewind && rewind_stream(&r, now) != 0) {
             exit_code = 1;
             goto out;
@@ -951,6 +1100,7 @@ out:
         log_debug("%d messages unacknowledged at exit", kafka_outq_len(r.kp));
     kafka_producer_free(r.kp);
     stream_free(r.st);
+    drop_refused(&r);
     relcache_free(r.rels);
     watermark_free(r.wm);
     metrics_free(r.m);

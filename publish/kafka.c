@@ -195,6 +195,12 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     rep.partition = m->partition;
     rep.offset = m->offset;
     rep.len = m->len + m->key_len;
+    rep.topic = m->rkt ? rd_kafka_topic_name(m->rkt) : NULL;
+    rep.key = m->key;
+    rep.keylen = m->key_len;
+    rep.value = m->payload;
+    rep.valuelen = m->len;
+    rep.msg = m;
     kp->fn(&rep, kp->fn_arg);
 }
 
@@ -223,6 +229,18 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         kp->brokers_down = true;
     snprintf(msg, sizeof(msg), "%s: %s", rd_kafka_err2name(err), reason);
     log_trampoline(rk, LOG_WARNING, "ERROR", msg);
+}
+
+int kafka_report_header(const kafka_report *rep, const char *name, const void **value,
+                        size_t *len)
+{
+    rd_kafka_headers_t *hdrs;
+
+    if (!rep->msg ||
+        rd_kafka_message_headers((const rd_kafka_message_t *)rep->msg, &hdrs) != 0 ||
+        rd_kafka_header_get_last(hdrs, name, value, len) != 0)
+        return -1;
+    return 0;
 }
 
 bool kafka_brokers_up(const kafka_producer *kp)

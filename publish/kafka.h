@@ -93,7 +93,21 @@ typedef struct kafka_report {
     int32_t partition;
     int64_t offset;
     size_t len; /* key + value bytes of the message (the caller's in-flight byte count) */
+    /* The message itself, borrowed: valid only during the report callback. */
+    const char *topic;
+    const void *key;
+    size_t keylen;
+    const void *value;
+    size_t valuelen;
+    const void *msg; /* for kafka_report_header() */
 } kafka_report;
+
+/*
+ * The first header called name of the reported message: 0 with *value and
+ * *len set, or -1 when it has none.  Only during the report callback.
+ */
+int kafka_report_header(const kafka_report *rep, const char *name, const void **value,
+                        size_t *len);
 
 typedef void (*kafka_report_fn)(const kafka_report *rep, void *arg);
 

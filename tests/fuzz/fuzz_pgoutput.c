@@ -73,9 +73,9 @@ static void check_msg(const uint8_t *buf, size_t len, const pgo_msg *m, const pg
 
     check(m->type == t);
     if (o->all_kinds)
-        check(m->kind == (unsigned char)t);
+        check((int)m->kind == (unsigned char)t);
     else if (t == 'B' || t == 'C' || t == 'R' || t == 'I')
-        check(m->kind == t);
+        check((int)m->kind == t);
     else
         check(m->kind == PGO_SKIPPED);
     if (!(o->in_stream && change))

@@ -221,11 +221,62 @@ static void test_required_column_dropped_mid_stream(void **state)
     hx_records_free(&recs);
 }
 
+/* The broker refuses a record for good (MESSAGE_TOO_LARGE injected on the
+ * next Produce request): the record goes to the dead-letter topic, its
+ * delivery acknowledges the event, the slot moves on, later rows flow. */
+static void test_broker_refusal_is_dead_lettered(void **state)
+{
+    (void)state;
+    char tmpl[200], topic[200], dlq[200];
+    const char *slot = "dlq_refused";
+    hx_records recs = {0};
+
+    if (hx_broker_is_external())
+        skip();
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.ref.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.ref.refused", hx_run_id());
+    snprintf(dlq, sizeof(dlq), "itest.%s.ref.dead", hx_run_id());
+    if (!conn)
+        conn = hx_connect(pg.conninfo);
+    assert_non_null(conn);
+    create_slot(slot);
+    assert_int_equal(hx_exec(conn, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                                   " VALUES ('refused', 'r1', 'Tested', '{\"n\": 1}')"),
+                     0);
+    /* Produce (API key 0) answers MESSAGE_TOO_LARGE (10) once; retries
+     * cannot help, the record is refused for good. */
+    assert_int_equal(hx_broker_cmd(&broker, "err 0 10 1"), 0);
+    run_relay_to_end("refused", slot, tmpl, dlq, NULL);
+
+    const char *t2[] = {dlq};
+    assert_int_equal(hx_consume(broker.bootstraps, t2, 1, 1, 30000, &recs), 1);
+    assert_non_null(strstr(header(&recs.v[0], "error"), "refused"));
+    assert_string_equal(header(&recs.v[0], "original-topic"), topic);
+    json_error_t jerr;
+    json_t *v = json_loadb(recs.v[0].value, recs.v[0].value_len, 0, &jerr);
+    assert_non_null(v);
+    assert_string_equal(json_string_value(json_object_get(v, "key")), "r1");
+    assert_non_null(strstr(json_string_value(json_object_get(v, "value")), "\"n\": 1"));
+    json_decref(v);
+    hx_records_free(&recs);
+
+    /* Later rows flow normally. */
+    assert_int_equal(hx_exec(conn, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                                   " VALUES ('refused', 'r2', 'Tested', '{\"n\": 2}')"),
+                     0);
+    run_relay_to_end("refused2", slot, tmpl, dlq, NULL);
+    const char *t1[] = {topic};
+    assert_true(hx_consume(broker.bootstraps, t1, 1, 1, 30000, &recs) >= 1);
+    assert_string_equal(recs.v[recs.n - 1].key, "r2");
+    hx_records_free(&recs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_poison_rows_go_to_dead_letter_topic),
         cmocka_unit_test(test_required_column_dropped_mid_stream),
+        cmocka_unit_test(test_broker_refusal_is_dead_lettered),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
