@@ -35,6 +35,7 @@ enum {
     OPT_FIELD,
     OPT_TOMBSTONE,
     OPT_MSG_TIMESTAMP,
+    OPT_PASSWORD_FILE,
 };
 
 static const struct option long_options[] = {
@@ -61,6 +62,7 @@ static const struct option long_options[] = {
     {"field", required_argument, NULL, OPT_FIELD},
     {"tombstone-on-empty-payload", no_argument, NULL, OPT_TOMBSTONE},
     {"message-timestamp", required_argument, NULL, OPT_MSG_TIMESTAMP},
+    {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -75,6 +77,7 @@ static const char usage_text[] =
     "usage: outbox-relay [run] [options]\n"
     "\n"
     "  -d, --dbname CONNINFO     libpq conninfo string or URI; PG* variables apply\n"
+    "      --password-file FILE  read the database password from FILE (first line)\n"
     "  -S, --slot NAME           replication slot               (default outbox_relay)\n"
     "  -P, --publication NAME    publication                    (default outbox_pub)\n"
     "  -t, --table SCHEMA.TABLE  outbox table, repeatable       (default public.outbox)\n"
@@ -253,6 +256,97 @@ int config_parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
+/* The first line of path, without its newline, as the password. */
+static int read_password_file(config *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+
+    if (!f) {
+        fail(err, errlen, "cannot read --password-file \"%s\": %s", path, strerror(errno));
+        return -1;
+    }
+    n = getline(&line, &cap, f);
+    fclose(f);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    if (n <= 0) {
+        free(line);
+        fail(err, errlen, "--password-file \"%s\" is empty: put the password on its first line",
+             path);
+        return -1;
+    }
+    if (cfg->password) {
+        explicit_bzero(cfg->password, strlen(cfg->password));
+        free(cfg->password);
+    }
+    cfg->password = line;
+    return 0;
+}
+
+/* Stars over s[0..n). */
+static void stars(char *s, size_t n)
+{
+    memset(s, '*', n);
+}
+
+int config_scrub_conninfo(char *s)
+{
+    int count = 0;
+
+    if (!s)
+        return 0;
+    /* URI: scheme://user:PASSWORD@host... */
+    char *scheme = strstr(s, "://");
+    if (scheme) {
+        char *auth = scheme + 3;
+        char *end = auth + strcspn(auth, "/?#");
+        char *at = NULL;
+        for (char *p = auth; p < end; p++)
+            if (*p == '@')
+                at = p;
+        if (at) {
+            char *colon = memchr(auth, ':', (size_t)(at - auth));
+            if (colon && at > colon + 1) {
+                stars(colon + 1, (size_t)(at - colon - 1));
+                count++;
+            }
+        }
+    }
+    /* keyword form and URI query parameter: password=VALUE or 'VALUE' */
+    for (char *p = s; (p = strcasestr(p, "password")) != NULL;) {
+        char *q = p + 8;
+        bool keyword_start = p == s || p[-1] == ' ' || p[-1] == '\t' || p[-1] == '?' ||
+                             p[-1] == '&';
+        while (*q == ' ' || *q == '\t')
+            q++;
+        if (!keyword_start || *q != '=') {
+            p += 8;
+            continue;
+        }
+        q++;
+        while (*q == ' ' || *q == '\t')
+            q++;
+        char *v = q;
+        if (*v == '\'') {
+            v++;
+            for (q = v; *q && *q != '\''; q++)
+                if (*q == '\\' && q[1])
+                    q++;
+        } else {
+            q = v + strcspn(v, scheme ? "&# \t" : " \t");
+        }
+        if (q > v) {
+            stars(v, (size_t)(q - v));
+            count++;
+        }
+        p = *q ? q + 1 : q;
+    }
+    return count;
+}
+
 static void config_defaults(config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -336,6 +430,10 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
             cfg->nfields++;
             break;
         case OPT_TOMBSTONE: cfg->tombstone_on_empty = true; break;
+        case OPT_PASSWORD_FILE:
+            if (read_password_file(cfg, optarg, err, errlen) != 0)
+                return CONFIG_USAGE;
+            break;
         case OPT_MSG_TIMESTAMP:
             if (envelope_timestamp_parse(optarg, &cfg->msg_timestamp) != 0)
                 return fail(err, errlen,
@@ -486,6 +584,11 @@ void config_free(config *cfg)
 {
     if (!cfg)
         return;
+    if (cfg->password) {
+        explicit_bzero(cfg->password, strlen(cfg->password));
+        free(cfg->password);
+        cfg->password = NULL;
+    }
     for (size_t i = 0; i < cfg->nprops; i++) {
         free(cfg->prop_storage[i]);
         cfg->prop_storage[i] = NULL;

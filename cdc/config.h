@@ -30,6 +30,7 @@ typedef struct config_table {
 
 typedef struct config {
     const char *conninfo; /* "" = libpq defaults and PG* variables */
+    char *password;       /* from --password-file (owned); NULL = libpq's own ways */
     const char *slot;
     const char *publication;
     config_table tables[CONFIG_MAX_TABLES];
@@ -77,6 +78,15 @@ enum config_result {
 enum config_result config_parse(int argc, char **argv, config *cfg, char *err, size_t errlen);
 
 void config_free(config *cfg);
+
+/*
+ * Overwrite, in place, every password a conninfo string or URI carries
+ * ("password=..." / "password='...'" keywords, "user:PASSWORD@" and
+ * "?password=..." in URIs) with '*', keeping the length.  Returns how many
+ * were scrubbed.  main() runs it over argv so /proc/PID/cmdline and ps
+ * never show a password given on the command line.
+ */
+int config_scrub_conninfo(char *s);
 
 /* Parse a size with an optional k/M/G suffix (powers of 1024). 0 or -1. */
 int config_parse_size(const char *s, uint64_t *out) OBX_WUR;

@@ -3,7 +3,10 @@
  * configuration (exit 2 on any problem, before touching anything), then
  * hands over to the event loop.
  */
+#include <bsd/unistd.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cdc/config.h"
 #include "cdc/log.h"
@@ -18,11 +21,18 @@ static void kafka_log(int level, const char *fac, const char *msg)
     log_msg(l, "kafka %s: %s", fac, msg);
 }
 
+extern char **environ;
+
 int main(int argc, char **argv)
 {
     config cfg;
     char err[1024];
     int rc;
+
+    /* Moves argv and the environment to the heap so the process title can
+     * use their memory: from the first title on, ps and /proc/PID/cmdline
+     * show the state, not the command line (nor a password in it). */
+    setproctitle_init(argc, argv, environ);
 
     switch (config_parse(argc, argv, &cfg, err, sizeof(err))) {
     case CONFIG_OK: break;
@@ -33,9 +43,23 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return 2;
     }
+    /* The conninfo may carry a password: keep a private copy and scrub the
+     * command line, which every user can read in /proc/PID/cmdline. */
+    char *conninfo = strdup(cfg.conninfo);
+    if (!conninfo) {
+        fprintf(stderr, "outbox-relay: out of memory\n");
+        config_free(&cfg);
+        return 1;
+    }
+    cfg.conninfo = conninfo;
+    for (int i = 1; i < argc; i++)
+        (void)config_scrub_conninfo(argv[i]);
+    setproctitle("starting, slot %s", cfg.slot);
     log_setup(cfg.log_level, cfg.log_json);
     kafka_set_logger(kafka_log);
     rc = relay_run(&cfg);
     config_free(&cfg);
+    explicit_bzero(conninfo, strlen(conninfo));
+    free(conninfo);
     return rc;
 }

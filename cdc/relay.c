@@ -1,5 +1,7 @@
 #include "cdc/relay.h"
 
+#include <bsd/unistd.h>
+
 #include <errno.h>
 #include <stdarg.h>
 #include <poll.h>
@@ -131,6 +133,9 @@ typedef struct relay {
     uint64_t events_published, events_acked, dead_lettered, rewinds;
     uint64_t messages_skipped, outbox_truncates, traceparents_dropped;
     refused_msg *refused; /* from delivery reports, dead-lettered by the loop */
+    enum metrics_state title_state;
+    uint64_t title_flush;
+    int64_t title_at;
     dlq_stats dlq[DLQ_NREASONS];
     int64_t stats_at;
 } relay;
@@ -850,6 +855,24 @@ static int try_connect(relay *r, bool first, int64_t now)
     return 0;
 }
 
+/* ps shows the state, the slot and the confirmed position (at most once a
+ * second: setproctitle rewrites the argument area). */
+static void update_title(relay *r, int64_t now)
+{
+    char b[LSN_BUFSZ];
+    uint64_t flush = watermark_flush_lsn(r->wm);
+
+    if (r->title_state == r->m->state && r->title_flush == flush)
+        return;
+    if (r->title_state == r->m->state && now - r->title_at < 1000)
+        return;
+    r->title_state = r->m->state;
+    r->title_flush = flush;
+    r->title_at = now;
+    setproctitle("%s, slot %s, confirmed %s", metrics_state_name(r->m->state), r->cfg->slot,
+                 lsn_format(flush, b));
+}
+
 static void log_stats(relay *r, int64_t now)
 {
     char b[LSN_BUFSZ];
@@ -1037,6 +1060,7 @@ int relay_run(const config *cfg)
                 }
         }
         check_recovered(&r, now);
+        update_title(&r, now);
         if (now - r.stats_at >= STATS_INTERVAL_MS)
             log_stats(&r, now);
         if (r.need_rewind)

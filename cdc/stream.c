@@ -135,8 +135,10 @@ static char *ident(stream *st, const char *s)
  * how to treat them at start-up. */
 static enum stream_status connect_db(stream *st, char *err, size_t errlen)
 {
-    const char *keys[] = {"dbname", "replication", "fallback_application_name", NULL};
-    const char *vals[] = {st->cfg->conninfo, "database", "outbox-relay", NULL};
+    /* A --password-file password comes last, so it wins over the conninfo. */
+    const char *keys[] = {"dbname", "replication", "fallback_application_name",
+                          st->cfg->password ? "password" : NULL, NULL};
+    const char *vals[] = {st->cfg->conninfo, "database", "outbox-relay", st->cfg->password, NULL};
 
     st->conn = PQconnectdbParams(keys, vals, 1);
     if (!st->conn || PQstatus(st->conn) != CONNECTION_OK)

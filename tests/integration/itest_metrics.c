@@ -201,6 +201,20 @@ static void test_endpoint_during_a_run(void **state)
     assert_int_equal(http_get(port, "/no-such-path", &body), 404);
     free(body);
 
+    /* ps and /proc/PID/cmdline show the state, never the password */
+    char path[64], cmdline[4096];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)relay.pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(cmdline, 1, sizeof(cmdline) - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < n; i++)
+        if (cmdline[i] == '\0')
+            cmdline[i] = ' ';
+    cmdline[n] = '\0';
+    assert_null(strstr(cmdline, SECRET));
+    assert_non_null(strstr(cmdline, "streaming, slot met_slot"));
+
     assert_int_equal(hx_proc_signal(&relay, SIGTERM), 0);
     assert_int_equal(hx_proc_wait(&relay, 30000), 0);
     char *log = hx_proc_stderr(&relay);
@@ -210,10 +224,70 @@ static void test_endpoint_during_a_run(void **state)
     free(log);
 }
 
+/* Password authentication with --password-file: without it the relay
+ * cannot log in; with it, it streams. */
+static void test_password_file(void **state)
+{
+    (void)state;
+    char hba[600], pwfile[600], dsn[400], buf[8] = "";
+    hx_proc relay;
+
+    snprintf(hba, sizeof(hba), "%s/data/pg_hba.conf", pg.dir);
+    snprintf(pwfile, sizeof(pwfile), "%s/pw", hx_tmpdir());
+    assert_int_equal(hx_exec(conn, "CREATE ROLE pwuser LOGIN REPLICATION PASSWORD 'file-Secret-1';"
+                                   "GRANT SELECT ON outbox TO pwuser"),
+                     0);
+    /* first match wins: put scram lines for pwuser before the trust lines */
+    FILE *old = fopen(hba, "r");
+    assert_non_null(old);
+    char *rest = calloc(1, 65536);
+    assert_non_null(rest);
+    size_t n = fread(rest, 1, 65535, old);
+    fclose(old);
+    FILE *nf = fopen(hba, "w");
+    assert_non_null(nf);
+    fprintf(nf, "host all pwuser 127.0.0.1/32 scram-sha-256\n"
+                "host replication pwuser 127.0.0.1/32 scram-sha-256\n");
+    fwrite(rest, 1, n, nf);
+    fclose(nf);
+    free(rest);
+    assert_int_equal(hx_exec(conn, "SELECT pg_reload_conf()"), 0);
+    hx_sleep_ms(300);
+
+    snprintf(dsn, sizeof(dsn), "host=127.0.0.1 port=%d user=pwuser dbname=postgres", pg.port);
+    const char *no_pw[] = {"run", "-d", dsn, "-b", broker.bootstraps, "--slot", "pw_slot",
+                           "--create-slot", NULL};
+    assert_int_equal(hx_relay_start(&relay, "nopw", no_pw), 0);
+    assert_int_equal(hx_proc_wait(&relay, 30000), 1);
+    char *log = hx_proc_stderr(&relay);
+    assert_non_null(strstr(log, "password"));
+    free(log);
+
+    FILE *pf = fopen(pwfile, "w");
+    assert_non_null(pf);
+    fputs("file-Secret-1\n", pf);
+    fclose(pf);
+    const char *with_pw[] = {"run", "-d", dsn, "-b", broker.bootstraps, "--slot", "pw_slot",
+                             "--create-slot", "--password-file", pwfile, NULL};
+    assert_int_equal(hx_relay_start(&relay, "pw", with_pw), 0);
+    for (int i = 0; i < 100 && strcmp(buf, "t") != 0; i++) {
+        hx_query1(conn, buf, sizeof(buf),
+                  "SELECT active FROM pg_replication_slots WHERE slot_name = 'pw_slot'");
+        hx_sleep_ms(100);
+    }
+    assert_string_equal(buf, "t");
+    assert_int_equal(hx_proc_signal(&relay, SIGTERM), 0);
+    assert_int_equal(hx_proc_wait(&relay, 30000), 0);
+    log = hx_proc_stderr(&relay);
+    assert_null(strstr(log, "file-Secret-1"));
+    free(log);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_endpoint_during_a_run),
+        cmocka_unit_test(test_password_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

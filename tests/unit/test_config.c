@@ -4,6 +4,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -169,6 +172,54 @@ static void test_sizes(void **state)
     assert_int_equal(config_parse_size("18446744073709551615G", &v), -1);
 }
 
+static void scrub_case(const char *in, const char *want, int count)
+{
+    char buf[256];
+    strcpy(buf, in);
+    assert_int_equal(config_scrub_conninfo(buf), count);
+    assert_string_equal(buf, want);
+}
+
+static void test_scrub_conninfo(void **state)
+{
+    (void)state;
+    scrub_case("host=db password=secret user=u", "host=db password=****** user=u", 1);
+    scrub_case("password = 'a b\\'c' host=x", "password = '******' host=x", 1);
+    scrub_case("PASSWORD=s3", "PASSWORD=**", 1);
+    scrub_case("postgresql://u:pw@h:5/db", "postgresql://u:**@h:5/db", 1);
+    scrub_case("postgres://u:p@ss@h/db?sslmode=require&password=x2",
+               "postgres://u:****@h/db?sslmode=require&password=**", 2);
+    scrub_case("postgresql://u@h/db", "postgresql://u@h/db", 0);
+    scrub_case("host=db user=password_owner", "host=db user=password_owner", 0);
+    scrub_case("nopassword=1 passwordx=2", "nopassword=1 passwordx=2", 0);
+    scrub_case("", "", 0);
+    assert_int_equal(config_scrub_conninfo(NULL), 0);
+}
+
+static void test_password_file(void **state)
+{
+    (void)state;
+    config cfg;
+    char err[512] = "", path[] = "/tmp/obx-pw-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "hunter2\nignored\n", 16), 16);
+    close(fd);
+    assert_int_equal(PARSE(&cfg, err, "-b", "x:1", "--password-file", path), CONFIG_OK);
+    assert_string_equal(cfg.password, "hunter2");
+    config_free(&cfg);
+    assert_null(cfg.password);
+    fd = open(path, O_WRONLY | O_TRUNC);
+    close(fd);
+    assert_int_equal(PARSE(&cfg, err, "-b", "x:1", "--password-file", path), CONFIG_USAGE);
+    assert_non_null(strstr(err, "empty"));
+    config_free(&cfg);
+    unlink(path);
+    assert_int_equal(PARSE(&cfg, err, "-b", "x:1", "--password-file", path), CONFIG_USAGE);
+    assert_non_null(strstr(err, "cannot read"));
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +229,8 @@ int main(void)
         cmocka_unit_test(test_bootstrap_from_property),
         cmocka_unit_test(test_parse_twice),
         cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_scrub_conninfo),
+        cmocka_unit_test(test_password_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
