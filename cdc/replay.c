@@ -1,0 +1,929 @@
+#include "cdc/replay.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <bsd/string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cdc/log.h"
+#include "decode/lsn.h"
+#include "decode/outbox.h"
+#include "decode/pgoutput.h"
+#include "decode/relcache.h"
+#include "publish/kafka.h"
+#include "schema/envelope.h"
+
+#define STATUS_INTERVAL_MS 1000
+#define FINISH_TIMEOUT_MS 5000
+#define MAX_TOPICS 4096
+
+static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return 2;
+}
+
+static const char replay_usage[] =
+    "usage: outbox-relay replay --anchor NAME --from LSN [--to LSN] [--dry-run] [run options]\n"
+    "\n"
+    "Publishes again the outbox events of the transactions whose commit LSN lies in\n"
+    "[--from, --to], with the same envelopes as the relay (same ids and source\n"
+    "positions), from a temporary copy of anchor NAME (see `outbox-relay anchor`).\n"
+    "Neither the anchor nor the relay's slot moves.\n"
+    "\n"
+    "      --anchor NAME  the anchor to copy (outbox-relay anchor list shows them)\n"
+    "      --from LSN     first commit LSN (at or after the anchor's confirmed position)\n"
+    "      --to LSN       last commit LSN (default: the server's position at start)\n"
+    "      --dry-run      count events per topic, publish nothing (no broker needed)\n"
+    "  -S, --slot NAME    the relay's slot, as written in source.slot (default outbox_relay)\n"
+    "\n"
+    "Every `run` option that shapes events applies: -d, -b, -X, -t, -P, --topic, --format,\n"
+    "--field, --column, --messages, --dlq-topic, ... (see outbox-relay --help).\n"
+    "\n"
+    "exit codes: 0 every event in the range acknowledged, 1 runtime failure (run it\n"
+    "again: consumers deduplicate on id), 2 bad usage or a refused range\n";
+
+/* "--name VALUE" or "--name=VALUE": returns the value and advances *i, or
+ * NULL when argv[*i] is not that option. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name, bool *missing)
+{
+    size_t n = strlen(name);
+    const char *arg = argv[*i];
+
+    *missing = false;
+    if (strncmp(arg, name, n) != 0)
+        return NULL;
+    if (arg[n] == '=')
+        return arg + n + 1;
+    if (arg[n] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = true;
+        return NULL;
+    }
+    (*i)++;
+    return argv[*i];
+}
+
+int replay_parse(int argc, char **argv, replay_args *a, char *err, size_t errlen)
+{
+    static const char *const refused[] = {"--start-lsn", "--end-lsn", "--create-slot", "--http"};
+    static char argv0[] = "outbox-relay";
+    static char dry_b[] = "-b", dry_brokers[] = "localhost:9092";
+    bool has_from = false, missing;
+    int n = 0;
+
+    memset(a, 0, sizeof(*a));
+    a->argv_copy = calloc((size_t)argc + 4, sizeof(char *));
+    if (!a->argv_copy)
+        return usage_fail(err, errlen, "out of memory");
+    a->argv_copy[n++] = argv0;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(replay_usage, stdout);
+            return 1;
+        }
+        if (strcmp(argv[i], "--dry-run") == 0) {
+            a->dry_run = true;
+            continue;
+        }
+        for (size_t r = 0; r < sizeof(refused) / sizeof(refused[0]); r++) {
+            size_t rl = strlen(refused[r]);
+            if (strncmp(argv[i], refused[r], rl) == 0 &&
+                (argv[i][rl] == '\0' || argv[i][rl] == '='))
+                return usage_fail(err, errlen,
+                                  "%s does not apply to replay: give the range with --from and "
+                                  "--to",
+                                  refused[r]);
+        }
+        if ((v = opt_value(argc, argv, &i, "--anchor", &missing)) != NULL) {
+            a->anchor_name = v;
+            if (admin_anchor_slot(v, a->anchor, err, errlen) != 0)
+                return 2;
+            continue;
+        }
+        if (missing)
+            return usage_fail(err, errlen, "option \"--anchor\" needs a value (see --help)");
+        if ((v = opt_value(argc, argv, &i, "--from", &missing)) != NULL) {
+            if (lsn_parse(v, &a->from) != 0)
+                return usage_fail(err, errlen,
+                                  "malformed --from \"%s\": give an LSN like 0/16B3748", v);
+            has_from = true;
+            continue;
+        }
+        if (missing)
+            return usage_fail(err, errlen, "option \"--from\" needs a value (see --help)");
+        if ((v = opt_value(argc, argv, &i, "--to", &missing)) != NULL) {
+            if (lsn_parse(v, &a->to) != 0)
+                return usage_fail(err, errlen, "malformed --to \"%s\": give an LSN like 0/16B3748",
+                                  v);
+            a->has_to = true;
+            continue;
+        }
+        if (missing)
+            return usage_fail(err, errlen, "option \"--to\" needs a value (see --help)");
+        a->argv_copy[n++] = argv[i];
+    }
+    if (!a->anchor_name)
+        return usage_fail(err, errlen,
+                          "replay needs --anchor NAME (outbox-relay anchor list shows them)");
+    if (!has_from)
+        return usage_fail(err, errlen,
+                          "replay needs --from LSN: the first commit LSN to publish again");
+    if (a->has_to && a->to < a->from)
+        return usage_fail(err, errlen, "--from is after --to: swap them");
+    if (a->dry_run) {
+        /* Nothing is produced: a placeholder satisfies the broker check
+         * and a -b given later on the line still wins. */
+        memmove(a->argv_copy + 3, a->argv_copy + 1, (size_t)(n - 1) * sizeof(char *));
+        a->argv_copy[1] = dry_b;
+        a->argv_copy[2] = dry_brokers;
+        n += 2;
+    }
+    a->argv_copy[n] = NULL;
+    switch (config_parse(n, a->argv_copy, &a->cfg, err, errlen)) {
+    case CONFIG_OK: return 0;
+    case CONFIG_EXIT: return 1;
+    case CONFIG_USAGE:
+    default: return 2;
+    }
+}
+
+void replay_args_free(replay_args *a)
+{
+    if (!a)
+        return;
+    config_free(&a->cfg);
+    free(a->argv_copy);
+    a->argv_copy = NULL;
+}
+
+int replay_check(const char *anchor_name, const replay_anchor_state *an, uint64_t from,
+                 bool has_to, uint64_t to, uint64_t server, uint64_t *to_incl, char *err,
+                 size_t errlen)
+{
+    char a[LSN_BUFSZ], b[LSN_BUFSZ];
+
+    if (!an->exists) {
+        snprintf(err, errlen,
+                 "anchor \"%s\" does not exist: \"outbox-relay anchor list\" shows the anchors; "
+                 "create one with \"outbox-relay anchor create NAME\" before the range you will "
+                 "want to replay",
+                 anchor_name);
+        return -1;
+    }
+    if (!an->usable) {
+        snprintf(err, errlen,
+                 "anchor \"%s\" is not a logical pgoutput slot of this database: connect to its "
+                 "database with -d, or recreate it with \"outbox-relay anchor create\"",
+                 anchor_name);
+        return -1;
+    }
+    if (an->lost) {
+        snprintf(err, errlen,
+                 "anchor \"%s\" is lost (the server removed WAL it needed, see "
+                 "max_slot_wal_keep_size): drop it; this range can only be backfilled from the "
+                 "table",
+                 anchor_name);
+        return -1;
+    }
+    if (has_to && from > to) {
+        snprintf(err, errlen, "--from %s is after --to %s: swap them", lsn_format(from, a),
+                 lsn_format(to, b));
+        return -1;
+    }
+    if (has_to && to < an->confirmed) {
+        snprintf(err, errlen,
+                 "--to %s is before anchor \"%s\"'s earliest position %s: the WAL of that range "
+                 "is gone; the earliest possible --from is %s",
+                 lsn_format(to, a), anchor_name, lsn_format(an->confirmed, b), b);
+        return -1;
+    }
+    if (from < an->confirmed) {
+        snprintf(err, errlen,
+                 "--from %s is before anchor \"%s\"'s earliest position: the WAL before it is "
+                 "gone; give --from %s or later",
+                 lsn_format(from, a), anchor_name, lsn_format(an->confirmed, b));
+        return -1;
+    }
+    if (from >= server) {
+        snprintf(err, errlen,
+                 "--from %s is at or past the server's current position %s: nothing has "
+                 "committed there yet",
+                 lsn_format(from, a), lsn_format(server, b));
+        return -1;
+    }
+    if (has_to && to > server) {
+        snprintf(err, errlen,
+                 "--to %s is past the server's current position %s: leave --to out to replay "
+                 "up to now",
+                 lsn_format(to, a), lsn_format(server, b));
+        return -1;
+    }
+    /* A commit record starting at or past `server` was written after the
+     * check: --to equal to the server's position means the same as none. */
+    *to_incl = has_to && to < server ? to : server - 1;
+    return 0;
+}
+
+bool replay_in_range(uint64_t commit_lsn, uint64_t from, uint64_t to_incl)
+{
+    return commit_lsn >= from && commit_lsn <= to_incl;
+}
+
+/* ---- the replay loop --------------------------------------------------------- */
+
+static volatile sig_atomic_t replay_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    replay_stop = 1;
+}
+
+typedef struct topic_count {
+    char *topic;
+    uint64_t n;
+} topic_count;
+
+typedef struct relinfo {
+    const config_table *table;
+    bool bound;
+    outbox_binding binding;
+    char bind_err[384];
+} relinfo;
+
+typedef struct replayer {
+    const replay_args *a;
+    const config *cfg;
+    PGconn *conn;
+    kafka_producer *kp;
+    relcache *rels;
+    pgo_msg *msg;
+    char dbname[64];
+    char tmp_slot[ADMIN_SLOT_MAX];
+    int proto_version;
+    uint64_t to_incl;
+
+    bool txn_open, txn_in_range;
+    uint32_t xid;
+    uint64_t commit_lsn;
+    int64_t commit_ts;
+    uint32_t seq;
+    uint64_t received; /* write position reported to the server */
+    int64_t status_at;
+    bool reply_requested;
+    bool done;
+    char fatal[512]; /* set: stop with exit 1 */
+
+    uint64_t events, dead_lettered, txns, acked, failed;
+    char first_failure[512];
+    topic_count *topics;
+    size_t ntopics;
+} replayer;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void fatal(replayer *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void fatal(replayer *r, const char *fmt, ...)
+{
+    va_list ap;
+    if (r->fatal[0])
+        return;
+    va_start(ap, fmt);
+    vsnprintf(r->fatal, sizeof(r->fatal), fmt, ap);
+    va_end(ap);
+}
+
+static void one_line(char *buf)
+{
+    size_t n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    for (char *p = buf; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+}
+
+/* Simple query on the replication connection (no extended protocol there).
+ * NULL with err unless it returned want. */
+static PGresult *rq(replayer *r, const char *sql, ExecStatusType want, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(r->conn, sql);
+    if (PQresultStatus(res) != want) {
+        strlcpy(err, res ? PQresultErrorMessage(res) : PQerrorMessage(r->conn), errlen);
+        one_line(err);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+static void count_topic(replayer *r, const char *topic)
+{
+    for (size_t i = 0; i < r->ntopics; i++)
+        if (strcmp(r->topics[i].topic, topic) == 0) {
+            r->topics[i].n++;
+            return;
+        }
+    if (r->ntopics == MAX_TOPICS)
+        return;
+    topic_count *v = realloc(r->topics, (r->ntopics + 1) * sizeof(*v));
+    if (!v)
+        return;
+    r->topics = v;
+    v[r->ntopics].topic = strdup(topic);
+    v[r->ntopics].n = 1;
+    if (v[r->ntopics].topic)
+        r->ntopics++;
+}
+
+static void on_report(const kafka_report *rep, void *arg)
+{
+    replayer *r = arg;
+    if (rep->err == 0) {
+        r->acked++;
+        return;
+    }
+    if (r->failed++ == 0)
+        snprintf(r->first_failure, sizeof(r->first_failure), "delivery to \"%s\" failed: %s",
+                 rep->topic ? rep->topic : "?", rep->errstr ? rep->errstr : "unknown error");
+}
+
+static void serve_producer(replayer *r)
+{
+    char err[512];
+    if (r->kp && kafka_poll(r->kp, on_report, r, err, sizeof(err)) < 0)
+        fatal(r, "producer failed: %s", err);
+}
+
+static void send_status(replayer *r, int64_t now)
+{
+    uint8_t m[34];
+    uint64_t vals[4] = {r->received, 0, 0, 0}; /* flush 0: nothing is confirmed */
+    struct timeval tv;
+
+    gettimeofday(&tv, NULL);
+    vals[3] = (uint64_t)((int64_t)tv.tv_sec * 1000000 + tv.tv_usec - PGTIME_UNIX_OFFSET_US);
+    m[0] = 'r';
+    for (int k = 0; k < 4; k++)
+        for (int b = 0; b < 8; b++)
+            m[1 + k * 8 + b] = (uint8_t)(vals[k] >> (56 - 8 * b));
+    m[33] = 0;
+    if (PQputCopyData(r->conn, (const char *)m, sizeof(m)) != 1 || PQflush(r->conn) < 0) {
+        char e[512];
+        strlcpy(e, PQerrorMessage(r->conn), sizeof(e));
+        one_line(e);
+        fatal(r, "cannot send status update: %s", e);
+    }
+    r->status_at = now;
+    r->reply_requested = false;
+}
+
+static int produce_msg(replayer *r, const envelope_msg *m)
+{
+    kafka_header hdrs[ENVELOPE_MAX_HEADERS];
+    char err[512];
+
+    count_topic(r, m->topic);
+    if (r->a->dry_run)
+        return 0;
+    for (int i = 0; i < m->nheaders; i++) {
+        hdrs[i].name = m->headers[i].name;
+        hdrs[i].value = m->headers[i].value;
+        hdrs[i].len = m->headers[i].len;
+    }
+    for (;;) {
+        /* Bounded like the relay: at --max-inflight wait for reports, and
+         * keep the walsender content meanwhile. */
+        while (kafka_outq_len(r->kp) >= (int)r->cfg->max_inflight_events && !r->fatal[0]) {
+            struct pollfd pfd = {.fd = kafka_event_fd(r->kp), .events = POLLIN};
+            if (replay_stop) {
+                fatal(r, "interrupted");
+                return -1;
+            }
+            (void)poll(&pfd, 1, 100);
+            serve_producer(r);
+            if (now_ms() - r->status_at >= STATUS_INTERVAL_MS)
+                send_status(r, now_ms());
+        }
+        if (r->fatal[0])
+            return -1;
+        enum kafka_produce_result pr =
+            kafka_produce_ts(r->kp, m->topic, m->key, m->keylen, m->value, m->valuelen,
+                             m->timestamp_ms, hdrs, (size_t)m->nheaders, r->events + 1, err,
+                             sizeof(err));
+        if (pr == KAFKA_PRODUCE_OK)
+            return 0;
+        if (pr != KAFKA_PRODUCE_QUEUE_FULL) {
+            fatal(r, "cannot produce to \"%s\": %s", m->topic, err);
+            return -1;
+        }
+        struct pollfd pfd = {.fd = kafka_event_fd(r->kp), .events = POLLIN};
+        (void)poll(&pfd, 1, 100);
+        serve_producer(r);
+    }
+}
+
+static envelope_source next_source(replayer *r, uint64_t lsn, const char *table)
+{
+    /* source.slot is the relay's slot, not the temporary copy: the same
+     * envelope as the original stream. */
+    return (envelope_source){.lsn = lsn,
+                             .commit_lsn = r->commit_lsn,
+                             .seq = r->seq++,
+                             .xid = r->xid,
+                             .commit_ts = r->commit_ts,
+                             .db = r->dbname,
+                             .table = table,
+                             .slot = r->cfg->slot};
+}
+
+static void dead_letter(replayer *r, const relcache_entry *rel, const pgo_tuple *tuple,
+                        const outbox_row *row, const char *reason, const envelope_source *src,
+                        const char *original_topic)
+{
+    envelope_msg m = {0};
+    char err[512];
+
+    if (envelope_build_dead_letter(r->cfg->dlq_topic, rel, tuple, row, reason, src,
+                                   original_topic, &m, err, sizeof(err)) != 0) {
+        fatal(r, "cannot build dead-letter record: %s", err);
+        return;
+    }
+    if (produce_msg(r, &m) == 0)
+        r->dead_lettered++;
+    envelope_msg_clear(&m);
+}
+
+static void publish_event(replayer *r, const relcache_entry *rel, const pgo_tuple *tuple,
+                          const outbox_row *row, const envelope_source *src)
+{
+    envelope_msg m = {0};
+    envelope_extra extras[ENVELOPE_MAX_FIELDS];
+    size_t nextras = 0;
+    char err[512];
+
+    if (envelope_fields_resolve(r->cfg->fields, r->cfg->nfields, rel, tuple, extras, &nextras, err,
+                                sizeof(err)) != 0) {
+        dead_letter(r, rel, tuple, row, err, src, NULL);
+        return;
+    }
+    errno = 0;
+    if (envelope_build_opts(&r->cfg->envelope, row, extras, nextras, src, &m, err, sizeof(err)) !=
+        0) {
+        if (errno == ENOMEM)
+            fatal(r, "cannot build record: %s", err);
+        else
+            dead_letter(r, rel, tuple, row, err, src, NULL);
+        return;
+    }
+    if (produce_msg(r, &m) == 0)
+        r->events++;
+    envelope_msg_clear(&m);
+}
+
+static void handle_relation(replayer *r, const pgo_relation *prel)
+{
+    relcache_entry *rel = relcache_put(r->rels, prel);
+    relinfo *ri;
+
+    if (!rel || !(ri = calloc(1, sizeof(*ri)))) {
+        fatal(r, "out of memory caching relation %u", prel->oid);
+        return;
+    }
+    rel->user = ri;
+    for (size_t i = 0; i < r->cfg->ntables && !ri->table; i++)
+        if (strcmp(r->cfg->tables[i].qualname, rel->qualname) == 0)
+            ri->table = &r->cfg->tables[i];
+    if (ri->table)
+        ri->bound = outbox_bind(&ri->table->colmap, rel, &ri->binding, ri->bind_err,
+                                sizeof(ri->bind_err)) == 0;
+}
+
+static void handle_insert(replayer *r, const pgo_insert *ins, uint64_t lsn)
+{
+    relcache_entry *rel = relcache_get(r->rels, ins->oid);
+    relinfo *ri = rel ? rel->user : NULL;
+    outbox_row row;
+    char err[512];
+    envelope_source src;
+
+    if (!rel) {
+        fatal(r, "insert for relation %u before its Relation message", ins->oid);
+        return;
+    }
+    if (!ri || !ri->table || !r->txn_open || !r->txn_in_range)
+        return;
+    src = next_source(r, lsn, rel->qualname);
+    if (!ri->bound)
+        dead_letter(r, rel, &ins->tuple, NULL, ri->bind_err, &src, NULL);
+    else if (outbox_extract(&ri->binding, rel, &ins->tuple, &row, err, sizeof(err)) != 0)
+        dead_letter(r, rel, &ins->tuple, NULL, err, &src, NULL);
+    else
+        publish_event(r, rel, &ins->tuple, &row, &src);
+}
+
+static void handle_message(replayer *r, const pgo_message *msg, uint64_t lsn)
+{
+    char table[160], err[512];
+    relcache_attr att = {.name = "content", .type_oid = 25};
+    relcache_entry pseudo = {.qualname = table, .natts = 1, .atts = &att};
+    pgo_value col = {.kind = 't', .len = msg->len, .data = msg->content};
+    pgo_tuple tuple = {.ncols = 1, .cols = &col};
+    outbox_message_row mr;
+    envelope_source src;
+
+    if (!outbox_message_is_event(msg, r->cfg->messages_prefix) || !r->txn_open ||
+        !r->txn_in_range)
+        return;
+    snprintf(table, sizeof(table), "message:%s", msg->prefix);
+    src = next_source(r, lsn ? lsn : msg->lsn, table);
+    if (outbox_from_message(msg->content, msg->len, &mr, err, sizeof(err)) != 0) {
+        dead_letter(r, &pseudo, &tuple, NULL, err, &src, NULL);
+        return;
+    }
+    publish_event(r, &pseudo, &tuple, &mr.row, &src);
+    outbox_message_row_clear(&mr);
+}
+
+static void handle_xlogdata(replayer *r, const uint8_t *p, size_t len, uint64_t wal_start)
+{
+    static const pgo_options all_kinds = {.all_kinds = true};
+    char err[512], b[LSN_BUFSZ];
+
+    if (pgo_parse_opts(p, len, &all_kinds, r->msg, err, sizeof(err)) != 0) {
+        fatal(r, "cannot decode pgoutput message at %s: %s", lsn_format(wal_start, b), err);
+        return;
+    }
+    switch (r->msg->kind) {
+    case PGO_BEGIN:
+        if (r->msg->u.begin.final_lsn > r->to_incl) {
+            r->done = true; /* transactions come in commit order: all later ones too */
+            return;
+        }
+        r->txn_open = true;
+        r->txn_in_range = replay_in_range(r->msg->u.begin.final_lsn, r->a->from, r->to_incl);
+        r->xid = r->msg->u.begin.xid;
+        r->commit_lsn = r->msg->u.begin.final_lsn;
+        r->commit_ts = r->msg->u.begin.commit_ts;
+        r->seq = 0;
+        break;
+    case PGO_COMMIT:
+        if (r->txn_in_range)
+            r->txns++;
+        r->txn_open = false;
+        if (r->msg->u.commit.end_lsn > r->received)
+            r->received = r->msg->u.commit.end_lsn;
+        if (r->msg->u.commit.end_lsn > r->to_incl)
+            r->done = true;
+        break;
+    case PGO_RELATION: handle_relation(r, &r->msg->u.relation); break;
+    case PGO_INSERT: handle_insert(r, &r->msg->u.insert, wal_start); break;
+    case PGO_MESSAGE: handle_message(r, &r->msg->u.message, wal_start); break;
+    default: break; /* UPDATE, DELETE, TRUNCATE, ...: never events; streaming is off */
+    }
+}
+
+/* Read what is buffered.  Returns 1 when more may be buffered, 0 when the
+ * socket must be waited for, -1 on a fatal error. */
+static int read_frames(replayer *r)
+{
+    for (int n = 0; n < 2000 && !r->done && !r->fatal[0]; n++) {
+        char *buf = NULL;
+        int len = PQgetCopyData(r->conn, &buf, 1);
+        if (len == 0)
+            return 0;
+        if (len < 0) {
+            PGresult *res = PQgetResult(r->conn);
+            char e[512];
+            strlcpy(e, res ? PQresultErrorMessage(res) : PQerrorMessage(r->conn), sizeof(e));
+            one_line(e);
+            PQclear(res);
+            fatal(r, "replication stream ended: %s", e[0] ? e : "by the server");
+            return -1;
+        }
+        const uint8_t *p = (const uint8_t *)buf;
+        uint64_t a = 0;
+        if (p[0] == 'w' && len >= 25) {
+            for (int i = 0; i < 8; i++)
+                a = (a << 8) | p[1 + i];
+            handle_xlogdata(r, p + 25, (size_t)len - 25, a);
+        } else if (p[0] == 'k' && len >= 18) {
+            for (int i = 0; i < 8; i++)
+                a = (a << 8) | p[1 + i];
+            if (!r->txn_open) {
+                if (a > r->received)
+                    r->received = a;
+                /* Everything that committed before the server's position has been
+                 * received. */
+                if (a > r->to_incl)
+                    r->done = true;
+            }
+            if (p[17])
+                r->reply_requested = true;
+        } else {
+            fatal(r, "unexpected replication frame 0x%02x of %d bytes", p[0], len);
+        }
+        PQfreemem(buf);
+    }
+    return r->fatal[0] ? -1 : 1;
+}
+
+static int connect_and_check(replayer *r, char *err, size_t errlen, int *code)
+{
+    const replay_args *a = r->a;
+    const char *keys[] = {"dbname", "replication", "fallback_application_name", NULL};
+    const char *vals[] = {a->cfg.conninfo, "database", "outbox-relay-replay", NULL};
+    replay_anchor_state an = {0};
+    uint64_t server;
+    char sql[1024], qerr[512];
+    PGresult *res;
+    char *lit;
+
+    *code = 1;
+    r->conn = PQconnectdbParams(keys, vals, 1);
+    if (!r->conn || PQstatus(r->conn) != CONNECTION_OK) {
+        strlcpy(qerr, r->conn ? PQerrorMessage(r->conn) : "out of memory", sizeof(qerr));
+        one_line(qerr);
+        snprintf(err, errlen, "cannot connect to PostgreSQL: %s", qerr);
+        return -1;
+    }
+    int v = PQserverVersion(r->conn);
+    r->proto_version = v >= 160000 ? 4 : v >= 150000 ? 3 : v >= 140000 ? 2 : 1;
+    if (r->proto_version > PGO_MAX_PROTO_VERSION)
+        r->proto_version = PGO_MAX_PROTO_VERSION;
+    if (v < 120000) {
+        *code = 2;
+        snprintf(err, errlen, "replay needs PostgreSQL 12 or later (the server is %d)", v);
+        return -1;
+    }
+    res = rq(r, "SELECT pg_catalog.current_database(), pg_catalog.pg_current_wal_insert_lsn()",
+             PGRES_TUPLES_OK, qerr, sizeof(qerr));
+    if (!res) {
+        snprintf(err, errlen, "cannot read the server's position: %s", qerr);
+        return -1;
+    }
+    strlcpy(r->dbname, PQgetvalue(res, 0, 0), sizeof(r->dbname));
+    if (lsn_parse(PQgetvalue(res, 0, 1), &server) != 0) {
+        PQclear(res);
+        snprintf(err, errlen, "unexpected server position");
+        return -1;
+    }
+    PQclear(res);
+
+    lit = PQescapeLiteral(r->conn, a->anchor, strlen(a->anchor));
+    if (!lit) {
+        snprintf(err, errlen, "cannot quote the anchor name");
+        return -1;
+    }
+    snprintf(sql, sizeof(sql),
+             "SELECT slot_type = 'logical' AND plugin = 'pgoutput' AND database = "
+             "pg_catalog.current_database(), coalesce(wal_status = 'lost', false),"
+             " coalesce(confirmed_flush_lsn::text, '')"
+             " FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
+             lit);
+    PQfreemem(lit);
+    res = rq(r, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
+    if (!res) {
+        snprintf(err, errlen, "cannot read replication slots: %s", qerr);
+        return -1;
+    }
+    if (PQntuples(res) == 1) {
+        an.exists = true;
+        an.usable = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        an.lost = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+        if (lsn_parse(PQgetvalue(res, 0, 2), &an.confirmed) != 0)
+            an.usable = false;
+    }
+    PQclear(res);
+    if (replay_check(a->anchor_name, &an, a->from, a->has_to, a->to, server, &r->to_incl, err,
+                     errlen) != 0) {
+        *code = 2;
+        return -1;
+    }
+    /* A record past `server`, so that an idle server's position moves past
+     * the range and the end is seen; without the right to emit it, an idle
+     * server may keep replay waiting for the next write. */
+    res = PQexec(r->conn, "SELECT pg_catalog.pg_logical_emit_message(false, "
+                          "'outbox-relay-replay', '')");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        log_debug("cannot emit the end marker: %s", PQresultErrorMessage(res));
+    PQclear(res);
+    return 0;
+}
+
+static int start_stream(replayer *r, char *err, size_t errlen)
+{
+    static const char *const sets[] = {"SET DateStyle = 'ISO, YMD'", "SET TimeZone = 'UTC'",
+                                       "SET IntervalStyle = 'iso_8601'",
+                                       "SET extra_float_digits = 3"};
+    char sql[1024], qerr[512], b[LSN_BUFSZ];
+    char *la, *lt, *ip;
+    PGresult *res;
+
+    for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
+        if (!(res = rq(r, sets[i], PGRES_COMMAND_OK, qerr, sizeof(qerr)))) {
+            snprintf(err, errlen, "%s failed: %s", sets[i], qerr);
+            return -1;
+        }
+        PQclear(res);
+    }
+    /* Temporary slots belong to the session that made them: the copy is
+     * made on this connection, streamed by it, and dropped when it ends. */
+    snprintf(r->tmp_slot, sizeof(r->tmp_slot), "outbox_replay_%ld_%ld", (long)getpid(),
+             (long)time(NULL));
+    la = PQescapeLiteral(r->conn, r->a->anchor, strlen(r->a->anchor));
+    lt = PQescapeLiteral(r->conn, r->tmp_slot, strlen(r->tmp_slot));
+    if (la && lt)
+        snprintf(sql, sizeof(sql),
+                 "SELECT lsn FROM pg_catalog.pg_copy_logical_replication_slot(%s, %s, true)", la,
+                 lt);
+    PQfreemem(la);
+    PQfreemem(lt);
+    if (!la || !lt) {
+        snprintf(err, errlen, "cannot quote slot names");
+        return -1;
+    }
+    if (!(res = rq(r, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr)))) {
+        snprintf(err, errlen, "cannot copy anchor \"%s\": %s", r->a->anchor_name, qerr);
+        return -1;
+    }
+    PQclear(res);
+    ip = PQescapeIdentifier(r->conn, r->cfg->publication, strlen(r->cfg->publication));
+    if (!ip) {
+        snprintf(err, errlen, "cannot quote the publication");
+        return -1;
+    }
+    snprintf(sql, sizeof(sql),
+             "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '%d', publication_names "
+             "'%s'%s)",
+             r->tmp_slot, lsn_format(r->a->from, b), r->proto_version, ip,
+             r->cfg->messages_prefix ? ", messages 'true'" : "");
+    PQfreemem(ip);
+    res = PQexec(r->conn, sql);
+    if (PQresultStatus(res) != PGRES_COPY_BOTH) {
+        strlcpy(qerr, res ? PQresultErrorMessage(res) : PQerrorMessage(r->conn), sizeof(qerr));
+        one_line(qerr);
+        PQclear(res);
+        snprintf(err, errlen, "START_REPLICATION failed: %s", qerr);
+        return -1;
+    }
+    PQclear(res);
+    if (PQsetnonblocking(r->conn, 1) != 0) {
+        snprintf(err, errlen, "cannot make the connection non-blocking");
+        return -1;
+    }
+    return 0;
+}
+
+static int run_loop(replayer *r)
+{
+    r->status_at = now_ms();
+    while (!r->done && !r->fatal[0]) {
+        int more;
+        if (replay_stop) {
+            fatal(r, "interrupted");
+            break;
+        }
+        serve_producer(r);
+        more = read_frames(r);
+        if (more < 0 || r->done)
+            break;
+        int64_t now = now_ms();
+        if (r->reply_requested || now - r->status_at >= STATUS_INTERVAL_MS)
+            send_status(r, now);
+        struct pollfd pfd[2] = {{.fd = PQsocket(r->conn), .events = POLLIN}, {.fd = -1}};
+        if (PQflush(r->conn) == 1)
+            pfd[0].events |= POLLOUT;
+        if (r->kp) {
+            pfd[1].fd = kafka_event_fd(r->kp);
+            pfd[1].events = POLLIN;
+        }
+        if (poll(pfd, 2, more ? 0 : 200) < 0 && errno != EINTR) {
+            fatal(r, "poll failed: %s", strerror(errno));
+            break;
+        }
+        if ((pfd[0].revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(r->conn)) {
+            char e[512];
+            strlcpy(e, PQerrorMessage(r->conn), sizeof(e));
+            one_line(e);
+            fatal(r, "replication connection lost: %s", e);
+        }
+    }
+    return r->fatal[0] ? -1 : 0;
+}
+
+int replay_main(int argc, char **argv)
+{
+    replay_args a;
+    replayer r = {0};
+    char err[1024], b1[LSN_BUFSZ], b2[LSN_BUFSZ];
+    int code = 1, prc;
+    struct sigaction sa = {0};
+
+    prc = replay_parse(argc, argv, &a, err, sizeof(err));
+    if (prc != 0) {
+        if (prc == 2)
+            fprintf(stderr, "outbox-relay: %s\n", err);
+        replay_args_free(&a);
+        return prc == 1 ? 0 : 2;
+    }
+    log_setup(a.cfg.log_level, a.cfg.log_json);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    r.a = &a;
+    r.cfg = &a.cfg;
+    r.rels = relcache_new();
+    r.msg = malloc(sizeof(*r.msg));
+    if (!r.rels || !r.msg) {
+        log_error("out of memory");
+        goto out;
+    }
+    if (connect_and_check(&r, err, sizeof(err), &code) != 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    code = 1;
+    if (!a.dry_run) {
+        r.kp = kafka_producer_new(a.cfg.brokers, a.cfg.props, a.cfg.nprops, err, sizeof(err));
+        if (!r.kp) {
+            log_error("%s", err);
+            code = 2;
+            goto out;
+        }
+    }
+    if (start_stream(&r, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    log_info("replaying commits %s..%s of anchor \"%s\" through temporary slot \"%s\"%s",
+             lsn_format(a.from, b1), lsn_format(r.to_incl, b2), a.anchor_name, r.tmp_slot,
+             a.dry_run ? " (dry run: nothing is published)" : "");
+    if (run_loop(&r) != 0) {
+        log_error("replay incomplete: %s; run it again (consumers deduplicate on id)", r.fatal);
+        goto out;
+    }
+    /* Ending the session drops the temporary slot; nothing was confirmed. */
+    PQfinish(r.conn);
+    r.conn = NULL;
+    if (r.kp) {
+        int wait = a.cfg.shutdown_timeout_ms > 30000 ? a.cfg.shutdown_timeout_ms : 30000;
+        if (kafka_flush(r.kp, wait, on_report, &r) != 0) {
+            log_error("replay incomplete: %d events not acknowledged within %d ms; run it again",
+                      kafka_outq_len(r.kp), wait);
+            goto out;
+        }
+        if (r.failed) {
+            log_error("replay incomplete: %llu deliveries failed (first: %s); run it again",
+                      (unsigned long long)r.failed, r.first_failure);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < r.ntopics; i++)
+        printf("%s\t%llu\n", r.topics[i].topic, (unsigned long long)r.topics[i].n);
+    log_info("%s %llu events (%llu dead-lettered) of %llu transactions, commits %s..%s",
+             a.dry_run ? "would publish" : "published", (unsigned long long)r.events,
+             (unsigned long long)r.dead_lettered, (unsigned long long)r.txns,
+             lsn_format(a.from, b1), lsn_format(r.to_incl, b2));
+    code = 0;
+out:
+    if (r.kp && kafka_flush(r.kp, 0, on_report, &r) != 0)
+        log_debug("%d messages unacknowledged at exit", kafka_outq_len(r.kp));
+    kafka_producer_free(r.kp);
+    PQfinish(r.conn);
+    relcache_free(r.rels);
+    free(r.msg);
+    for (size_t i = 0; i < r.ntopics; i++)
+        free(r.topics[i].topic);
+    free(r.topics);
+    replay_args_free(&a);
+    return code;
+}
