@@ -26,11 +26,15 @@ MOCKBROKER := $(BUILD)/mockbroker
 
 .SECONDARY: $(HARNESS_OBJ)
 
-.PHONY: all test unit integration asan demo bench chaos install clean format deps fuzz
+.PHONY: all test unit integration asan asan-integration demo bench chaos install clean format deps fuzz
 
 all: outbox-relay
 
 outbox-relay: $(BUILD)/cdc/main.o $(LIB)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The relay built into BUILD (the ASan/UBSan integration run uses it).
+$(BUILD)/outbox-relay: $(BUILD)/cdc/main.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(LIB): $(LIB_OBJ)
@@ -65,8 +69,17 @@ unit: $(UNIT_BIN)
 integration: outbox-relay $(MOCKBROKER) $(ITEST_BIN)
 	@bash scripts/run-integration $(ITEST_BIN)
 
+ASAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
 asan:
-	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" unit
+	$(MAKE) BUILD=build/asan CFLAGS="$(ASAN_CFLAGS)" unit
+
+# The integration tests with the relay (and the tests) built with ASan/UBSan.
+asan-integration: $(MOCKBROKER)
+	$(MAKE) BUILD=build/asan CFLAGS="$(ASAN_CFLAGS)" build/asan/outbox-relay \
+		$(ITEST_SRC:tests/integration/%.c=build/asan/tests/%)
+	OBX_RELAY=build/asan/outbox-relay OBX_MOCKBROKER=$(MOCKBROKER) \
+		bash scripts/run-integration $(ITEST_SRC:tests/integration/%.c=build/asan/tests/%)
 
 deps:
 	bash scripts/install-deps

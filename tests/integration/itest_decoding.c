@@ -266,12 +266,84 @@ static void test_other_formats(void **state)
     hx_records_free(&recs);
 }
 
+/* Big things and schema changes: a 900 KB payload; 1,000 events in one
+ * transaction with 50,000 changes to another table; a column RENAME (rows
+ * become dead letters, then flow again once renamed back) and a payload type
+ * change from jsonb to text, picked up from the next Relation message. */
+static void test_big_and_schema_changes(void **state)
+{
+    (void)state;
+    char tmpl[200], topic[200], dlq[200];
+    const char *slot = "dec_big";
+    hx_records recs = {0};
+
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.big.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.big.big", hx_run_id());
+    snprintf(dlq, sizeof(dlq), "itest.%s.big.dead", hx_run_id());
+    assert_int_equal(hx_exec(conn, "CREATE TABLE big_outbox (LIKE outbox INCLUDING ALL);"
+                                   "CREATE TABLE other_changes (n int, note text);"
+                                   "CREATE PUBLICATION big_pub FOR TABLE big_outbox"
+                                   " WITH (publish = 'insert')"),
+                     0);
+    assert_int_equal(
+        hx_exec(conn, "SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot), 0);
+#define BIG(n, extra) "INSERT INTO big_outbox (aggregatetype, aggregateid, type, payload)"                       " VALUES ('big', 'k', 'Big', jsonb_build_object('n', " #n extra "))"
+    /* 1: a 900 KB payload */
+    assert_int_equal(hx_exec(conn, BIG(1, ", 'blob', repeat('x', 900000)")), 0);
+    /* 2..1001: one transaction, 1,000 events among 50,000 other changes */
+    assert_int_equal(hx_exec(conn, "BEGIN;"
+                                   "INSERT INTO other_changes SELECT g, 'noise'"
+                                   " FROM generate_series(1, 25000) g;"
+                                   "INSERT INTO big_outbox (aggregatetype, aggregateid, type, payload)"
+                                   " SELECT 'big', 'k', 'Many', jsonb_build_object('n', g)"
+                                   " FROM generate_series(2, 1001) g;"
+                                   "UPDATE other_changes SET note = 'changed';"
+                                   "COMMIT"),
+                     0);
+    /* a rename: the required column is gone, the row is a dead letter */
+    assert_int_equal(hx_exec(conn, "ALTER TABLE big_outbox RENAME COLUMN aggregateid TO agg"), 0);
+    assert_int_equal(hx_exec(conn, "INSERT INTO big_outbox (aggregatetype, agg, type, payload)"
+                                   " VALUES ('big', 'k', 'Renamed', '{\"n\": -1}')"),
+                     0);
+    assert_int_equal(hx_exec(conn, "ALTER TABLE big_outbox RENAME COLUMN agg TO aggregateid"), 0);
+    /* 1002: a type change: payload becomes text holding JSON */
+    assert_int_equal(hx_exec(conn, "ALTER TABLE big_outbox ALTER COLUMN payload TYPE text"), 0);
+    assert_int_equal(hx_exec(conn, "INSERT INTO big_outbox (aggregatetype, aggregateid, type, payload)"
+                                   " VALUES ('big', 'k', 'Text', '{\"n\": 1002}')"),
+                     0);
+    const char *extra[] = {"--topic", tmpl, "--dlq-topic", dlq, "--publication", "big_pub",
+                           "--table", "public.big_outbox", NULL};
+    run_relay_to_end("big", slot, extra);
+
+    const char *topics[] = {topic};
+    assert_int_equal(hx_consume(broker.bootstraps, topics, 1, 1002, 60000, &recs), 1002);
+    for (size_t i = 0; i < recs.n; i++) {
+        json_error_t jerr;
+        json_t *v = json_loadb(recs.v[i].value, recs.v[i].value_len, 0, &jerr);
+        assert_non_null(v);
+        json_t *payload = json_object_get(v, "payload");
+        assert_true(json_is_object(payload)); /* also the text one: embedded as JSON */
+        assert_int_equal(json_integer_value(json_object_get(payload, "n")), (json_int_t)i + 1);
+        if (i == 0) {
+            assert_int_equal(strlen(json_string_value(json_object_get(payload, "blob"))), 900000);
+            assert_true(recs.v[i].value_len > 900000);
+        }
+        json_decref(v);
+    }
+    hx_records_free(&recs);
+    const char *dead[] = {dlq};
+    assert_int_equal(hx_consume(broker.bootstraps, dead, 1, 1, 30000, &recs), 1);
+    assert_non_null(strstr(hx_record_header(&recs.v[0], "error")->value, "aggregateid"));
+    hx_records_free(&recs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_messages_rows_and_prepared),
         cmocka_unit_test(test_two_tables_and_text),
         cmocka_unit_test(test_other_formats),
+        cmocka_unit_test(test_big_and_schema_changes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
