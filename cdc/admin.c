@@ -207,7 +207,7 @@ enum admin_advance_verdict admin_advance_check(const char *anchor, uint64_t conf
         return ADMIN_ADVANCE_NOOP;
     if (target > server) {
         snprintf(err, errlen,
-                 "%s is past the server's current position %s: give an LSN at or before it",
+                 "%s is past the server's flushed position %s: give an LSN at or before it",
                  lsn_format(target, a), lsn_format(server, b));
         return ADMIN_ADVANCE_REFUSE;
     }
@@ -595,7 +595,18 @@ static int cmd_advance(PGconn *conn, const admin_args *a)
 
     if (rc != 0)
         return rc;
-    if (server_lsn(conn, &server) != 0)
+    /* pg_replication_slot_advance() stops at the flushed position (PG 15
+     * reads no WAL that is not flushed yet), so that is the bound. */
+    PGresult *fres = query(conn, PGRES_TUPLES_OK,
+                           "SELECT (CASE WHEN pg_catalog.pg_is_in_recovery() THEN "
+                           "pg_catalog.pg_last_wal_replay_lsn() ELSE "
+                           "pg_catalog.pg_current_wal_flush_lsn() END)::text",
+                           0, NULL);
+    if (!fres)
+        return 1;
+    rc = lsn_parse(PQgetvalue(fres, 0, 0), &server);
+    PQclear(fres);
+    if (rc != 0)
         return 1;
     switch (admin_advance_check(a->name, s.confirmed, server, a->lsn, err, sizeof(err))) {
     case ADMIN_ADVANCE_REFUSE: fprintf(stderr, "outbox-relay: %s\n", err); return 2;
@@ -615,6 +626,11 @@ static int cmd_advance(PGconn *conn, const admin_args *a)
     PQclear(res);
     if (slot_get(conn, a->anchor, &s) != 0 || !s.exists)
         return 1;
+    if (s.confirmed != a->lsn) {
+        fprintf(stderr, "outbox-relay: anchor \"%s\" stopped at %s instead of %s: run it again\n",
+                a->name, lsn_format(s.confirmed, l), lsn_format(a->lsn, t));
+        return 1;
+    }
     printf("advanced anchor \"%s\" from %s to %s\n", a->name, lsn_format(before, l),
            lsn_format(s.confirmed, t));
     return 0;

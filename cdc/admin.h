@@ -71,8 +71,8 @@ enum admin_advance_verdict {
 
 /*
  * Decide `anchor advance`: confirmed is the anchor's confirmed_flush_lsn,
- * server the server's pg_current_wal_lsn().  A slot cannot move back, and
- * PostgreSQL would silently stop at the server's position, so both are
+ * server the server's pg_current_wal_flush_lsn().  A slot cannot move back,
+ * and PostgreSQL would silently stop at the flushed position, so both are
  * refused rather than half-done.
  */
 enum admin_advance_verdict admin_advance_check(const char *anchor, uint64_t confirmed,
