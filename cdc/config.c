@@ -75,6 +75,9 @@ static const char usage_text[] =
     "to Kafka and confirms the slot only after the broker acknowledged them.\n"
     "\n"
     "usage: outbox-relay [run] [options]\n"
+    "       outbox-relay replay --anchor NAME --from LSN [--to LSN] [--dry-run] [options]\n"
+    "       outbox-relay anchor create|list|advance|drop ...\n"
+    "       outbox-relay status [--json] [-d CONNINFO] [--slot NAME]\n"
     "\n"
     "  -d, --dbname CONNINFO     libpq conninfo string or URI; PG* variables apply\n"
     "      --password-file FILE  read the database password from FILE (first line)\n"
@@ -370,11 +373,11 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
 
     config_defaults(cfg);
     if (argc > 1 && argv[1][0] != '-') {
-        if (strcmp(argv[1], "replay") == 0 || strcmp(argv[1], "backfill") == 0)
+        if (strcmp(argv[1], "backfill") == 0)
             return fail(err, errlen,
-                        "the \"%s\" sub-command is not available in this version; "
-                        "use \"run --start-lsn LSN --end-lsn LSN\" on a copy of the slot",
-                        argv[1]);
+                        "the \"backfill\" sub-command is not available in this version; "
+                        "publish a past range with \"outbox-relay replay --anchor NAME --from "
+                        "LSN\"");
         if (strcmp(argv[1], "run") != 0)
             return fail(err, errlen, "unknown sub-command \"%s\": use run (see --help)", argv[1]);
         argv++;

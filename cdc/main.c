@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cdc/admin.h"
 #include "cdc/config.h"
 #include "cdc/log.h"
 #include "cdc/relay.h"
+#include "cdc/replay.h"
 #include "publish/kafka.h"
 
 static void kafka_log(int level, const char *fac, const char *msg)
@@ -33,6 +35,12 @@ int main(int argc, char **argv)
      * use their memory: from the first title on, ps and /proc/PID/cmdline
      * show the state, not the command line (nor a password in it). */
     setproctitle_init(argc, argv, environ);
+    if (argc > 1 && (strcmp(argv[1], "anchor") == 0 || strcmp(argv[1], "status") == 0))
+        return admin_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "replay") == 0) {
+        kafka_set_logger(kafka_log);
+        return replay_main(argc - 1, argv + 1);
+    }
 
     switch (config_parse(argc, argv, &cfg, err, sizeof(err))) {
     case CONFIG_OK: break;

@@ -810,7 +810,9 @@ static int try_connect(relay *r, bool first, int64_t now)
     char b1[LSN_BUFSZ], b2[LSN_BUFSZ];
     bool restart = first || r->rewound;
 
-    s = stream_start(r->st, restart ? 0 : r->received, &r->info, err, sizeof(err));
+    /* After a rewind: from the slot, but never before --start-lsn. */
+    uint64_t resume = restart ? (r->cfg->has_start_lsn ? r->cfg->start_lsn : 0) : r->received;
+    s = stream_start(r->st, resume, first, &r->info, err, sizeof(err));
     if (s == STREAM_OK) {
         if (restart) {
             watermark_reset(r->wm, r->info.start_lsn);

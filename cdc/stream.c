@@ -477,8 +477,8 @@ static enum stream_status set_session(stream *st, char *err, size_t errlen)
     return STREAM_OK;
 }
 
-enum stream_status stream_start(stream *st, uint64_t resume_lsn, stream_info *info, char *err,
-                                size_t errlen)
+enum stream_status stream_start(stream *st, uint64_t resume_lsn, bool first, stream_info *info,
+                                char *err, size_t errlen)
 {
     const config *cfg = st->cfg;
     enum stream_status rc;
@@ -537,18 +537,26 @@ enum stream_status stream_start(stream *st, uint64_t resume_lsn, stream_info *in
     }
 
     info->start_lsn = info->slot_confirmed;
-    if (cfg->has_start_lsn) {
+    if (first && cfg->has_start_lsn) {
         if (cfg->start_lsn < info->slot_confirmed) {
             char a[LSN_BUFSZ], b[LSN_BUFSZ];
             rc = fail(err, errlen, STREAM_CONFIG,
                       "--start-lsn %s is before slot \"%s\"'s confirmed position %s and a slot "
-                      "cannot rewind: start at or after %s, or replay from a copy of a slot "
-                      "made earlier",
+                      "cannot rewind: start at or after %s, or publish that range again with "
+                      "\"outbox-relay replay --anchor NAME --from LSN\"",
                       lsn_format(cfg->start_lsn, a), cfg->slot, lsn_format(info->slot_confirmed, b),
                       b);
             goto out;
         }
         info->start_lsn = cfg->start_lsn;
+        if (cfg->start_lsn > info->slot_confirmed) {
+            char a[LSN_BUFSZ], b[LSN_BUFSZ];
+            log_warn("--start-lsn %s skips %llu bytes of WAL after slot \"%s\"'s confirmed "
+                     "position %s: transactions committed in between are not published",
+                     lsn_format(cfg->start_lsn, a),
+                     (unsigned long long)(cfg->start_lsn - info->slot_confirmed), cfg->slot,
+                     lsn_format(info->slot_confirmed, b));
+        }
     }
     if (resume_lsn > info->start_lsn)
         info->start_lsn = resume_lsn;

@@ -41,13 +41,14 @@ void stream_free(stream *st);
 
 /*
  * Connect, run every check, create publication and slot when configured
- * and missing, then START_REPLICATION.  resume_lsn, when non-zero, is a
- * position past the slot's confirmed one up to which every transaction was
- * already received (reconnecting without a rewind); it overrides the start
- * position.
+ * and missing, then START_REPLICATION.  first: the relay's first start,
+ * where --start-lsn is checked against the slot (refused when before its
+ * confirmed position) and applied.  Later starts begin at the higher of the
+ * slot's confirmed position and resume_lsn (a position up to which every
+ * transaction was already received, or --start-lsn after a rewind).
  */
-enum stream_status stream_start(stream *st, uint64_t resume_lsn, stream_info *info, char *err,
-                                size_t errlen);
+enum stream_status stream_start(stream *st, uint64_t resume_lsn, bool first, stream_info *info,
+                                char *err, size_t errlen);
 
 /* The socket to poll(); -1 when not connected. */
 int stream_socket(const stream *st);

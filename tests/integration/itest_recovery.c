@@ -389,6 +389,69 @@ static void test_hot_standby_takes_over(void **state)
     conn = NULL;
 }
 
+/*
+ * --start-lsn skips ahead, and keeps doing so across rewinds: rows
+ * committed before it never appear, even after the relay restarted its
+ * stream from the slot (whose confirmed position is still before it).
+ */
+static void test_start_lsn_survives_rewinds(void **state)
+{
+    (void)state;
+    const char *slot = "rec_skip", *agg = "skip";
+    char topic[200], lsnbuf[32];
+    hx_proc relay;
+    uint64_t start, end, min_commit;
+    hx_records recs = {0};
+
+    if (hx_broker_is_external())
+        skip();
+    topic_for(agg, topic, sizeof(topic));
+    conn = hx_connect(pg.conninfo);
+    assert_non_null(conn);
+    assert_int_equal(
+        hx_exec(conn, "SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot), 0);
+    insert_rows(agg, 1000, 1010, 5); /* before --start-lsn: never published */
+    assert_int_equal(hx_current_lsn(conn, true, &start), 0);
+    hx_lsn_format(start, lsnbuf, sizeof(lsnbuf));
+    insert_rows(agg, 0, 10, 5);
+    assert_int_equal(hx_current_lsn(conn, true, &end), 0);
+
+    assert_int_equal(hx_broker_cmd(&broker, "down all"), 0);
+    const char *extra[] = {"--start-lsn", lsnbuf, "-X", "message.timeout.ms=1000", "-X",
+                           "reconnect.backoff.max.ms=200", NULL};
+    start_relay(&relay, "skip", slot, extra);
+    hx_sleep_ms(4000); /* a few message timeouts, each a rewind */
+    assert_true(hx_proc_running(&relay));
+    assert_int_equal(hx_broker_cmd(&broker, "up all"), 0);
+    if (!wait_confirmed(slot, end, 60000)) {
+        hx_proc_dump(&relay, "not confirmed after rewinds with --start-lsn");
+        fail();
+    }
+    /* The slot is now past --start-lsn: another rewind must restart from
+     * the slot, not refuse the (first-start-only) --start-lsn. */
+    assert_int_equal(hx_broker_cmd(&broker, "down all"), 0);
+    insert_rows(agg, 10, 11, 1);
+    assert_int_equal(hx_current_lsn(conn, true, &end), 0);
+    hx_sleep_ms(3000);
+    assert_true(hx_proc_running(&relay));
+    assert_int_equal(hx_broker_cmd(&broker, "up all"), 0);
+    if (!wait_confirmed(slot, end, 60000)) {
+        hx_proc_dump(&relay, "not confirmed after a rewind past --start-lsn");
+        fail();
+    }
+    assert_int_equal(hx_proc_signal(&relay, SIGTERM), 0);
+    assert_int_equal(hx_proc_wait(&relay, 30000), 0);
+    (void)expect_all(topic, 11, &min_commit); /* 0..10 arrived; n >= 11 would fail it */
+    assert_true(min_commit >= start);
+    const char *topics[] = {topic};
+    assert_true(hx_consume(broker.bootstraps, topics, 1, 11, 3000, &recs) >= 11);
+    for (size_t i = 0; i < recs.n; i++)
+        assert_null(strstr(recs.v[i].value, "\"n\": 100"));
+    hx_records_free(&recs);
+    PQfinish(conn);
+    conn = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -396,6 +459,7 @@ int main(void)
         cmocka_unit_test(test_failed_delivery_rewinds_never_skips),
         cmocka_unit_test(test_idle_outbox_does_not_pin_wal),
         cmocka_unit_test(test_hot_standby_takes_over),
+        cmocka_unit_test(test_start_lsn_survives_rewinds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
