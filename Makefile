@@ -26,7 +26,7 @@ MOCKBROKER := $(BUILD)/mockbroker
 
 .SECONDARY: $(HARNESS_OBJ)
 
-.PHONY: all test unit integration asan asan-integration demo bench chaos install clean format deps fuzz
+.PHONY: all test unit integration asan asan-integration demo bench bench-smoke chaos chaos-short install clean format deps fuzz
 
 all: outbox-relay
 
@@ -88,9 +88,26 @@ demo: deps
 	$(MAKE) outbox-relay $(MOCKBROKER)
 	bash scripts/demo
 
+BENCH_BIN := $(BUILD)/bench/latency $(BUILD)/bench/poller
+$(BUILD)/bench/%: tests/bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lpq -lrdkafka -ljansson -lpthread -lm
+
 bench: deps
-	$(MAKE) outbox-relay $(MOCKBROKER)
+	$(MAKE) outbox-relay $(MOCKBROKER) $(BENCH_BIN)
 	bash scripts/bench
+
+bench-smoke:
+	$(MAKE) outbox-relay $(MOCKBROKER) $(BENCH_BIN)
+	bash scripts/bench-smoke
+
+# Fault scenarios with an independent verifier (tests/chaos): the long run,
+# and a short one of every scenario.
+chaos: outbox-relay $(MOCKBROKER)
+	bash scripts/chaos
+
+chaos-short: outbox-relay $(MOCKBROKER)
+	bash scripts/chaos --short
 
 # Fuzz the decoder (libFuzzer + ASan + UBSan); the test suite runs 60 s.
 FUZZ_SECONDS ?= 600

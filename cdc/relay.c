@@ -187,6 +187,7 @@ static void check_recovered(relay *r, int64_t now)
         return;
     log_info("recovered from: %s (%u repeat%s)", r->fault, r->fault_repeats,
              r->fault_repeats == 1 ? "" : "s");
+    r->reconnect_attempt = 0; /* the next fault starts with a short backoff again */
     r->fault[0] = '\0';
     r->fault_repeats = 0;
 }
@@ -830,6 +831,11 @@ static int try_connect(relay *r, bool first, int64_t now)
                  r->cfg->slot, r->info.dbname, lsn_format(r->info.start_lsn, b1),
                  lsn_format(r->info.slot_confirmed, b2), r->info.proto_version);
         return 0;
+    }
+    if (s == STREAM_LOST) {
+        /* Not a configuration mistake and not transient: the WAL is gone. */
+        log_error("%s", err);
+        return 1;
     }
     if (first && s == STREAM_CONFIG) {
         log_error("%s", err);

@@ -362,7 +362,7 @@ static enum stream_status check_slot(stream *st, stream_info *info, bool *exists
                   "or name another slot",
                   cfg->slot, PQgetvalue(res, 0, 2), info->dbname);
     else if (strcmp(PQgetvalue(res, 0, 6), "lost") == 0)
-        rc = fail(err, errlen, STREAM_CONFIG,
+        rc = fail(err, errlen, STREAM_LOST,
                   "slot \"%s\" is lost (the server removed WAL it needed, see "
                   "max_slot_wal_keep_size): drop it, recreate it with --create-slot and "
                   "backfill",
@@ -586,7 +586,7 @@ enum stream_status stream_start(stream *st, uint64_t resume_lsn, bool first, str
         strlcpy(qerr, res ? result_error(res) : pq_error(st->conn), sizeof(qerr));
         PQclear(res);
         if (strstr(qerr, "can no longer get changes") || strstr(qerr, "has been invalidated"))
-            rc = fail(err, errlen, STREAM_CONFIG,
+            rc = fail(err, errlen, STREAM_LOST,
                       "slot \"%s\" is lost (%s): drop it, recreate it with --create-slot and "
                       "backfill what was missed",
                       cfg->slot, qerr);

@@ -21,6 +21,7 @@ enum stream_status {
     STREAM_RETRY = -1,  /* connection or server problem: back off and retry */
     STREAM_CONFIG = -2, /* the operator must fix something (message says what) */
     STREAM_BUSY = -3,   /* the slot is in use by another process: wait for it */
+    STREAM_LOST = -4,   /* the slot was invalidated: fatal, a person must recreate it */
 };
 
 typedef struct stream stream;
