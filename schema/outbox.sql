@@ -65,6 +65,69 @@ BEGIN
 END
 $$;
 
+-- The checks outbox_emit and outbox_emit_message share; fn names the caller
+-- in the messages.
+CREATE OR REPLACE FUNCTION public.outbox_check_event(
+    fn               text,
+    p_aggregate_type text,
+    p_aggregate_id   text,
+    p_type           text,
+    p_payload        jsonb,
+    p_id             uuid,
+    p_traceparent    text
+) RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    arg  text;
+    val  text;
+BEGIN
+    FOREACH arg IN ARRAY ARRAY['aggregate_type', 'aggregate_id', 'type'] LOOP
+        val := CASE arg
+                   WHEN 'aggregate_type' THEN p_aggregate_type
+                   WHEN 'aggregate_id' THEN p_aggregate_id
+                   ELSE p_type
+               END;
+        IF val IS NULL THEN
+            RAISE EXCEPTION '%: % must not be null', fn, arg
+                USING ERRCODE = 'null_value_not_allowed',
+                      HINT = format('pass a non-empty text as %s', arg);
+        END IF;
+        IF btrim(val) = '' THEN
+            RAISE EXCEPTION '%: % must not be empty', fn, arg
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('pass a non-empty text as %s', arg);
+        END IF;
+    END LOOP;
+    IF p_id IS NULL THEN
+        RAISE EXCEPTION '%: id must not be null', fn
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'leave id out to get gen_random_uuid(), or pass a uuid';
+    END IF;
+    IF p_payload IS NOT NULL AND jsonb_typeof(p_payload) <> 'object' THEN
+        RAISE EXCEPTION '%: payload must be a JSON object or null, not %', fn,
+                jsonb_typeof(p_payload)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'wrap the value in an object, e.g. {"value": ...}';
+    END IF;
+    IF p_traceparent IS NOT NULL AND NOT (
+           p_traceparent ~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$'
+           AND left(p_traceparent, 2) <> 'ff'
+           AND substr(p_traceparent, 4, 32) <> repeat('0', 32)
+           AND substr(p_traceparent, 37, 16) <> repeat('0', 16)
+           AND (left(p_traceparent, 2) <> '00' OR length(p_traceparent) = 55)
+       ) THEN
+        RAISE EXCEPTION '%: traceparent "%" is not a W3C traceparent', fn,
+                p_traceparent
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'expected version-traceid-parentid-flags in lower-case hex, e.g. '
+                         '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01, or NULL';
+    END IF;
+END
+$fn$;
+
 -- outbox_emit: the producer API.  Validates the event, inserts it and
 -- returns its id, inside the caller's transaction (it commits or rolls back
 -- with the business change).  Errors use SQLSTATE 22023
@@ -90,51 +153,11 @@ LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-DECLARE
-    arg  text;
-    val  text;
 BEGIN
-    FOREACH arg IN ARRAY ARRAY['aggregate_type', 'aggregate_id', 'type'] LOOP
-        val := CASE arg
-                   WHEN 'aggregate_type' THEN outbox_emit.aggregate_type
-                   WHEN 'aggregate_id' THEN outbox_emit.aggregate_id
-                   ELSE outbox_emit.type
-               END;
-        IF val IS NULL THEN
-            RAISE EXCEPTION 'outbox_emit: % must not be null', arg
-                USING ERRCODE = 'null_value_not_allowed',
-                      HINT = format('pass a non-empty text as %s', arg);
-        END IF;
-        IF btrim(val) = '' THEN
-            RAISE EXCEPTION 'outbox_emit: % must not be empty', arg
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = format('pass a non-empty text as %s', arg);
-        END IF;
-    END LOOP;
-    IF outbox_emit.id IS NULL THEN
-        RAISE EXCEPTION 'outbox_emit: id must not be null'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'leave id out to get gen_random_uuid(), or pass a uuid';
-    END IF;
-    IF outbox_emit.payload IS NOT NULL AND jsonb_typeof(outbox_emit.payload) <> 'object' THEN
-        RAISE EXCEPTION 'outbox_emit: payload must be a JSON object or null, not %',
-                jsonb_typeof(outbox_emit.payload)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'wrap the value in an object, e.g. {"value": ...}';
-    END IF;
-    IF outbox_emit.traceparent IS NOT NULL AND NOT (
-           outbox_emit.traceparent ~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$'
-           AND left(outbox_emit.traceparent, 2) <> 'ff'
-           AND substr(outbox_emit.traceparent, 4, 32) <> repeat('0', 32)
-           AND substr(outbox_emit.traceparent, 37, 16) <> repeat('0', 16)
-           AND (left(outbox_emit.traceparent, 2) <> '00' OR length(outbox_emit.traceparent) = 55)
-       ) THEN
-        RAISE EXCEPTION 'outbox_emit: traceparent "%" is not a W3C traceparent',
-                outbox_emit.traceparent
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'expected version-traceid-parentid-flags in lower-case hex, e.g. '
-                         '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01, or NULL';
-    END IF;
+    PERFORM public.outbox_check_event('outbox_emit', outbox_emit.aggregate_type,
+                                      outbox_emit.aggregate_id, outbox_emit.type,
+                                      outbox_emit.payload, outbox_emit.id,
+                                      outbox_emit.traceparent);
     INSERT INTO public.outbox (id, aggregatetype, aggregateid, type, payload, tracingspancontext)
     VALUES (outbox_emit.id, outbox_emit.aggregate_type, outbox_emit.aggregate_id,
             outbox_emit.type, outbox_emit.payload, outbox_emit.traceparent);
@@ -144,3 +167,43 @@ $fn$;
 
 COMMENT ON FUNCTION public.outbox_emit(text, text, text, jsonb, uuid, text) IS
     'Validate and insert one outbox event in the current transaction; returns its id';
+
+-- outbox_emit_message: the same event without a table row (no bloat, no
+-- cleanup): a transactional logical decoding message that the relay turns
+-- into an event when started with --messages PREFIX (default prefix
+-- 'outbox'; PostgreSQL 14+).  It commits or rolls back with the caller's
+-- transaction like a row would.
+--
+--     SELECT outbox_emit_message('order', '42', 'OrderPlaced', '{"total": 42.5}');
+CREATE OR REPLACE FUNCTION public.outbox_emit_message(
+    aggregate_type text,
+    aggregate_id   text,
+    type           text,
+    payload        jsonb,
+    id             uuid DEFAULT gen_random_uuid(),
+    traceparent    text DEFAULT NULL,
+    prefix         text DEFAULT 'outbox'
+) RETURNS uuid
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM public.outbox_check_event('outbox_emit_message', outbox_emit_message.aggregate_type,
+                                      outbox_emit_message.aggregate_id, outbox_emit_message.type,
+                                      outbox_emit_message.payload, outbox_emit_message.id,
+                                      outbox_emit_message.traceparent);
+    PERFORM pg_logical_emit_message(true, outbox_emit_message.prefix,
+        jsonb_build_object('id', outbox_emit_message.id,
+                           'aggregate_type', outbox_emit_message.aggregate_type,
+                           'aggregate_id', outbox_emit_message.aggregate_id,
+                           'type', outbox_emit_message.type,
+                           'payload', outbox_emit_message.payload,
+                           'traceparent', outbox_emit_message.traceparent,
+                           'timestamp', now())::text);
+    RETURN outbox_emit_message.id;
+END
+$fn$;
+
+COMMENT ON FUNCTION public.outbox_emit_message(text, text, text, jsonb, uuid, text, text) IS
+    'Validate one outbox event and emit it as a transactional logical decoding message (relay --messages); returns its id';

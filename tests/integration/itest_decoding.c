@@ -337,6 +337,40 @@ static void test_big_and_schema_changes(void **state)
     hx_records_free(&recs);
 }
 
+/* outbox_emit_message(): events without a table row, validated like
+ * outbox_emit(), committed with the transaction, never when rolled back. */
+static void test_emit_message_function(void **state)
+{
+    (void)state;
+    char tmpl[200], topic[200];
+    long ns[8];
+    const char *slot = "dec_emit";
+
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.emit.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.emit.emitted", hx_run_id());
+    assert_int_equal(
+        hx_exec(conn, "SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot), 0);
+    PGresult *res = PQexec(conn, "SELECT outbox_emit_message('', 'k', 'T', '{}')");
+    assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
+    assert_non_null(strstr(PQresultErrorMessage(res),
+                           "outbox_emit_message: aggregate_type must not be empty"));
+    PQclear(res);
+    assert_int_equal(hx_exec(conn, "BEGIN;"
+                                   "SELECT outbox_emit_message('emitted', 'k', 'Msg', '{\"n\": 1}');"
+                                   "SELECT outbox_emit_message('emitted', 'k', 'Msg', '{\"n\": 2}');"
+                                   "COMMIT"),
+                     0);
+    assert_int_equal(hx_exec(conn, "BEGIN;"
+                                   "SELECT outbox_emit_message('emitted', 'k', 'Msg', '{\"n\": 9}');"
+                                   "ROLLBACK"),
+                     0);
+    const char *extra[] = {"--topic", tmpl, "--messages", "outbox", NULL};
+    run_relay_to_end("emit", slot, extra);
+    assert_int_equal(read_ns(topic, 2, ns, 8, NULL), 2);
+    assert_int_equal(ns[0], 1);
+    assert_int_equal(ns[1], 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -344,6 +378,7 @@ int main(void)
         cmocka_unit_test(test_two_tables_and_text),
         cmocka_unit_test(test_other_formats),
         cmocka_unit_test(test_big_and_schema_changes),
+        cmocka_unit_test(test_emit_message_function),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
