@@ -1147,3 +1147,44 @@ const hx_header *hx_record_header(const hx_record *r, const char *name)
             return &r->headers[i];
     return NULL;
 }
+
+int hx_relay_run_to_end(PGconn *conn, const char *conninfo, const char *brokers, const char *tag,
+                        const char *slot, const char *const *extra)
+{
+    const char *args[64];
+    size_t n = 0;
+    char endbuf[32], cbuf[32];
+    uint64_t end, c = 0;
+    hx_proc relay;
+    int rc;
+
+    if (hx_current_lsn(conn, true, &end) != 0)
+        return -1;
+    hx_lsn_format(end, endbuf, sizeof(endbuf));
+    args[n++] = "run";
+    args[n++] = "-d";
+    args[n++] = conninfo;
+    args[n++] = "-b";
+    args[n++] = brokers;
+    args[n++] = "--slot";
+    args[n++] = slot;
+    args[n++] = "--end-lsn";
+    args[n++] = endbuf;
+    for (; extra && *extra && n < sizeof(args) / sizeof(args[0]) - 1; extra++)
+        args[n++] = *extra;
+    args[n] = NULL;
+    if (hx_relay_start(&relay, tag, args) != 0)
+        return -1;
+    rc = hx_proc_wait(&relay, 60000);
+    if (rc != 0) {
+        hx_proc_dump(&relay, "relay did not reach --end-lsn cleanly");
+        fprintf(stderr, "harness: relay %s exited %d\n", tag, rc);
+        return -1;
+    }
+    if (hx_slot_confirmed(conn, slot, &c) != 1 || c < end) {
+        fprintf(stderr, "harness: slot %s confirmed %s, wanted %s\n", slot,
+                hx_lsn_format(c, cbuf, sizeof(cbuf)), endbuf);
+        return -1;
+    }
+    return 0;
+}

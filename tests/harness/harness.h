@@ -144,6 +144,15 @@ typedef struct hx_proc {
  */
 int hx_relay_start(hx_proc *p, const char *tag, const char *const *args) HX_WUR;
 
+/*
+ * Run the relay on slot ("run -d CONNINFO -b BROKERS --slot SLOT --end-lsn
+ * <insert position now>" plus extra, NULL-terminated) until it stops by
+ * itself, and check it exited 0 with the slot confirmed at or past that
+ * position.  Returns 0, or -1 with the cause printed (and the relay's log).
+ */
+int hx_relay_run_to_end(PGconn *conn, const char *conninfo, const char *brokers, const char *tag,
+                        const char *slot, const char *const *extra) HX_WUR;
+
 /* Send sig to the relay's process group.  0 or -1. */
 int hx_proc_signal(hx_proc *p, int sig);
 

@@ -52,33 +52,8 @@ static int teardown(void **state)
 
 static void run_relay_to_end(const char *tag, const char *slot, const char *const *extra)
 {
-    const char *args[40];
-    size_t n = 0;
-    char endbuf[32];
-    uint64_t end, c = 0;
-    hx_proc relay;
-
-    assert_int_equal(hx_current_lsn(conn, true, &end), 0);
-    hx_lsn_format(end, endbuf, sizeof(endbuf));
-    args[n++] = "run";
-    args[n++] = "-d";
-    args[n++] = pg.conninfo;
-    args[n++] = "-b";
-    args[n++] = broker.bootstraps;
-    args[n++] = "--slot";
-    args[n++] = slot;
-    args[n++] = "--end-lsn";
-    args[n++] = endbuf;
-    for (; extra && *extra; extra++)
-        args[n++] = *extra;
-    args[n] = NULL;
-    assert_int_equal(hx_relay_start(&relay, tag, args), 0);
-    int rc = hx_proc_wait(&relay, 60000);
-    if (rc != 0)
-        hx_proc_dump(&relay, "relay did not reach --end-lsn cleanly");
-    assert_int_equal(rc, 0);
-    assert_int_equal(hx_slot_confirmed(conn, slot, &c), 1);
-    assert_true(c >= end);
+    assert_int_equal(hx_relay_run_to_end(conn, pg.conninfo, broker.bootstraps, tag, slot, extra),
+                     0);
 }
 
 /* The "n" of each record's payload, in the order read from topic (one
