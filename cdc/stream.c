@@ -35,14 +35,13 @@ static enum stream_status fail(char *err, size_t errlen, enum stream_status st, 
     return st;
 }
 
-/* libpq messages end with a newline and may span lines: one line for logs. */
-static const char *pq_error(const PGconn *conn)
+/* libpq messages end with a newline and may span lines: one line for logs,
+ * in buf (each caller below keeps its own static buffer). */
+static const char *one_line(char *buf, size_t len, const char *m)
 {
-    static char buf[512];
-    const char *m = conn ? PQerrorMessage(conn) : "out of memory";
-    size_t n = strlcpy(buf, m, sizeof(buf));
-    if (n >= sizeof(buf))
-        n = sizeof(buf) - 1;
+    size_t n = strlcpy(buf, m ? m : "", len);
+    if (n >= len)
+        n = len - 1;
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
         buf[--n] = '\0';
     for (char *p = buf; *p; p++)
@@ -51,19 +50,16 @@ static const char *pq_error(const PGconn *conn)
     return buf;
 }
 
+static const char *pq_error(const PGconn *conn)
+{
+    static char buf[512];
+    return one_line(buf, sizeof(buf), conn ? PQerrorMessage(conn) : "out of memory");
+}
+
 static const char *result_error(const PGresult *res)
 {
     static char buf[512];
-    const char *m = PQresultErrorMessage(res);
-    size_t n = strlcpy(buf, m ? m : "", sizeof(buf));
-    if (n >= sizeof(buf))
-        n = sizeof(buf) - 1;
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    for (char *p = buf; *p; p++)
-        if (*p == '\n' || *p == '\t')
-            *p = ' ';
-    return buf;
+    return one_line(buf, sizeof(buf), PQresultErrorMessage(res));
 }
 
 int64_t stream_now_ms(void)
