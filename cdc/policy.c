@@ -58,3 +58,9 @@ int64_t policy_backoff_ms(unsigned attempt, int64_t base_ms, int64_t cap_ms, dou
         rand01 = 0.999999;
     return d / 2 + (int64_t)((double)(d - d / 2) * rand01);
 }
+
+bool policy_finish_before_stop(bool connected, bool txn_open, bool need_rewind, int64_t now_ms,
+                               int64_t deadline_ms)
+{
+    return connected && txn_open && !need_rewind && now_ms < deadline_ms;
+}

@@ -57,4 +57,14 @@ bool policy_backpressure(uint64_t inflight_events, uint64_t inflight_bytes, uint
  */
 int64_t policy_backoff_ms(unsigned attempt, int64_t base_ms, int64_t cap_ms, double rand01);
 
+/*
+ * On a stop request, whether to keep streaming first: a transaction is
+ * open (its first events may already be at the broker, and stopping inside
+ * it would send them again on restart, because the slot can only be
+ * confirmed at a commit), the stream is healthy, and the stop deadline has
+ * not passed.  Once this is false the relay flushes and stops.
+ */
+bool policy_finish_before_stop(bool connected, bool txn_open, bool need_rewind, int64_t now_ms,
+                               int64_t deadline_ms);
+
 #endif

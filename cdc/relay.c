@@ -129,6 +129,7 @@ typedef struct relay {
     unsigned reconnect_attempt;
     int64_t reconnect_at;
     int64_t stream_started_at;
+    int64_t stop_deadline; /* set when a stop is first seen */
 
     uint64_t events_published, events_acked, dead_lettered, rewinds;
     uint64_t messages_skipped, outbox_truncates, traceparents_dropped;
@@ -282,11 +283,6 @@ static int send_status(relay *r, int64_t now)
 }
 
 /*
- * Hand one message to the producer.  On QUEUE_FULL the producer is served
- * until there is room: the queue is sized well above --max-inflight, so this
- * only happens when librdkafka's own limits are set lower.
- */
-/*
  * Hand one message to the producer with ticket.  On QUEUE_FULL the producer
  * is served until there is room: the queue is sized well above
  * --max-inflight, so this only happens when librdkafka's own limits are set
@@ -304,7 +300,7 @@ static enum kafka_produce_result produce_as(relay *r, const envelope_msg *m, uin
         hdrs[i].len = m->headers[i].len;
     }
     for (;;) {
-        if (stop_requested) {
+        if (stop_requested && stream_now_ms() >= r->stop_deadline) {
             request_rewind(r, "stopping while the producer queue is full");
             return KAFKA_PRODUCE_ERROR;
         }
@@ -946,6 +942,10 @@ static int shutdown_relay(relay *r, const char *why)
                  kafka_outq_len(r->kp));
     if (r->connected) {
         if (r->txn_open) {
+            char c[LSN_BUFSZ];
+            log_warn("stopping inside transaction %u (commits at %s): the %u event(s) of it "
+                     "already published will be sent again on restart",
+                     r->xid, lsn_format(r->commit_lsn, c), r->seq);
             watermark_abort_open(r->wm);
             r->txn_open = false;
         }
@@ -1038,8 +1038,18 @@ int relay_run(const config *cfg)
         int more = 0;
 
         if (stop_requested) {
-            exit_code = shutdown_relay(&r, "signal");
-            goto out;
+            if (r.stop_deadline == 0) {
+                r.stop_deadline = now + cfg->shutdown_timeout_ms;
+                if (r.txn_open && r.connected)
+                    log_info("stop requested: reading to the end of the open transaction "
+                             "first (up to %d ms)",
+                             cfg->shutdown_timeout_ms);
+            }
+            if (!policy_finish_before_stop(r.connected, r.txn_open, r.need_rewind, now,
+                                           r.stop_deadline)) {
+                exit_code = shutdown_relay(&r, "signal");
+                goto out;
+            }
         }
         (void)serve_producer(&r);
         dead_letter_refused(&r);

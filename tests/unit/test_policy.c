@@ -102,6 +102,23 @@ static void test_backoff_grows_capped_jittered(void **state)
     assert_true(policy_backoff_ms(0, 200, 30000, 7.0) < 200);
 }
 
+static void test_finish_open_txn_before_stop(void **state)
+{
+    (void)state;
+    /* mid-transaction, healthy, time left: keep reading to its commit */
+    assert_true(policy_finish_before_stop(true, true, false, 100, 1000));
+    /* between transactions: stop at once */
+    assert_false(policy_finish_before_stop(true, false, false, 100, 1000));
+    /* deadline reached or passed: stop, the open transaction is sent again */
+    assert_false(policy_finish_before_stop(true, true, false, 1000, 1000));
+    assert_false(policy_finish_before_stop(true, true, false, 5000, 1000));
+    /* disconnected or rewinding: nothing more will arrive on this stream */
+    assert_false(policy_finish_before_stop(false, true, false, 100, 1000));
+    assert_false(policy_finish_before_stop(true, true, true, 100, 1000));
+    /* --shutdown-timeout 0: deadline == now */
+    assert_false(policy_finish_before_stop(true, true, false, 100, 100));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -113,6 +130,7 @@ int main(void)
         cmocka_unit_test(test_clock_backwards),
         cmocka_unit_test(test_backpressure),
         cmocka_unit_test(test_backoff_grows_capped_jittered),
+        cmocka_unit_test(test_finish_open_txn_before_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
