@@ -1426,19 +1426,28 @@ static int value_envelope(jw *w, const outbox_row *row, const envelope_source *s
     jw_payload(w, p);
     jw_key(w, "source");
     jw_open(w);
-    jw_key(w, "lsn");
-    jw_cstr(w, lsn_format(src->lsn, lbuf));
-    jw_key(w, "commit_lsn");
-    jw_cstr(w, lsn_format(src->commit_lsn, lbuf));
-    jw_key(w, "seq");
-    jw_uint(w, src->seq);
-    jw_key(w, "xid");
-    jw_uint(w, src->xid);
-    jw_key(w, "commit_time");
-    jw_cstr(w, pgtime_format(src->commit_ts, tbuf));
+    if (src->backfill) {
+        /* Read from the table: no WAL position, transaction or slot to name. */
+        jw_key(w, "backfill");
+        jw_lit(w, "true");
+        jw_key(w, "snapshot_time");
+        jw_cstr(w, pgtime_format(src->commit_ts, tbuf));
+    } else {
+        jw_key(w, "lsn");
+        jw_cstr(w, lsn_format(src->lsn, lbuf));
+        jw_key(w, "commit_lsn");
+        jw_cstr(w, lsn_format(src->commit_lsn, lbuf));
+        jw_key(w, "seq");
+        jw_uint(w, src->seq);
+        jw_key(w, "xid");
+        jw_uint(w, src->xid);
+        jw_key(w, "commit_time");
+        jw_cstr(w, pgtime_format(src->commit_ts, tbuf));
+    }
     jw_source_str(w, "db", src->db, &bad);
     jw_source_str(w, "table", src->table, &bad);
-    jw_source_str(w, "slot", src->slot, &bad);
+    if (!src->backfill)
+        jw_source_str(w, "slot", src->slot, &bad);
     jw_close(w);
     if (bad != NULL)
         return fail(err, errlen, "source %s is not valid utf-8", bad);
@@ -1560,7 +1569,7 @@ static int headers_envelope(envelope_msg *m, const outbox_row *row, const envelo
         add_header(m, "aggregate_type", row->f[OB_AGGREGATE_TYPE].data,
                    row->f[OB_AGGREGATE_TYPE].len) != 0 ||
         add_header_str(m, "content-type", "application/json") != 0 ||
-        add_header_str(m, "lsn", lsn_format(src->lsn, lbuf)) != 0)
+        (!src->backfill && add_header_str(m, "lsn", lsn_format(src->lsn, lbuf)) != 0))
         return -1;
     if (p->pl == PL_BINARY && add_header_str(m, "payload-encoding", "base64") != 0)
         return -1;
@@ -1718,6 +1727,10 @@ int envelope_build_opts(const envelope_opts *opts, const outbox_row *row,
             goto nomem;
         break;
     }
+    /* Every format says so, as the envelope's source does: a consumer of a
+     * format without a source can still tell a backfilled record apart. */
+    if (src->backfill && add_header_str(&m, "backfill", "true") != 0)
+        goto nomem;
     /* The W3C header in every format: tracing instrumentations read it. */
     if (p.traceparent &&
         add_header(&m, "traceparent", row->f[OB_TRACEPARENT].data, row->f[OB_TRACEPARENT].len) != 0)
@@ -1831,9 +1844,14 @@ int envelope_build_dead_letter(const char *dlq_topic, const relcache_entry *rel,
     }
     if (dead_letter_row(rel, tuple, &m) != 0)
         goto nomem;
-    if (add_header_str(&m, "error", reason != NULL ? reason : "unknown error") != 0 ||
-        add_header_str(&m, "lsn", lsn_format(src != NULL ? src->lsn : 0, lbuf)) != 0 ||
-        add_header_str(&m, "table", table) != 0)
+    if (add_header_str(&m, "error", reason != NULL ? reason : "unknown error") != 0)
+        goto nomem;
+    if (src != NULL && src->backfill ? add_header_str(&m, "backfill", "true") != 0
+                                     : add_header_str(&m, "lsn",
+                                                      lsn_format(src != NULL ? src->lsn : 0,
+                                                                 lbuf)) != 0)
+        goto nomem;
+    if (add_header_str(&m, "table", table) != 0)
         goto nomem;
     if (original_topic != NULL && add_header_str(&m, "original-topic", original_topic) != 0)
         goto nomem;

@@ -164,19 +164,32 @@ bool envelope_traceparent_valid(const char *s, size_t len);
 
 /* ---- records ------------------------------------------------------------ */
 
-/* Where an event came from.  Strings are borrowed. */
+/*
+ * Where an event came from.  Strings are borrowed.
+ *
+ * A backfilled row (outbox-relay backfill: read from the table, not the
+ * WAL) has no position: set backfill, db, table and commit_ts to the
+ * snapshot's time; lsn, commit_lsn, seq, xid and slot are ignored.  The
+ * envelope's source is then {"backfill": true, "snapshot_time", "db",
+ * "table"} and the `lsn` header is left out; every format gets the header
+ * `backfill: true`.  The time fallbacks (occurred_at / CloudEvents time
+ * without a timestamp column, --message-timestamp commit) use the
+ * snapshot's time.
+ */
 typedef struct envelope_source {
     uint64_t lsn;        /* the INSERT's own position */
     uint64_t commit_lsn; /* the transaction's commit LSN */
     uint32_t seq;        /* index of the event within its transaction, from 0 */
     uint32_t xid;
-    int64_t commit_ts; /* PostgreSQL epoch microseconds */
+    int64_t commit_ts; /* PostgreSQL epoch microseconds (backfill: the snapshot's time) */
     const char *db;
     const char *table; /* "schema.table" */
     const char *slot;
+    bool backfill; /* read from the table by a backfill: no WAL position */
 } envelope_source;
 
-/* The most any format writes (cloudevents-binary: 9) plus every field. */
+/* The most any format writes (cloudevents-binary: 9, 10 for a backfill)
+ * plus every field. */
 #define ENVELOPE_MAX_HEADERS (12 + ENVELOPE_MAX_FIELDS)
 
 typedef struct envelope_header {
@@ -225,7 +238,8 @@ int envelope_build(enum envelope_format fmt, const char *topic_tmpl, const outbo
  * topic dlq_topic, key = the aggregate id when the row has one (else none),
  * value = the row as a JSON object {column: text value or null, ...} (binary
  * values base64), headers `error` (reason), `lsn`, `table`, and
- * `original-topic` when known (may be NULL).  Any of rel, tuple, row may be
+ * `original-topic` when known (may be NULL); for a backfilled row (src
+ * backfill) `backfill: true` instead of `lsn`.  Any of rel, tuple, row may be
  * NULL; a tuple and rel of different widths give the common columns.
  * Returns 0 or -1 (out of memory).
  */

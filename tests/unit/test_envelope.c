@@ -1019,6 +1019,115 @@ static void *budget_malloc(size_t n)
     return malloc(n);
 }
 
+/* ---- backfill ----------------------------------------------------------- */
+
+static envelope_source backfill_src(void)
+{
+    /* Position fields set on purpose: a backfill must ignore them. */
+    envelope_source s = base_src();
+
+    s.backfill = true;
+    return s;
+}
+
+static void test_backfill_envelope_source(void **state)
+{
+    outbox_row row = base_row();
+    envelope_source src = backfill_src();
+    envelope_msg m = {0};
+    json_t *j, *source;
+    const char *k;
+    json_t *v;
+    size_t nkeys = 0;
+
+    (void)state;
+    j = build_ok(&row, &src, DEFAULT_TOPIC, &m);
+    source = json_object_get(j, "source");
+    assert_true(json_is_object(source));
+    assert_true(json_is_true(json_object_get(source, "backfill")));
+    assert_string_equal(jstr(j, "source", "snapshot_time"), "2026-11-23T18:14:13.123999Z");
+    assert_string_equal(jstr(j, "source", "db"), "app");
+    assert_string_equal(jstr(j, "source", "table"), "public.outbox");
+    json_object_foreach(source, k, v)
+    {
+        (void)v;
+        nkeys++;
+    }
+    assert_int_equal(nkeys, 4); /* no lsn, commit_lsn, seq, xid, commit_time, slot */
+    /* the event itself is the streamed one */
+    assert_string_equal(jstr(j, "id", NULL), UUID);
+    assert_string_equal(jstr(j, "occurred_at", NULL), "2026-11-23T18:14:13.123456Z");
+    assert_string_equal(m.topic, "outbox.event.order");
+    assert_int_equal(m.keylen, 2);
+    assert_memory_equal(m.key, "42", 2);
+    assert_null(header(&m, "lsn"));
+    assert_header(&m, "backfill", "true");
+    assert_header(&m, "id", UUID);
+    json_decref(j);
+    envelope_msg_clear(&m);
+
+    /* without a timestamp column the snapshot's time stands in */
+    row.f[OB_TIMESTAMP] = (outbox_field){0};
+    j = build_ok(&row, &src, DEFAULT_TOPIC, &m);
+    assert_string_equal(jstr(j, "occurred_at", NULL), "2026-11-23T18:14:13.123999Z");
+    json_decref(j);
+    envelope_msg_clear(&m);
+}
+
+/* Formats without a source: the same record as streamed, plus the
+ * backfill header. */
+static void test_backfill_other_formats(void **state)
+{
+    static const enum envelope_format fmts[] = {ENVELOPE_FORMAT_DEBEZIUM,
+                                                ENVELOPE_FORMAT_CLOUDEVENTS,
+                                                ENVELOPE_FORMAT_CLOUDEVENTS_BINARY};
+    outbox_row row = base_row();
+    envelope_source wal = base_src(), bf = backfill_src();
+    char err[256];
+
+    (void)state;
+    bf.lsn = 0x99; /* different positions must not show */
+    bf.commit_lsn = 0x999;
+    for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
+        envelope_msg a = {0}, b = {0};
+
+        assert_int_equal(envelope_build(fmts[i], DEFAULT_TOPIC, &row, &wal, &a, err, sizeof err), 0);
+        assert_int_equal(envelope_build(fmts[i], DEFAULT_TOPIC, &row, &bf, &b, err, sizeof err), 0);
+        assert_string_equal(a.topic, b.topic);
+        assert_int_equal(a.keylen, b.keylen);
+        assert_memory_equal(a.key, b.key, a.keylen);
+        assert_int_equal(a.valuelen, b.valuelen);
+        assert_memory_equal(a.value, b.value, a.valuelen);
+        assert_int_equal(b.nheaders, a.nheaders + 1);
+        for (int h = 0; h < a.nheaders; h++)
+            assert_header(&b, a.headers[h].name, a.headers[h].value);
+        assert_null(header(&a, "backfill"));
+        assert_header(&b, "backfill", "true");
+        envelope_msg_clear(&a);
+        envelope_msg_clear(&b);
+    }
+}
+
+static void test_backfill_dead_letter(void **state)
+{
+    relcache_entry rel = dl_rel();
+    outbox_row row = base_row();
+    envelope_source src = backfill_src();
+    envelope_msg m = {0};
+    char err[128];
+
+    (void)state;
+    assert_int_equal(envelope_build_dead_letter("outbox.dlq", &rel, NULL, &row, "row has no type",
+                                                &src, NULL, &m, err, sizeof err),
+                     0);
+    assert_int_equal(m.nheaders, 3);
+    assert_header(&m, "error", "row has no type");
+    assert_header(&m, "backfill", "true");
+    assert_header(&m, "table", "public.outbox");
+    assert_null(header(&m, "lsn"));
+    envelope_msg_clear(&m);
+}
+
 static void test_out_of_memory(void **state)
 {
     relcache_entry rel = dl_rel();
@@ -1115,6 +1224,9 @@ int main(void)
         cmocka_unit_test(test_dead_letter_without_row),
         cmocka_unit_test(test_dead_letter_more_cols_than_rel),
         cmocka_unit_test(test_dead_letter_invalid_column_name),
+        cmocka_unit_test(test_backfill_envelope_source),
+        cmocka_unit_test(test_backfill_other_formats),
+        cmocka_unit_test(test_backfill_dead_letter),
         cmocka_unit_test(test_out_of_memory),
         cmocka_unit_test(test_msg_clear),
     };
