@@ -224,6 +224,25 @@ static void queue_refused(relay *r, const kafka_report *rep)
     r->refused = f;
 }
 
+/* Debug: where an event landed (or why not), by its id, for tracing one event. */
+static void log_report(const kafka_report *rep)
+{
+    const void *id = NULL;
+    size_t idlen = 0;
+
+    if (kafka_report_header(rep, "id", &id, &idlen) != 0 &&
+        kafka_report_header(rep, "ce_id", &id, &idlen) != 0) {
+        id = "-";
+        idlen = 1;
+    }
+    if (rep->err == 0)
+        log_debug("acknowledged id %.*s: topic \"%s\" partition %d offset %lld", (int)idlen,
+                  (const char *)id, rep->topic, (int)rep->partition, (long long)rep->offset);
+    else
+        log_debug("not delivered id %.*s: topic \"%s\": %s", (int)idlen, (const char *)id,
+                  rep->topic, rep->errstr ? rep->errstr : "unknown error");
+}
+
 static void on_report(const kafka_report *rep, void *arg)
 {
     relay *r = arg;
@@ -231,6 +250,8 @@ static void on_report(const kafka_report *rep, void *arg)
     int rc;
 
     r->inflight_bytes = rep->len > r->inflight_bytes ? 0 : r->inflight_bytes - rep->len;
+    if (log_enabled(LOG_LEVEL_DEBUG))
+        log_report(rep);
     if (rep->err == 0) {
         rc = watermark_ack(r->wm, ticket);
         r->events_acked++;
