@@ -15,6 +15,11 @@
  *                             ERRCODE (a Kafka error code, e.g. 0 6 3:
  *                             three Produce requests get NOT_LEADER)
  *   rtt ID|all MS             delay every response of the broker(s)
+ *   leader TOPIC PARTITIONS SHIFT
+ *                             move the leader of partitions 0..PARTITIONS-1
+ *                             of TOPIC to broker 1 + (partition + SHIFT) %
+ *                             BROKERS (clients learn it from NOT_LEADER
+ *                             errors and metadata, as after an election)
  *   quit                      exit 0
  *
  * It also exits (0) on stdin EOF, so a test's broker dies with the test,
@@ -172,8 +177,18 @@ static int run_command(rd_kafka_mock_cluster_t *mc, int nbrokers, int partitions
         rd_kafka_mock_push_request_errors_array(mc, (int16_t)id, (size_t)count, errs);
         free(errs);
         err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    } else if (strcmp(cmd, "leader") == 0) {
+        long shift;
+        if (!a1 || parse_int(a2, 1, 100000, &n) != 0 || parse_int(a3, 0, INT_MAX, &shift) != 0) {
+            reply("error: usage: leader TOPIC PARTITIONS SHIFT");
+            return 0;
+        }
+        err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        for (long p = 0; p < n && !err; p++)
+            err = rd_kafka_mock_partition_set_leader(mc, a1, (int32_t)p,
+                                                     (int32_t)(1 + (p + shift) % nbrokers));
     } else {
-        reply("error: unknown command \"%s\" (down, up, topic, err, rtt, quit)", cmd);
+        reply("error: unknown command \"%s\" (down, up, topic, err, rtt, leader, quit)", cmd);
         return 0;
     }
     if (err)
