@@ -29,7 +29,28 @@ struct kafka_producer {
     bool fatal;
     char fatal_reason[512];
     bool brokers_down; /* "all brokers down" seen and no delivery since */
+
+    /* A broker connection problem is logged once when it starts; repeats
+     * are logged at debug level and counted, and its end is logged once:
+     * deliveries acknowledged and no connection error for
+     * KAFKA_QUIET_MS (one broker of several can be down while the others
+     * acknowledge, so an acknowledgement alone proves nothing). */
+    bool broker_fault;
+    unsigned fault_repeats;
+    int64_t fault_since_ms, last_error_ms;
+    bool acked_since_error;
 };
+
+/* Longer than librdkafka's default reconnect.backoff.max.ms (10 s): a
+ * broker still down reports again within this time. */
+#define KAFKA_QUIET_MS 20000
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /*
  * Our defaults, applied before the caller's -X so that any of them can be
@@ -56,6 +77,11 @@ static void log_trampoline(const rd_kafka_t *rk, int level, const char *fac, con
     kafka_log_fn fn = atomic_load(&log_fn);
 
     (void)rk;
+    /* A broker connection failure is logged by librdkafka's broker thread
+     * (FAIL) and reported again through error_cb, which logs it once per
+     * outage: keep the thread's copy for debugging only. */
+    if (strcmp(fac, "FAIL") == 0 && level < LOG_DEBUG)
+        level = LOG_DEBUG;
     (fn ? fn : default_log)(level, fac, buf);
 }
 
@@ -176,6 +202,26 @@ static bool is_permanent(const kafka_producer *kp, rd_kafka_resp_err_t err)
     }
 }
 
+/* Log the end of a broker connection fault once it is over (see above). */
+static void check_fault_over(kafka_producer *kp)
+{
+    int64_t now;
+    char msg[200];
+
+    if (!kp->broker_fault || !kp->acked_since_error)
+        return;
+    now = now_ms();
+    if (now - kp->last_error_ms < KAFKA_QUIET_MS)
+        return;
+    snprintf(msg, sizeof(msg),
+             "brokers healthy again: deliveries acknowledged and no connection error for %d s "
+             "(the fault began %.1f s ago; %u more connection error(s) in between)",
+             KAFKA_QUIET_MS / 1000, (double)(now - kp->fault_since_ms) / 1e3, kp->fault_repeats);
+    log_trampoline(kp->rk, LOG_INFO, "RECOVERED", msg);
+    kp->broker_fault = false;
+    kp->fault_repeats = 0;
+}
+
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     kafka_producer *kp = opaque;
@@ -183,8 +229,10 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 
     (void)rk;
     kp->served++;
-    if (!m->err)
+    if (!m->err) {
         kp->brokers_down = false;
+        kp->acked_since_error = true;
+    }
     if (!kp->fn)
         return;
     rep.len = m->key_len + m->len;
@@ -227,7 +275,20 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
         kp->brokers_down = true;
-    snprintf(msg, sizeof(msg), "%s: %s", rd_kafka_err2name(err), reason);
+    kp->last_error_ms = now_ms();
+    kp->acked_since_error = false;
+    if (kp->broker_fault) {
+        kp->fault_repeats++;
+        snprintf(msg, sizeof(msg), "%s: %s", rd_kafka_err2name(err), reason);
+        log_trampoline(rk, LOG_DEBUG, "ERROR", msg);
+        return;
+    }
+    kp->broker_fault = true;
+    kp->fault_since_ms = kp->last_error_ms;
+    snprintf(msg, sizeof(msg),
+             "%s: %s (repeats are logged at debug level until the brokers are healthy again; "
+             "undelivered events wait in the producer and are not confirmed)",
+             rd_kafka_err2name(err), reason);
     log_trampoline(rk, LOG_WARNING, "ERROR", msg);
 }
 
@@ -395,6 +456,7 @@ int kafka_poll(kafka_producer *kp, kafka_report_fn fn, void *arg, char *err, siz
         ;
     kp->fn = NULL;
     kp->fn_arg = NULL;
+    check_fault_over(kp);
     if (kp->fatal) {
         snprintf(err, errlen, "%s", kp->fatal_reason);
         return -1;
@@ -405,14 +467,6 @@ int kafka_poll(kafka_producer *kp, kafka_report_fn fn, void *arg, char *err, siz
 int kafka_purge(kafka_producer *kp)
 {
     return rd_kafka_purge(kp->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT) ? -1 : 0;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /*
