@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cdc/admin.h"
+#include "cdc/backfill.h"
 #include "cdc/config.h"
 #include "cdc/log.h"
 #include "cdc/relay.h"
@@ -40,6 +41,10 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "replay") == 0) {
         kafka_set_logger(kafka_log);
         return replay_main(argc - 1, argv + 1);
+    }
+    if (argc > 1 && strcmp(argv[1], "backfill") == 0) {
+        kafka_set_logger(kafka_log);
+        return backfill_main(argc - 1, argv + 1);
     }
 
     switch (config_parse(argc, argv, &cfg, err, sizeof(err))) {

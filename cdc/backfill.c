@@ -1,0 +1,1179 @@
+#include "cdc/backfill.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <bsd/string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cdc/log.h"
+#include "decode/lsn.h"
+#include "decode/outbox.h"
+#include "publish/kafka.h"
+#include "schema/envelope.h"
+
+#define MAX_TOPICS 4096
+#define FLUSH_TIMEOUT_MIN_MS 30000
+#define PROGRESS_TTY_MS 250
+#define PROGRESS_LOG_MS 10000
+#define REFUSED_VALUE_MAX (64 * 1024)
+/* A dead-letter record for a record the broker refused carries the refused
+ * record's ticket with this bit. */
+#define TICKET_DEAD_LETTER (UINT64_C(1) << 63)
+#define CURSOR_NAME "outbox_relay_backfill"
+
+static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return 2;
+}
+
+static const char backfill_usage[] =
+    "usage: outbox-relay backfill [--where SQL] [--since TIMESTAMP] [--topic TEMPLATE]\n"
+    "                             [--dry-run] [--batch-size N] [run options]\n"
+    "\n"
+    "Publishes the rows the outbox tables still hold, read from one consistent\n"
+    "REPEATABLE READ snapshot in primary-key order, with the relay's envelopes\n"
+    "(source.backfill = true, no WAL position; header backfill: true).\n"
+    "\n"
+    "      --where SQL        only rows matching this condition, ANDed in as written\n"
+    "                         (SQL on your own database: it is not checked or quoted)\n"
+    "      --since TIMESTAMP  only rows whose timestamp column (--column timestamp=...)\n"
+    "                         is at or after TIMESTAMP, given with its zone, e.g.\n"
+    "                         2026-11-23T18:14:13Z or '2026-11-23 18:14:13+01'\n"
+    "      --dry-run          count events per topic, publish nothing (no broker needed)\n"
+    "      --batch-size N     rows per fetch from the table's cursor (default 1000)\n"
+    "\n"
+    "Every `run` option that shapes events applies: -d, --password-file, -b, -X, -t,\n"
+    "--column, --topic, --format, --field, --message-timestamp, --dlq-topic,\n"
+    "--max-inflight, --max-inflight-bytes, ... (see outbox-relay --help).\n"
+    "\n"
+    "exit codes: 0 every event acknowledged, 1 runtime failure (run it again:\n"
+    "consumers deduplicate on id), 2 bad usage, a missing table, a table without a\n"
+    "primary key, --since without a timestamp column, --where that is not valid SQL\n";
+
+/* "--name VALUE" or "--name=VALUE": returns the value and advances *i, or
+ * NULL when argv[*i] is not that option (*missing when it lacks a value). */
+static const char *opt_value(int argc, char **argv, int *i, const char *name, bool *missing)
+{
+    size_t n = strlen(name);
+    const char *arg = argv[*i];
+
+    *missing = false;
+    if (strncmp(arg, name, n) != 0)
+        return NULL;
+    if (arg[n] == '=')
+        return arg + n + 1;
+    if (arg[n] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = true;
+        return NULL;
+    }
+    (*i)++;
+    return argv[*i];
+}
+
+int backfill_parse(int argc, char **argv, backfill_args *a, char *err, size_t errlen)
+{
+    static const char *const refused[] = {"--start-lsn", "--end-lsn", "--create-slot", "--http",
+                                          "--messages"};
+    static char argv0[] = "outbox-relay";
+    static char dry_b[] = "-b", dry_brokers[] = "localhost:9092";
+    bool missing;
+    int n = 0;
+
+    memset(a, 0, sizeof(*a));
+    a->batch_size = BACKFILL_BATCH_DEFAULT;
+    a->argv_copy = calloc((size_t)argc + 4, sizeof(char *));
+    if (!a->argv_copy)
+        return usage_fail(err, errlen, "out of memory");
+    a->argv_copy[n++] = argv0;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(backfill_usage, stdout);
+            return 1;
+        }
+        if (strcmp(argv[i], "--dry-run") == 0) {
+            a->dry_run = true;
+            continue;
+        }
+        for (size_t r = 0; r < sizeof(refused) / sizeof(refused[0]); r++) {
+            size_t rl = strlen(refused[r]);
+            if (strncmp(argv[i], refused[r], rl) == 0 &&
+                (argv[i][rl] == '\0' || argv[i][rl] == '='))
+                return usage_fail(err, errlen,
+                                  "%s does not apply to backfill: it reads the outbox tables "
+                                  "from a snapshot (to publish a past LSN range use \"outbox-relay "
+                                  "replay\")",
+                                  refused[r]);
+        }
+        if ((v = opt_value(argc, argv, &i, "--where", &missing)) != NULL) {
+            if (!v[strspn(v, " \t\r\n")])
+                return usage_fail(err, errlen,
+                                  "--where is empty: give an SQL condition, e.g. --where "
+                                  "\"aggregatetype = 'order'\"");
+            a->where = v;
+            continue;
+        }
+        if (missing)
+            return usage_fail(err, errlen, "option \"--where\" needs a value (see --help)");
+        if ((v = opt_value(argc, argv, &i, "--since", &missing)) != NULL) {
+            if (pgtime_parse_text(v, strlen(v), &a->since_us) != 0)
+                return usage_fail(err, errlen,
+                                  "malformed --since \"%s\": give a timestamp with its time zone, "
+                                  "like 2026-11-23T18:14:13Z or '2026-11-23 18:14:13+01'",
+                                  v);
+            a->has_since = true;
+            continue;
+        }
+        if (missing)
+            return usage_fail(err, errlen, "option \"--since\" needs a value (see --help)");
+        if ((v = opt_value(argc, argv, &i, "--batch-size", &missing)) != NULL) {
+            char *end;
+            errno = 0;
+            long b = strtol(v, &end, 10);
+            if (errno || end == v || *end || b < 1 || b > BACKFILL_BATCH_MAX)
+                return usage_fail(err, errlen,
+                                  "invalid --batch-size \"%s\": give a row count from 1 to %d", v,
+                                  BACKFILL_BATCH_MAX);
+            a->batch_size = (int)b;
+            continue;
+        }
+        if (missing)
+            return usage_fail(err, errlen, "option \"--batch-size\" needs a value (see --help)");
+        a->argv_copy[n++] = argv[i];
+    }
+    if (a->dry_run) {
+        /* Nothing is produced: a placeholder satisfies the broker check
+         * and a -b given later on the line still wins. */
+        memmove(a->argv_copy + 3, a->argv_copy + 1, (size_t)(n - 1) * sizeof(char *));
+        a->argv_copy[1] = dry_b;
+        a->argv_copy[2] = dry_brokers;
+        n += 2;
+    }
+    a->argv_copy[n] = NULL;
+    switch (config_parse(n, a->argv_copy, &a->cfg, err, errlen)) {
+    case CONFIG_OK: break;
+    case CONFIG_EXIT: return 1;
+    case CONFIG_USAGE:
+    default: return 2;
+    }
+    for (size_t f = 0; f < a->cfg.nfields; f++)
+        if (a->cfg.fields[f].placement == ENVELOPE_PLACE_HEADER &&
+            strcmp(a->cfg.fields[f].name, "backfill") == 0)
+            return usage_fail(err, errlen,
+                              "--field \"%s\" would write the header \"backfill\", which backfill "
+                              "writes itself: give it another name (COLUMN:header:NAME)",
+                              a->cfg.fields[f].column);
+    return 0;
+}
+
+void backfill_args_free(backfill_args *a)
+{
+    if (!a)
+        return;
+    config_free(&a->cfg);
+    free(a->argv_copy);
+    a->argv_copy = NULL;
+}
+
+/* ---- the run ------------------------------------------------------------- */
+
+static volatile sig_atomic_t backfill_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    backfill_stop = 1;
+}
+
+/* One outbox table as the snapshot shows it. */
+typedef struct bf_table {
+    const config_table *ct;
+    relcache_entry rel; /* the columns (names and types) in attnum order, owned */
+    outbox_binding binding;
+    char **pk; /* primary key column names in key order, owned */
+    int npk;
+    pgo_value *vals; /* one row's values, rel.natts of them */
+    uint64_t total;  /* rows matching the filters, counted in the snapshot */
+} bf_table;
+
+typedef struct topic_count {
+    char *topic;
+    uint64_t n;
+} topic_count;
+
+/* A record the broker refused for good, waiting to be dead-lettered. */
+typedef struct refused_msg {
+    uint64_t ticket;
+    char reason[256];
+    char *topic, *key, *value;
+    size_t valuelen;
+    char table[OUTBOX_QUALNAME_MAX];
+    struct refused_msg *next;
+} refused_msg;
+
+enum dlq_reason { DLQ_UNMAPPED, DLQ_INVALID_ROW, DLQ_INVALID_RECORD, DLQ_REJECTED, DLQ_N };
+static const char *const dlq_names[DLQ_N] = {"unmapped_column", "invalid_row", "invalid_record",
+                                             "rejected"};
+
+typedef struct backfiller {
+    const backfill_args *a;
+    const config *cfg;
+    PGconn *conn;
+    kafka_producer *kp;
+    char dbname[64];
+    int64_t snapshot_ts; /* PostgreSQL epoch microseconds */
+    bf_table *tables;
+    size_t ntables;
+
+    uint64_t total, rows;          /* expected (count) and read */
+    uint64_t records, events;      /* records produced (or counted); events among them */
+    uint64_t acked, failed;        /* delivery reports */
+    uint64_t inflight_bytes;
+    uint64_t dlq[DLQ_N];
+    uint64_t traceparents_dropped;
+    char first_failure[512];
+    char fatal[512]; /* set: stop, exit 1 */
+    refused_msg *refused;
+    bool draining_refused;
+    topic_count *topics;
+    size_t ntopics;
+
+    bool tty;
+    bool line_shown; /* a live progress line is on the terminal */
+    int64_t started_ms, progress_ms;
+} backfiller;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void fatal(backfiller *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void fatal(backfiller *b, const char *fmt, ...)
+{
+    va_list ap;
+    if (b->fatal[0])
+        return;
+    va_start(ap, fmt);
+    vsnprintf(b->fatal, sizeof(b->fatal), fmt, ap);
+    va_end(ap);
+}
+
+static void one_line(char *buf)
+{
+    size_t n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    for (char *p = buf; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+}
+
+/* ---- progress ------------------------------------------------------------ */
+
+/* Erase the live line before anything else is written to the terminal. */
+static void progress_clear(backfiller *b)
+{
+    if (b->line_shown) {
+        fputs("\r\033[K", stderr);
+        b->line_shown = false;
+    }
+}
+
+static void fmt_duration(double s, char *buf, size_t len)
+{
+    long t = s < 0 ? 0 : s > 359999 ? 359999 : (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* On a terminal a live line (at most 4 a second); otherwise a log line
+ * every 10 s.  Rate and ETA are in rows read. */
+static void progress(backfiller *b, bool force)
+{
+    int64_t now = now_ms();
+    double secs = (double)(now - b->started_ms) / 1000.0;
+    double rate = secs > 0 ? (double)b->rows / secs : 0;
+    char eta[32] = "?", line[256];
+
+    if (!force && now - b->progress_ms < (b->tty ? PROGRESS_TTY_MS : PROGRESS_LOG_MS))
+        return;
+    b->progress_ms = now;
+    if (rate > 0 && b->total >= b->rows)
+        fmt_duration((double)(b->total - b->rows) / rate, eta, sizeof(eta));
+    snprintf(line, sizeof(line),
+             "%llu/%llu rows read (%.0f%%), %llu events %s, %.0f rows/s, ETA %s",
+             (unsigned long long)b->rows, (unsigned long long)b->total,
+             b->total ? 100.0 * (double)b->rows / (double)b->total : 100.0,
+             (unsigned long long)(b->a->dry_run ? b->records : b->acked),
+             b->a->dry_run ? "counted" : "acknowledged", rate, eta);
+    if (b->tty) {
+        fprintf(stderr, "\r\033[Kbackfill: %s", line);
+        fflush(stderr);
+        b->line_shown = true;
+    } else {
+        log_info("backfill progress: %s", line);
+    }
+}
+
+/* ---- producing ----------------------------------------------------------- */
+
+static void count_topic(backfiller *b, const char *topic)
+{
+    for (size_t i = 0; i < b->ntopics; i++)
+        if (strcmp(b->topics[i].topic, topic) == 0) {
+            b->topics[i].n++;
+            return;
+        }
+    if (b->ntopics == MAX_TOPICS)
+        return;
+    topic_count *v = realloc(b->topics, (b->ntopics + 1) * sizeof(*v));
+    if (!v)
+        return;
+    b->topics = v;
+    v[b->ntopics].topic = strdup(topic);
+    v[b->ntopics].n = 1;
+    if (v[b->ntopics].topic)
+        b->ntopics++;
+}
+
+static void refused_free(refused_msg *f)
+{
+    if (!f)
+        return;
+    free(f->topic);
+    free(f->key);
+    free(f->value);
+    free(f);
+}
+
+static void note_failure(backfiller *b, const kafka_report *rep)
+{
+    if (b->failed++ == 0)
+        snprintf(b->first_failure, sizeof(b->first_failure), "delivery to \"%s\" failed: %s",
+                 rep->topic ? rep->topic : "?", rep->errstr ? rep->errstr : "unknown error");
+}
+
+/* Keep what the dead-letter record needs of a record the broker refused
+ * for good: the refused record's topic, key and value (up to 64 KiB). */
+static void queue_refused(backfiller *b, const kafka_report *rep)
+{
+    refused_msg *f = calloc(1, sizeof(*f));
+    const void *tv;
+    size_t tl;
+
+    if (!f) {
+        note_failure(b, rep);
+        return;
+    }
+    f->ticket = rep->ticket;
+    snprintf(f->reason, sizeof(f->reason), "the broker refused the record: %s",
+             rep->errstr ? rep->errstr : "unknown error");
+    f->topic = strdup(rep->topic ? rep->topic : "");
+    f->key = rep->key ? strndup(rep->key, rep->keylen) : NULL;
+    f->valuelen = rep->valuelen;
+    if (rep->value && rep->valuelen <= REFUSED_VALUE_MAX && (f->value = malloc(rep->valuelen + 1))) {
+        memcpy(f->value, rep->value, rep->valuelen);
+        f->value[rep->valuelen] = '\0';
+    }
+    if (kafka_report_header(rep, "table", &tv, &tl) == 0 && tl < sizeof(f->table)) {
+        memcpy(f->table, tv, tl);
+        f->table[tl] = '\0';
+    }
+    f->next = b->refused;
+    b->refused = f;
+}
+
+static void on_report(const kafka_report *rep, void *arg)
+{
+    backfiller *b = arg;
+
+    b->inflight_bytes = rep->len > b->inflight_bytes ? 0 : b->inflight_bytes - rep->len;
+    if (rep->err == 0)
+        b->acked++;
+    else if (rep->permanent && !(rep->ticket & TICKET_DEAD_LETTER))
+        queue_refused(b, rep); /* its dead-letter record's delivery will count for it */
+    else
+        note_failure(b, rep);
+}
+
+static void dead_letter_refused(backfiller *b);
+
+static void serve_producer(backfiller *b)
+{
+    char err[512];
+    if (b->kp && kafka_poll(b->kp, on_report, b, err, sizeof(err)) < 0)
+        fatal(b, "producer failed: %s", err);
+    /* Not from inside dead_letter_refused(): its own produce() waits here. */
+    if (b->refused && !b->draining_refused)
+        dead_letter_refused(b);
+}
+
+/*
+ * Hand one record to the producer, waiting first while --max-inflight
+ * events or --max-inflight-bytes are unacknowledged.  Dry run: count it.
+ */
+static enum kafka_produce_result produce(backfiller *b, const envelope_msg *m, uint64_t ticket,
+                                         char *err, size_t errlen)
+{
+    kafka_header hdrs[ENVELOPE_MAX_HEADERS];
+    enum kafka_produce_result pr;
+
+    if (b->a->dry_run) {
+        count_topic(b, m->topic);
+        return KAFKA_PRODUCE_OK;
+    }
+    for (int i = 0; i < m->nheaders; i++) {
+        hdrs[i].name = m->headers[i].name;
+        hdrs[i].value = m->headers[i].value;
+        hdrs[i].len = m->headers[i].len;
+    }
+    for (;;) {
+        bool full = kafka_outq_len(b->kp) >= (int)b->cfg->max_inflight_events ||
+                    b->inflight_bytes >= b->cfg->max_inflight_bytes;
+        if (!full) {
+            pr = kafka_produce_ts(b->kp, m->topic, m->key, m->keylen, m->value, m->valuelen,
+                                  m->timestamp_ms, hdrs, (size_t)m->nheaders, ticket, err, errlen);
+            if (pr != KAFKA_PRODUCE_QUEUE_FULL)
+                break;
+        }
+        if (backfill_stop) {
+            fatal(b, "interrupted");
+            snprintf(err, errlen, "interrupted");
+            return KAFKA_PRODUCE_ERROR;
+        }
+        struct pollfd pfd = {.fd = kafka_event_fd(b->kp), .events = POLLIN};
+        (void)poll(&pfd, 1, 100);
+        serve_producer(b);
+        progress(b, false);
+        if (b->fatal[0]) {
+            snprintf(err, errlen, "%s", b->fatal);
+            return KAFKA_PRODUCE_ERROR;
+        }
+    }
+    if (pr == KAFKA_PRODUCE_OK) {
+        b->inflight_bytes += m->valuelen + m->keylen;
+        count_topic(b, m->topic);
+    }
+    return pr;
+}
+
+static void log_dead_letter(backfiller *b, enum dlq_reason why, const char *table,
+                            const char *reason)
+{
+    /* The first of each reason is logged; the summary counts them all. */
+    if (b->dlq[why]++ == 0) {
+        progress_clear(b);
+        log_warn("dead-lettering rows for %s to \"%s\"%s; first in \"%s\": %s", dlq_names[why],
+                 b->cfg->dlq_topic, b->a->dry_run ? " (dry run: counted only)" : "", table,
+                 reason);
+    }
+}
+
+/* A row that cannot become an event goes to the dead-letter topic, as the
+ * daemon sends it; if even that cannot be produced the backfill fails. */
+static void dead_letter(backfiller *b, enum dlq_reason why, const relcache_entry *rel,
+                        const pgo_tuple *tuple, const outbox_row *row, const char *reason,
+                        const envelope_source *src, const char *original_topic)
+{
+    envelope_msg m = {0};
+    char err[512];
+    enum kafka_produce_result pr;
+
+    log_dead_letter(b, why, rel->qualname, reason);
+    if (envelope_build_dead_letter(b->cfg->dlq_topic, rel, tuple, row, reason, src,
+                                   original_topic, &m, err, sizeof(err)) != 0) {
+        fatal(b, "cannot build dead-letter record: %s", err);
+        return;
+    }
+    pr = produce(b, &m, b->records + 1, err, sizeof(err));
+    if (pr == KAFKA_PRODUCE_REJECTED) {
+        /* The row itself is what the producer refuses (too large, as a
+         * rule): without its values, the reason and table still arrive. */
+        char why_more[768];
+        envelope_msg_clear(&m);
+        snprintf(why_more, sizeof(why_more), "%s (row values omitted: %s)", reason, err);
+        if (envelope_build_dead_letter(b->cfg->dlq_topic, rel, NULL, NULL, why_more, src,
+                                       original_topic, &m, err, sizeof(err)) != 0) {
+            fatal(b, "cannot build dead-letter record: %s", err);
+            return;
+        }
+        pr = produce(b, &m, b->records + 1, err, sizeof(err));
+    }
+    if (pr == KAFKA_PRODUCE_OK)
+        b->records++;
+    else
+        fatal(b, "cannot produce to dead-letter topic \"%s\": %s", b->cfg->dlq_topic, err);
+    envelope_msg_clear(&m);
+}
+
+/* Dead-letter the records the broker refused for good, as the daemon does:
+ * the refused record as the columns topic, key, value of a pseudo table
+ * "delivery", with the refused record's ticket. */
+static void dead_letter_refused(backfiller *b)
+{
+    b->draining_refused = true;
+    while (b->refused && !b->fatal[0]) {
+        refused_msg *f = b->refused;
+        relcache_attr atts[3] = {{.name = "topic", .type_oid = 25},
+                                 {.name = "key", .type_oid = 25},
+                                 {.name = "value", .type_oid = 25}};
+        relcache_entry pseudo = {.qualname = "delivery", .natts = 3, .atts = atts};
+        pgo_value cols[3] = {
+            {.kind = 't', .len = f->topic ? (uint32_t)strlen(f->topic) : 0, .data = f->topic},
+            {.kind = f->key ? 't' : 'n', .len = f->key ? (uint32_t)strlen(f->key) : 0,
+             .data = f->key},
+            {.kind = f->value ? 't' : 'n', .len = f->value ? (uint32_t)f->valuelen : 0,
+             .data = f->value},
+        };
+        pgo_tuple tuple = {.ncols = 3, .cols = cols};
+        envelope_source src = {.backfill = true, .commit_ts = b->snapshot_ts, .db = b->dbname,
+                               .table = "delivery"};
+        envelope_msg m = {0};
+        char reason[400], err[512];
+
+        b->refused = f->next;
+        snprintf(reason, sizeof(reason), "%s%s", f->reason,
+                 f->value ? "" : " (value omitted: too large for a dead-letter record)");
+        log_dead_letter(b, DLQ_REJECTED, f->table[0] ? f->table : "delivery", f->reason);
+        if (envelope_build_dead_letter(b->cfg->dlq_topic, &pseudo, &tuple, NULL, reason, &src,
+                                       f->topic, &m, err, sizeof(err)) != 0)
+            fatal(b, "cannot build dead-letter record: %s", err);
+        else if (produce(b, &m, f->ticket | TICKET_DEAD_LETTER, err, sizeof(err)) !=
+                 KAFKA_PRODUCE_OK)
+            fatal(b, "cannot dead-letter a record the broker refused: %s", err);
+        envelope_msg_clear(&m);
+        refused_free(f);
+    }
+    b->draining_refused = false;
+}
+
+/* One row through the relay's path: extract, fields, envelope, produce. */
+static void publish_row(backfiller *b, bf_table *t, PGresult *res, int r)
+{
+    pgo_tuple tuple = {.ncols = t->rel.natts, .cols = t->vals};
+    envelope_source src = {.backfill = true,
+                           .commit_ts = b->snapshot_ts,
+                           .db = b->dbname,
+                           .table = t->ct->qualname,
+                           .slot = b->cfg->slot};
+    envelope_extra extras[ENVELOPE_MAX_FIELDS];
+    size_t nextras = 0;
+    envelope_msg m = {0};
+    outbox_row row;
+    char err[512];
+
+    for (int c = 0; c < t->rel.natts; c++) {
+        if (PQgetisnull(res, r, c))
+            t->vals[c] = (pgo_value){.kind = 'n'};
+        else
+            t->vals[c] = (pgo_value){.kind = 't',
+                                     .len = (uint32_t)PQgetlength(res, r, c),
+                                     .data = PQgetvalue(res, r, c)};
+    }
+    if (outbox_extract(&t->binding, &t->rel, &tuple, &row, err, sizeof(err)) != 0) {
+        dead_letter(b, DLQ_INVALID_ROW, &t->rel, &tuple, NULL, err, &src, NULL);
+        return;
+    }
+    if (envelope_fields_resolve(b->cfg->fields, b->cfg->nfields, &t->rel, &tuple, extras, &nextras,
+                                err, sizeof(err)) != 0) {
+        dead_letter(b, DLQ_INVALID_RECORD, &t->rel, &tuple, &row, err, &src, NULL);
+        return;
+    }
+    errno = 0;
+    if (envelope_build_opts(&b->cfg->envelope, &row, extras, nextras, &src, &m, err,
+                            sizeof(err)) != 0) {
+        if (errno == ENOMEM) /* a good row must not be dead-lettered for our own failure */
+            fatal(b, "cannot build record: %s", err);
+        else
+            dead_letter(b, DLQ_INVALID_RECORD, &t->rel, &tuple, &row, err, &src, NULL);
+        return;
+    }
+    if (m.dropped_traceparent && b->traceparents_dropped++ == 0) {
+        progress_clear(b);
+        log_warn("dropping malformed traceparent values (not W3C trace context); first in "
+                 "\"%s\"",
+                 t->ct->qualname);
+    }
+    switch (produce(b, &m, b->records + 1, err, sizeof(err))) {
+    case KAFKA_PRODUCE_OK:
+        b->records++;
+        b->events++;
+        break;
+    case KAFKA_PRODUCE_REJECTED:
+        dead_letter(b, DLQ_REJECTED, &t->rel, &tuple, &row, err, &src, m.topic);
+        break;
+    default: fatal(b, "producer refused a record: %s", err); break;
+    }
+    envelope_msg_clear(&m);
+}
+
+/* ---- the database side ---------------------------------------------------- */
+
+/* Parameterised query; NULL with err unless it returned want.  *sqlstate
+ * (when given) receives the error's SQLSTATE. */
+static PGresult *q(backfiller *b, const char *sql, int nparams, const char *const *params,
+                   ExecStatusType want, char *err, size_t errlen, char sqlstate[6])
+{
+    PGresult *res = PQexecParams(b->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (sqlstate)
+        sqlstate[0] = '\0';
+    if (PQresultStatus(res) != want) {
+        const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        if (sqlstate && st)
+            strlcpy(sqlstate, st, 6);
+        strlcpy(err, res ? PQresultErrorMessage(res) : PQerrorMessage(b->conn), errlen);
+        if (!err[0])
+            strlcpy(err, PQerrorMessage(b->conn), errlen);
+        one_line(err);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+static int connect_db(backfiller *b, char *err, size_t errlen)
+{
+    static const char *const sets[] = {
+        /* the text forms pgoutput sends, so values read the same as streamed */
+        "SET DateStyle = 'ISO, YMD'", "SET TimeZone = 'UTC'", "SET IntervalStyle = 'iso_8601'",
+        "SET extra_float_digits = 3",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"};
+    const config *cfg = b->cfg;
+    /* A --password-file password comes last, so it wins over the conninfo. */
+    const char *keys[] = {"dbname", "fallback_application_name",
+                          cfg->password ? "password" : NULL, NULL};
+    const char *vals[] = {cfg->conninfo, "outbox-relay-backfill", cfg->password, NULL};
+    char qerr[512];
+    PGresult *res;
+
+    b->conn = PQconnectdbParams(keys, vals, 1);
+    if (!b->conn || PQstatus(b->conn) != CONNECTION_OK) {
+        strlcpy(qerr, b->conn ? PQerrorMessage(b->conn) : "out of memory", sizeof(qerr));
+        one_line(qerr);
+        snprintf(err, errlen, "cannot connect to PostgreSQL: %s", qerr);
+        return -1;
+    }
+    if (PQserverVersion(b->conn) < 120000) {
+        snprintf(err, errlen, "backfill needs PostgreSQL 12 or later (the server is %d)",
+                 PQserverVersion(b->conn));
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
+        if (!(res = q(b, sets[i], 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), NULL))) {
+            snprintf(err, errlen, "%s failed: %s", sets[i], qerr);
+            return -1;
+        }
+        PQclear(res);
+    }
+    /* The first query of the transaction takes its snapshot: now() is the
+     * transaction's start, the source.snapshot_time of every event. */
+    res = q(b,
+            "SELECT pg_catalog.current_database(),"
+            " (extract(epoch FROM pg_catalog.now()) * 1000000)::bigint",
+            0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+    if (!res) {
+        snprintf(err, errlen, "cannot start the snapshot: %s", qerr);
+        return -1;
+    }
+    strlcpy(b->dbname, PQgetvalue(res, 0, 0), sizeof(b->dbname));
+    b->snapshot_ts = strtoll(PQgetvalue(res, 0, 1), NULL, 10) - PGTIME_UNIX_OFFSET_US;
+    PQclear(res);
+    return 0;
+}
+
+static void table_clear(bf_table *t)
+{
+    for (int i = 0; i < t->rel.natts; i++)
+        free(t->rel.atts[i].name);
+    free(t->rel.atts);
+    for (int i = 0; i < t->npk; i++)
+        free(t->pk[i]);
+    free(t->pk);
+    free(t->vals);
+    memset(t, 0, sizeof(*t));
+}
+
+static char *quote_ident(backfiller *b, const char *s)
+{
+    return PQescapeIdentifier(b->conn, s, strlen(s));
+}
+
+/*
+ * The filter both the count and the cursor use: "" or " WHERE ...".  The
+ * user's --where is put in parentheses on lines of its own, so a trailing
+ * "--" comment cannot swallow the rest.  Returns malloc'd text or NULL.
+ */
+static char *filter_sql(backfiller *b, const bf_table *t)
+{
+    const backfill_args *a = b->a;
+    char *since_col = NULL, *since_lit = NULL, *out = NULL;
+    char ts[PGTIME_BUFSZ];
+    int n;
+
+    if (a->has_since) {
+        unixtime_format(a->since_us, ts);
+        since_col = quote_ident(b, t->rel.atts[t->binding.idx[OB_TIMESTAMP]].name);
+        since_lit = PQescapeLiteral(b->conn, ts, strlen(ts));
+        if (!since_col || !since_lit)
+            goto done;
+    }
+    n = asprintf(&out, "%s%s%s%s%s%s%s%s", a->where || a->has_since ? " WHERE " : "",
+                 a->where ? "(\n" : "", a->where ? a->where : "", a->where ? "\n)" : "",
+                 a->where && a->has_since ? " AND " : "", a->has_since ? since_col : "",
+                 a->has_since ? " >= " : "", a->has_since ? since_lit : "");
+    if (n < 0)
+        out = NULL;
+    if (out && a->has_since) {
+        char *more = NULL;
+        if (asprintf(&more, "%s::timestamptz", out) < 0)
+            more = NULL;
+        free(out);
+        out = more;
+    }
+done:
+    PQfreemem(since_col);
+    PQfreemem(since_lit);
+    return out;
+}
+
+/* "schema"."table" */
+static char *table_sql(backfiller *b, const bf_table *t)
+{
+    char *s = quote_ident(b, t->ct->schema), *n = quote_ident(b, t->ct->name), *out = NULL;
+    if (s && n && asprintf(&out, "%s.%s", s, n) < 0)
+        out = NULL;
+    PQfreemem(s);
+    PQfreemem(n);
+    return out;
+}
+
+/*
+ * Look the table up in the snapshot's catalog: its columns (those pgoutput
+ * sends: not dropped, not generated), its primary key, the binding of the
+ * column map, the --since column, and the count of matching rows.  Returns
+ * 0, or -1 with *code 2 (the table or an option is wrong) or 1.
+ */
+static int resolve_table(backfiller *b, bf_table *t, char *err, size_t errlen, int *code)
+{
+    const char *qn = t->ct->qualname;
+    char qerr[512], oidbuf[16], state[6];
+    char *tsql = NULL, *filter = NULL, *sql = NULL;
+    const char *params[2] = {t->ct->schema, t->ct->name};
+    PGresult *res;
+    int rc = -1;
+
+    *code = 1;
+    res = q(b,
+            "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+            2, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+    if (!res) {
+        snprintf(err, errlen, "cannot look up table \"%s\": %s", qn, qerr);
+        return -1;
+    }
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        *code = 2;
+        snprintf(err, errlen,
+                 "outbox table \"%s\" does not exist: give the right --table SCHEMA.TABLE "
+                 "(case matters: names are taken as written)",
+                 qn);
+        return -1;
+    }
+    if (strcmp(PQgetvalue(res, 0, 1), "r") != 0 && strcmp(PQgetvalue(res, 0, 1), "p") != 0) {
+        PQclear(res);
+        *code = 2;
+        snprintf(err, errlen, "\"%s\" is not a table: backfill reads outbox tables (--table)", qn);
+        return -1;
+    }
+    strlcpy(oidbuf, PQgetvalue(res, 0, 0), sizeof(oidbuf));
+    PQclear(res);
+
+    params[0] = oidbuf;
+    res = q(b,
+            "SELECT attname, atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND "
+            "attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+            1, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+    if (!res) {
+        snprintf(err, errlen, "cannot read the columns of \"%s\": %s", qn, qerr);
+        return -1;
+    }
+    int natts = PQntuples(res);
+    t->rel.qualname = (char *)t->ct->qualname;
+    t->rel.nspname = (char *)t->ct->schema;
+    t->rel.relname = (char *)t->ct->name;
+    t->rel.oid = (uint32_t)strtoul(oidbuf, NULL, 10);
+    t->rel.atts = calloc((size_t)natts + 1, sizeof(*t->rel.atts));
+    t->vals = calloc((size_t)natts + 1, sizeof(*t->vals));
+    if (!t->rel.atts || !t->vals) {
+        PQclear(res);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < natts; i++) {
+        t->rel.atts[i].name = strdup(PQgetvalue(res, i, 0));
+        t->rel.atts[i].type_oid = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
+        if (!t->rel.atts[i].name) {
+            PQclear(res);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        t->rel.natts = (uint16_t)(i + 1);
+    }
+    PQclear(res);
+
+    res = q(b,
+            "SELECT a.attname FROM pg_catalog.pg_index i"
+            " CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)"
+            " JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+            " WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
+            1, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+    if (!res) {
+        snprintf(err, errlen, "cannot read the primary key of \"%s\": %s", qn, qerr);
+        return -1;
+    }
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        *code = 2;
+        snprintf(err, errlen,
+                 "outbox table \"%s\" has no primary key: backfill reads it in primary-key order; "
+                 "add one (ALTER TABLE %s ADD PRIMARY KEY (id))",
+                 qn, qn);
+        return -1;
+    }
+    t->pk = calloc((size_t)PQntuples(res), sizeof(*t->pk));
+    if (!t->pk) {
+        PQclear(res);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (!(t->pk[i] = strdup(PQgetvalue(res, i, 0)))) {
+            PQclear(res);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        t->npk = i + 1;
+    }
+    PQclear(res);
+
+    if (outbox_bind(&t->ct->colmap, &t->rel, &t->binding, qerr, sizeof(qerr)) != 0) {
+        *code = 2;
+        snprintf(err, errlen, "%s", qerr);
+        return -1;
+    }
+    if (b->a->has_since && t->binding.idx[OB_TIMESTAMP] < 0) {
+        *code = 2;
+        snprintf(err, errlen,
+                 "--since filters on the event timestamp column, and \"%s\" has no column \"%s\": "
+                 "map it with --column %s:timestamp=COLUMN",
+                 qn, t->ct->colmap.col[OB_TIMESTAMP], qn);
+        return -1;
+    }
+
+    /* The count for the progress estimate also checks --where and --since
+     * against the table before anything is published. */
+    tsql = table_sql(b, t);
+    filter = filter_sql(b, t);
+    if (!tsql || !filter || asprintf(&sql, "SELECT count(*) FROM %s%s", tsql, filter) < 0) {
+        sql = NULL;
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    res = q(b, sql, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), state);
+    if (!res) {
+        /* class 42: syntax error, unknown column, no such operator, ... —
+         * the filter is at fault; 22: a value in it that does not convert */
+        if (strncmp(state, "42", 2) == 0 || strncmp(state, "22", 2) == 0) {
+            *code = 2;
+            snprintf(err, errlen, "%s not valid for table \"%s\": %s",
+                     !b->a->where            ? "--since is"
+                     : b->a->has_since ? "--where or --since is"
+                                       : "--where is",
+                     qn, qerr);
+        } else {
+            snprintf(err, errlen, "cannot count the rows of \"%s\": %s", qn, qerr);
+        }
+        goto done;
+    }
+    t->total = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    rc = 0;
+done:
+    free(sql);
+    free(filter);
+    free(tsql);
+    return rc;
+}
+
+/* Read one table through a cursor in primary-key order and publish it. */
+static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
+{
+    char *tsql = table_sql(b, t), *filter = filter_sql(b, t), *sql = NULL, *cols = NULL;
+    char *order = NULL, fetch[64], qerr[512];
+    size_t clen = 0, olen = 0;
+    FILE *cf = NULL, *of = NULL;
+    PGresult *res;
+    int rc = -1;
+
+    if (!tsql || !filter || !(cf = open_memstream(&cols, &clen)) ||
+        !(of = open_memstream(&order, &olen))) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < t->rel.natts; i++) {
+        char *c = quote_ident(b, t->rel.atts[i].name);
+        if (!c) {
+            snprintf(err, errlen, "cannot quote column \"%s\"", t->rel.atts[i].name);
+            goto done;
+        }
+        fprintf(cf, "%s%s", i ? ", " : "", c);
+        PQfreemem(c);
+    }
+    for (int i = 0; i < t->npk; i++) {
+        char *c = quote_ident(b, t->pk[i]);
+        if (!c) {
+            snprintf(err, errlen, "cannot quote column \"%s\"", t->pk[i]);
+            goto done;
+        }
+        fprintf(of, "%s%s", i ? ", " : "", c);
+        PQfreemem(c);
+    }
+    if (fclose(cf) != 0 || fclose(of) != 0) {
+        cf = of = NULL;
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    cf = of = NULL;
+    if (asprintf(&sql, "DECLARE " CURSOR_NAME " NO SCROLL CURSOR FOR SELECT %s FROM %s%s ORDER BY %s",
+                 cols, tsql, filter, order) < 0) {
+        sql = NULL;
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (!(res = q(b, sql, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), NULL))) {
+        snprintf(err, errlen, "cannot read \"%s\": %s", t->ct->qualname, qerr);
+        goto done;
+    }
+    PQclear(res);
+    log_debug("reading \"%s\" in primary-key order (%s), %d rows per fetch", t->ct->qualname,
+              order, b->a->batch_size);
+    snprintf(fetch, sizeof(fetch), "FETCH FORWARD %d FROM " CURSOR_NAME, b->a->batch_size);
+    for (;;) {
+        if (backfill_stop)
+            fatal(b, "interrupted");
+        if (b->fatal[0])
+            break;
+        if (!(res = q(b, fetch, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL))) {
+            fatal(b, "reading \"%s\" failed: %s", t->ct->qualname, qerr);
+            break;
+        }
+        int n = PQntuples(res);
+        if (PQnfields(res) != t->rel.natts) {
+            PQclear(res);
+            fatal(b, "\"%s\" returned %d columns, expected %d", t->ct->qualname, PQnfields(res),
+                  (int)t->rel.natts);
+            break;
+        }
+        for (int r = 0; r < n && !b->fatal[0]; r++) {
+            publish_row(b, t, res, r);
+            b->rows++;
+            if ((b->rows & 63) == 0) {
+                serve_producer(b);
+                progress(b, false);
+            }
+        }
+        PQclear(res);
+        if (n < b->a->batch_size)
+            break;
+    }
+    if (!b->fatal[0]) {
+        if (!(res = q(b, "CLOSE " CURSOR_NAME, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr),
+                      NULL)))
+            fatal(b, "cannot close the cursor on \"%s\": %s", t->ct->qualname, qerr);
+        PQclear(res);
+    }
+    rc = b->fatal[0] ? -1 : 0;
+done:
+    if (cf)
+        fclose(cf);
+    if (of)
+        fclose(of);
+    free(cols);
+    free(order);
+    free(sql);
+    free(filter);
+    free(tsql);
+    return rc;
+}
+
+static void summary(backfiller *b)
+{
+    char dl[160] = "";
+    size_t off = 0;
+    double secs = (double)(now_ms() - b->started_ms) / 1000.0;
+
+    for (int i = 0; i < DLQ_N; i++)
+        if (b->dlq[i] && off < sizeof(dl))
+            off += (size_t)snprintf(dl + off, sizeof(dl) - off, "%s%s %llu", off ? ", " : "",
+                                    dlq_names[i], (unsigned long long)b->dlq[i]);
+    log_info("backfill %s: %llu rows of %zu table(s) read in %.1f s, %llu events %s, %llu "
+             "dead-lettered%s%s%s",
+             b->a->dry_run ? "dry run done" : "done", (unsigned long long)b->rows, b->ntables,
+             secs, (unsigned long long)b->events,
+             b->a->dry_run ? "would be published (nothing published)" : "published and acknowledged",
+             (unsigned long long)(b->dlq[0] + b->dlq[1] + b->dlq[2] + b->dlq[3]), dl[0] ? " (" : "",
+             dl, dl[0] ? ")" : "");
+}
+
+int backfill_main(int argc, char **argv)
+{
+    backfill_args a;
+    backfiller b = {0};
+    char err[1024];
+    int code = 1, prc;
+    struct sigaction sa = {0};
+
+    prc = backfill_parse(argc, argv, &a, err, sizeof(err));
+    if (prc != 0) {
+        if (prc == 2)
+            fprintf(stderr, "outbox-relay: %s\n", err);
+        backfill_args_free(&a);
+        return prc == 1 ? 0 : 2;
+    }
+    log_setup(a.cfg.log_level, a.cfg.log_json);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    b.a = &a;
+    b.cfg = &a.cfg;
+    b.tty = isatty(STDERR_FILENO) && !a.cfg.log_json;
+    b.ntables = a.cfg.ntables;
+    b.tables = calloc(b.ntables, sizeof(*b.tables));
+    if (!b.tables) {
+        log_error("out of memory");
+        goto out;
+    }
+    if (connect_db(&b, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    /* Every table is checked before anything is published. */
+    for (size_t i = 0; i < b.ntables; i++) {
+        b.tables[i].ct = &a.cfg.tables[i];
+        if (resolve_table(&b, &b.tables[i], err, sizeof(err), &code) != 0) {
+            log_error("%s", err);
+            goto out;
+        }
+        b.total += b.tables[i].total;
+    }
+    code = 1;
+    if (!a.dry_run) {
+        b.kp = kafka_producer_new(a.cfg.brokers, a.cfg.props, a.cfg.nprops, err, sizeof(err));
+        if (!b.kp) {
+            log_error("%s", err);
+            code = 2;
+            goto out;
+        }
+    }
+    {
+        char ts[PGTIME_BUFSZ];
+        log_info("backfilling %llu rows of %zu table(s) from the snapshot of %s%s",
+                 (unsigned long long)b.total, b.ntables, pgtime_format(b.snapshot_ts, ts),
+                 a.dry_run ? " (dry run: nothing is published)" : "");
+    }
+    b.started_ms = b.progress_ms = now_ms();
+    for (size_t i = 0; i < b.ntables; i++)
+        if (backfill_table(&b, &b.tables[i], err, sizeof(err)) != 0) {
+            progress_clear(&b);
+            if (!b.fatal[0])
+                fatal(&b, "%s", err);
+            break;
+        }
+    /* Read only: ending the transaction releases the snapshot early. */
+    if (b.conn) {
+        PQclear(PQexec(b.conn, b.fatal[0] ? "ROLLBACK" : "COMMIT"));
+        PQfinish(b.conn);
+        b.conn = NULL;
+    }
+    if (b.kp && !b.fatal[0]) {
+        int wait = a.cfg.shutdown_timeout_ms > FLUSH_TIMEOUT_MIN_MS ? a.cfg.shutdown_timeout_ms
+                                                                      : FLUSH_TIMEOUT_MIN_MS;
+        int64_t deadline = now_ms() + wait;
+        /* Refused records are dead-lettered as their reports arrive, which
+         * produces more: flush until nothing is queued nor waiting. */
+        while (!b.fatal[0] && !backfill_stop && now_ms() < deadline) {
+            if (kafka_flush(b.kp, 200, on_report, &b) == 0 && !b.refused)
+                break;
+            serve_producer(&b);
+            progress(&b, false);
+        }
+        if (backfill_stop)
+            fatal(&b, "interrupted");
+    }
+    if (b.tty)
+        progress(&b, true);
+    progress_clear(&b);
+    if (b.fatal[0] || (b.kp && (kafka_outq_len(b.kp) > 0 || b.failed || b.acked < b.records))) {
+        uint64_t missing = b.acked < b.records ? b.records - b.acked : 0;
+        if (b.fatal[0])
+            log_error("backfill incomplete: %s", b.fatal);
+        if (b.failed)
+            log_error("%llu deliveries failed; first: %s", (unsigned long long)b.failed,
+                      b.first_failure);
+        log_error("backfill incomplete: %llu of %llu records not acknowledged by the broker "
+                  "(%llu of %llu rows read); running it again is safe: consumers deduplicate on id",
+                  (unsigned long long)missing, (unsigned long long)b.records,
+                  (unsigned long long)b.rows, (unsigned long long)b.total);
+        goto out;
+    }
+    for (size_t i = 0; i < b.ntopics; i++)
+        printf("%s\t%llu\n", b.topics[i].topic, (unsigned long long)b.topics[i].n);
+    summary(&b);
+    code = 0;
+out:
+    if (b.kp && kafka_flush(b.kp, 0, on_report, &b) != 0)
+        log_debug("%d messages unacknowledged at exit", kafka_outq_len(b.kp));
+    kafka_producer_free(b.kp);
+    PQfinish(b.conn);
+    while (b.refused) {
+        refused_msg *f = b.refused;
+        b.refused = f->next;
+        refused_free(f);
+    }
+    for (size_t i = 0; i < b.ntables && b.tables; i++)
+        table_clear(&b.tables[i]);
+    free(b.tables);
+    for (size_t i = 0; i < b.ntopics; i++)
+        free(b.topics[i].topic);
+    free(b.topics);
+    backfill_args_free(&a);
+    return code;
+}
