@@ -646,6 +646,41 @@ static void test_dead_letter(void **state)
     assert_int_equal(hx_exec(conn, "DROP TABLE public.loose"), 0);
 }
 
+/* Brokers down: exit 1 saying how many were not delivered; once they are
+ * back, running it again delivers every row. */
+static void test_delivery_failure(void **state)
+{
+    (void)state;
+    char t[200];
+    hx_records recs = {0};
+    cmd_result r;
+
+    if (hx_broker_is_external())
+        skip();
+    tmpl(t, sizeof(t), "down");
+    PGresult *res = table_rows("aggregateid = '1'");
+    assert_true(PQntuples(res) > 100);
+    assert_int_equal(hx_broker_cmd(&broker, "down all"), 0);
+    r = BACKFILL("down", "-d", pg.conninfo, "-b", broker.bootstraps, "--topic", t, "--where",
+                 "aggregateid = '1'", "-X", "message.timeout.ms=2000");
+    assert_int_equal(hx_broker_cmd(&broker, "up all"), 0);
+    char words[128];
+    snprintf(words, sizeof(words), "%d of %d records not acknowledged", PQntuples(res),
+             PQntuples(res));
+    expect(&r, 1, words);
+    expect(&r, 1, "running it again is safe");
+    cmd_free(&r);
+
+    r = BACKFILL("up", "-d", pg.conninfo, "-b", broker.bootstraps, "--topic", t, "--where",
+                 "aggregateid = '1'");
+    expect(&r, 0, NULL);
+    cmd_free(&r);
+    consume_rows("down", res, &recs);
+    assert_matches_table(&recs, res, "down");
+    PQclear(res);
+    hx_records_free(&recs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -654,6 +689,7 @@ int main(void)
         cmocka_unit_test(test_where_and_since),
         cmocka_unit_test(test_dry_run),
         cmocka_unit_test(test_dead_letter),
+        cmocka_unit_test(test_delivery_failure),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
