@@ -43,11 +43,15 @@ void policy_feedback_sent(feedback_state *fs, int64_t now_ms, uint64_t flush_lsn
 
 /*
  * Whether to stop reading the replication socket: in-flight events or bytes
- * reached their caps.  Reading resumes below the caps (no hysteresis
- * needed: one more message exceeds a cap by at most its own size).
+ * reached their caps, or the watermark's window holds more than max_events
+ * transactions not yet confirmed (acknowledged ones wait there behind a
+ * slower one; this bounds its memory).  Strictly more, so that one open
+ * transaction never pauses itself.  Reading resumes below the caps (no
+ * hysteresis needed: one more message exceeds a cap by at most its own
+ * size).
  */
-bool policy_backpressure(uint64_t inflight_events, uint64_t inflight_bytes, uint64_t max_events,
-                         uint64_t max_bytes);
+bool policy_backpressure(uint64_t inflight_events, uint64_t window_txns, uint64_t inflight_bytes,
+                         uint64_t max_events, uint64_t max_bytes);
 
 /*
  * Reconnect delay for the attempt-th consecutive failure (0-based): base *

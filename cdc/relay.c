@@ -927,7 +927,8 @@ static int read_frames(relay *r)
     for (int n = 0; n < FRAMES_PER_PASS; n++) {
         if (r->need_rewind || !r->connected)
             return 0;
-        if (policy_backpressure(watermark_inflight_events(r->wm), r->inflight_bytes,
+        if (policy_backpressure(watermark_inflight_events(r->wm), watermark_inflight_txns(r->wm),
+                                r->inflight_bytes,
                                 r->cfg->max_inflight_events, r->cfg->max_inflight_bytes))
             return 0;
         int got = stream_next(r->st, &f, err, sizeof(err));
@@ -1105,7 +1106,8 @@ int relay_run(const config *cfg)
         if (r.need_rewind)
             continue;
 
-        bool paused = policy_backpressure(watermark_inflight_events(r.wm), r.inflight_bytes,
+        bool paused = policy_backpressure(watermark_inflight_events(r.wm),
+                                          watermark_inflight_txns(r.wm), r.inflight_bytes,
                                           cfg->max_inflight_events, cfg->max_inflight_bytes);
         r.m->received_lsn = r.received;
         r.m->inflight_events = watermark_inflight_events(r.wm);

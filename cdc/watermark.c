@@ -5,15 +5,22 @@
 
 /*
  * The window is a ring of slots in commit (= ticket) order.  A slot covers a
- * contiguous range of tickets: a single transaction while it is incomplete,
- * or a run of completed transactions collapsed into one.  Two adjacent
- * slots are never both complete and the head slot is never complete (it is
- * popped at once), so the number of slots is at most twice the number of
- * incomplete transactions plus one — bounded by the events in flight, not by
- * how many transactions pass through.
+ * contiguous range of tickets: one transaction, or a run of completed
+ * transactions collapsed at the end of the window (a slot that completes
+ * next to a complete last slot absorbs it, or joins it when it is the last
+ * itself).  The head slot is never complete: it is popped at once.
+ *
+ * Completion in the middle of the window (acknowledgements arrive in any
+ * order across partitions) does not collapse: removing a slot from the
+ * middle of a ring moves half of it, which cost more per event than
+ * everything else the watermark does.  So the number of slots is at most
+ * the number of transactions not yet confirmed, and a stream of
+ * transactions without events behind a stuck one costs one slot; the relay
+ * bounds the rest by pausing reading at --max-inflight slots (see
+ * policy_backpressure()).
  *
  * A ticket's slot is found by binary search over the ring (slots are sorted
- * by ticket), because collapsing breaks direct indexing by ticket.
+ * by ticket; collapsing breaks direct indexing by ticket).
  */
 
 #define WATERMARK_INITIAL_SLOTS 3 /* small and not a power of two: wrap-around is common */
@@ -46,7 +53,11 @@ struct watermark {
 
 static struct slot *slot_at(const watermark *wm, size_t i)
 {
-    return &wm->ring[(wm->head + i) % wm->cap];
+    size_t k = wm->head + i; /* head < cap and i < cap: one subtraction wraps */
+
+    if (k >= wm->cap)
+        k -= wm->cap;
+    return &wm->ring[k];
 }
 
 static bool slot_complete(const struct slot *s)
@@ -73,20 +84,6 @@ static int grow(watermark *wm)
     return 0;
 }
 
-/* Remove slot i, moving whichever side of the ring is shorter. */
-static void erase(watermark *wm, size_t i)
-{
-    if (i < wm->count / 2) {
-        for (size_t j = i; j > 0; j--)
-            *slot_at(wm, j) = *slot_at(wm, j - 1);
-        wm->head = (wm->head + 1) % wm->cap;
-    } else {
-        for (size_t j = i; j + 1 < wm->count; j++)
-            *slot_at(wm, j) = *slot_at(wm, j + 1);
-    }
-    wm->count--;
-}
-
 /* b (the slot right after a) joins a; both are complete. */
 static void absorb(struct slot *a, const struct slot *b)
 {
@@ -96,26 +93,27 @@ static void absorb(struct slot *a, const struct slot *b)
 }
 
 /*
- * Slot i just became complete: collapse it with complete neighbours, then
- * pop the head while it is complete, advancing the flush LSN.  Keeps the
- * invariants described at the top of the file.
+ * Slot i just became complete: collapse it with complete neighbours where
+ * that removes the last slot (no move: the next slot when it is the last,
+ * then slot i itself when it has become the last); then pop the head while
+ * it is complete, advancing the flush LSN.  Keeps the invariants described
+ * at the top of the file.
  */
 static void settle(watermark *wm, size_t i)
 {
-    if (i > 0 && slot_complete(slot_at(wm, i - 1))) {
-        absorb(slot_at(wm, i - 1), slot_at(wm, i));
-        erase(wm, i);
-        i--;
-    }
-    if (i + 1 < wm->count && slot_complete(slot_at(wm, i + 1))) {
+    if (i + 2 == wm->count && slot_complete(slot_at(wm, i + 1))) {
         absorb(slot_at(wm, i), slot_at(wm, i + 1));
-        erase(wm, i + 1);
+        wm->count--;
+    }
+    if (i > 0 && i + 1 == wm->count && slot_complete(slot_at(wm, i - 1))) {
+        absorb(slot_at(wm, i - 1), slot_at(wm, i));
+        wm->count--;
     }
     while (wm->count > 0 && slot_complete(slot_at(wm, 0))) {
         struct slot *h = slot_at(wm, 0);
         if (h->end_lsn > wm->flush)
             wm->flush = h->end_lsn;
-        wm->head = (wm->head + 1) % wm->cap;
+        wm->head = wm->head + 1 == wm->cap ? 0 : wm->head + 1;
         wm->count--;
     }
 }

@@ -8,9 +8,10 @@
  * transactions whose events are all acknowledged.  A failed event stops the
  * prefix for good (until watermark_reset()).
  *
- * Pure: no I/O, no clock.  Memory: one slot per transaction in the window;
- * consecutive completed transactions are collapsed, so a stream of
- * transactions without outbox events costs O(1).
+ * Pure: no I/O, no clock.  Memory: at most one slot per transaction not
+ * yet confirmed; transactions completing at the end of the window are
+ * collapsed, so a stream of transactions without outbox events costs one
+ * slot.  The caller bounds the window (watermark_inflight_txns()).
  */
 #ifndef CDC_WATERMARK_H
 #define CDC_WATERMARK_H
@@ -67,9 +68,9 @@ bool watermark_failed(const watermark *wm);
 /* Events handed to the broker and not yet acknowledged or failed. */
 uint64_t watermark_inflight_events(const watermark *wm);
 
-/* Transactions in the window (open one included).  A run of completed
- * transactions waiting behind an incomplete one is collapsed and counts
- * once: this measures memory (at most 2 x incomplete + 1), not backlog. */
+/* Slots in the window (the open transaction included): transactions not
+ * yet confirmed, where a run of them completed at the end of the window
+ * counts once.  This measures memory; bound it with backpressure. */
 size_t watermark_inflight_txns(const watermark *wm);
 
 /* True when a transaction is open (between Begin and Commit). */

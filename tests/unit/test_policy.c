@@ -75,11 +75,16 @@ static void test_clock_backwards(void **state)
 static void test_backpressure(void **state)
 {
     (void)state;
-    assert_false(policy_backpressure(0, 0, 10, 100));
-    assert_false(policy_backpressure(9, 99, 10, 100));
-    assert_true(policy_backpressure(10, 0, 10, 100));
-    assert_true(policy_backpressure(0, 100, 10, 100));
-    assert_true(policy_backpressure(UINT64_MAX, UINT64_MAX, 10, 100));
+    assert_false(policy_backpressure(0, 0, 0, 10, 100));
+    assert_false(policy_backpressure(9, 10, 99, 10, 100));
+    assert_true(policy_backpressure(10, 0, 0, 10, 100));
+    assert_true(policy_backpressure(0, 0, 100, 10, 100));
+    /* acknowledged transactions piling up behind a stuck one */
+    assert_true(policy_backpressure(1, 11, 0, 10, 100));
+    /* --max-inflight 1: the one open transaction does not pause itself */
+    assert_false(policy_backpressure(0, 1, 0, 1, 100));
+    assert_true(policy_backpressure(1, 1, 0, 1, 100));
+    assert_true(policy_backpressure(UINT64_MAX, UINT64_MAX, UINT64_MAX, 10, 100));
 }
 
 static void test_backoff_grows_capped_jittered(void **state)
