@@ -908,7 +908,12 @@ static int resolve_table(backfiller *b, bf_table *t, char *err, size_t errlen, i
     if (!res) {
         /* class 42: syntax error, unknown column, no such operator, ... —
          * the filter is at fault; 22: a value in it that does not convert */
-        if (strncmp(state, "42", 2) == 0 || strncmp(state, "22", 2) == 0) {
+        if (strcmp(state, "42501") == 0) {
+            *code = 2;
+            snprintf(err, errlen, "cannot read \"%s\": %s: GRANT SELECT ON %s TO the role", qn,
+                     qerr, qn);
+        } else if ((b->a->where || b->a->has_since) &&
+                   (strncmp(state, "42", 2) == 0 || strncmp(state, "22", 2) == 0)) {
             *code = 2;
             snprintf(err, errlen, "%s not valid for table \"%s\": %s",
                      !b->a->where            ? "--since is"

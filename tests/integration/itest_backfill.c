@@ -15,7 +15,8 @@
  * - a row that cannot become an event reaches the dead-letter topic
  * - refusals exit 2 with a message naming the fix, publishing nothing: bad
  *   --since, missing table, no primary key, --since without a timestamp
- *   column, a required column not mapped, --where that is not valid SQL
+ *   column, a required column not mapped, --where that is not valid SQL, a
+ *   table the role may not read
  */
 #include <inttypes.h>
 #include <setjmp.h>
@@ -400,6 +401,18 @@ static void test_refusals(void **state)
     r = BACKFILL("refuse", "-d", ci, "-b", broker.bootstraps, "--topic", t, "-t", "public.nots",
                  "--where", "aggregatetype = 'order'; DELETE FROM public.nots");
     expect(&r, 2, "--where is not valid");
+    cmd_free(&r);
+
+    /* the least-privilege role reads the outbox, not other tables */
+    char relay_ci[200];
+    snprintf(relay_ci, sizeof(relay_ci), "host=127.0.0.1 port=%d user=outbox_relay dbname=postgres",
+             pg.port);
+    r = BACKFILL("refuse", "-d", relay_ci, "-b", broker.bootstraps, "--topic", t, "-t",
+                 "public.nots");
+    expect(&r, 2, "GRANT SELECT ON public.nots");
+    cmd_free(&r);
+    r = BACKFILL("refuse", "-d", relay_ci, "--topic", t, "--dry-run");
+    expect(&r, 0, "backfill dry run done");
     cmd_free(&r);
 
     /* nothing was published by any of them */
