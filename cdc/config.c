@@ -76,6 +76,7 @@ static const char usage_text[] =
     "\n"
     "usage: outbox-relay [run] [options]\n"
     "       outbox-relay replay --anchor NAME --from LSN [--to LSN] [--dry-run] [options]\n"
+    "       outbox-relay backfill [--where SQL] [--since TIMESTAMP] [--dry-run] [options]\n"
     "       outbox-relay anchor create|list|advance|drop ...\n"
     "       outbox-relay status [--json] [-d CONNINFO] [--slot NAME]\n"
     "\n"
@@ -374,11 +375,6 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
 
     config_defaults(cfg);
     if (argc > 1 && argv[1][0] != '-') {
-        if (strcmp(argv[1], "backfill") == 0)
-            return fail(err, errlen,
-                        "the \"backfill\" sub-command is not available in this version; "
-                        "publish a past range with \"outbox-relay replay --anchor NAME --from "
-                        "LSN\"");
         if (strcmp(argv[1], "run") != 0)
             return fail(err, errlen, "unknown sub-command \"%s\": use run (see --help)", argv[1]);
         argv++;

@@ -329,6 +329,13 @@ kafka_producer *kafka_producer_new(const char *brokers, const kafka_prop *props,
     kp->auto_create = true;
     if (rd_kafka_conf_get(conf, "allow.auto.create.topics", val, &vlen) == RD_KAFKA_CONF_OK)
         kp->auto_create = strcmp(val, "true") == 0;
+    vlen = sizeof(val);
+    if (rd_kafka_conf_get(conf, "acks", val, &vlen) == RD_KAFKA_CONF_OK && strcmp(val, "0") == 0) {
+        snprintf(err, errlen,
+                 "acks=0: the broker would acknowledge nothing, and the slot is confirmed only "
+                 "on acknowledgements; leave acks at its default (all)");
+        goto fail;
+    }
 
     kp->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (kp->efd < 0) {

@@ -127,7 +127,6 @@ static void test_bad_usage(void **state)
     EXPECT_USAGE("swap", "-b", "x:1", "--start-lsn", "0/20", "--end-lsn", "0/10");
     EXPECT_USAGE("unexpected argument", "-b", "x:1", "stray");
     EXPECT_USAGE("unknown sub-command", "rerun", "-b", "x:1");
-    EXPECT_USAGE("not available", "backfill", "-b", "x:1");
 }
 
 static void test_bootstrap_from_property(void **state)
