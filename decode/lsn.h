@@ -32,11 +32,18 @@ int lsn_parse(const char *s, uint64_t *out) OBX_WUR;
 /* Format an LSN as "%X/%X" into buf (at least LSN_BUFSZ bytes); returns buf. */
 char *lsn_format(uint64_t lsn, char *buf);
 
+/* lsn_format() returning the length of the text (NUL not counted).  No
+ * snprintf: cheap enough to call for every event. */
+size_t lsn_format_len(uint64_t lsn, char *buf);
+
 /*
  * Format a PostgreSQL wire timestamp as RFC 3339 UTC with microseconds,
  * "2026-11-23T18:14:13.123456Z", into buf (PGTIME_BUFSZ bytes).  Returns buf.
  */
 char *pgtime_format(int64_t pg_us, char *buf);
+
+/* pgtime_format() returning the length of the text (NUL not counted). */
+size_t pgtime_format_len(int64_t pg_us, char *buf);
 
 /* PostgreSQL wire timestamp -> microseconds since the Unix epoch. */
 int64_t pgtime_to_unix_us(int64_t pg_us);
@@ -49,7 +56,15 @@ int64_t pgtime_to_unix_us(int64_t pg_us);
  */
 int pgtime_parse_text(const char *s, size_t len, int64_t *unix_us) OBX_WUR;
 
-/* Format microseconds since the Unix epoch as RFC 3339 UTC ("...Z"). */
+/*
+ * Format microseconds since the Unix epoch as RFC 3339 UTC ("...Z") into buf
+ * (PGTIME_BUFSZ bytes): the year zero-padded to 4 digits, "-" before it
+ * before year 0 (ISO 8601's astronomical years), any int64 accepted.
+ * Returns buf.
+ */
 char *unixtime_format(int64_t unix_us, char *buf);
+
+/* unixtime_format() returning the length of the text (NUL not counted). */
+size_t unixtime_format_len(int64_t unix_us, char *buf);
 
 #endif

@@ -195,6 +195,155 @@ static void test_unixtime_matches_gmtime(void **state)
     }
 }
 
+static uint64_t xorshift(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+static void lsn_format_check(uint64_t lsn)
+{
+    char buf[LSN_BUFSZ], want[32];
+    int wn = snprintf(want, sizeof want, "%X/%X", (unsigned)(lsn >> 32), (unsigned)lsn);
+    size_t n;
+
+    memset(buf, 'x', sizeof buf);
+    n = lsn_format_len(lsn, buf);
+    if (strcmp(buf, want) != 0 || n != (size_t)wn)
+        fail_msg("lsn %llx: got \"%s\" (%zu) want \"%s\" (%d)", (unsigned long long)lsn, buf, n,
+                 want, wn);
+    memset(buf, 'x', sizeof buf);
+    assert_ptr_equal(lsn_format(lsn, buf), buf);
+    assert_string_equal(buf, want);
+}
+
+/* The hand-written formatter against snprintf: every digit count of each
+ * half, the carries between them, and random positions. */
+static void test_lsn_format_matches_snprintf(void **state)
+{
+    uint64_t x = 0xD1B54A32D192ED03u;
+
+    (void)state;
+    lsn_format_check(0);
+    lsn_format_check(UINT64_MAX);
+    for (int b = 0; b < 64; b++) {
+        uint64_t p = UINT64_C(1) << b;
+
+        lsn_format_check(p);
+        lsn_format_check(p - 1);
+        lsn_format_check(p + 1);
+        lsn_format_check(~p);
+        lsn_format_check(UINT64_MAX >> b);
+        lsn_format_check(UINT64_MAX << b);
+    }
+    for (int i = 0; i < 200000; i++) {
+        uint64_t r = xorshift(&x);
+
+        /* shift so that short halves are as common as long ones */
+        lsn_format_check(r >> (r % 64));
+        lsn_format_check(r);
+    }
+}
+
+/* What the old snprintf code printed, with glibc's gmtime_r for the
+ * calendar (its tm_year spans every int64 microsecond count). */
+static void unixtime_want(int64_t unix_us, char *want, size_t len)
+{
+    int64_t secs = unix_us / 1000000, us = unix_us % 1000000;
+    long long y;
+    struct tm tm;
+    time_t t;
+
+    if (us < 0) {
+        secs--;
+        us += 1000000;
+    }
+    t = (time_t)secs;
+    assert_non_null(gmtime_r(&t, &tm));
+    y = (long long)tm.tm_year + 1900;
+    snprintf(want, len, "%s%04lld-%02d-%02dT%02d:%02d:%02d.%06dZ", y < 0 ? "-" : "",
+             y < 0 ? -y : y, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)us);
+}
+
+static void unixtime_check(int64_t unix_us)
+{
+    char buf[PGTIME_BUFSZ], want[64];
+    size_t n;
+
+    unixtime_want(unix_us, want, sizeof want);
+    memset(buf, 'x', sizeof buf);
+    n = unixtime_format_len(unix_us, buf);
+    if (strcmp(buf, want) != 0 || n != strlen(want))
+        fail_msg("%lld: got \"%s\" (%zu) want \"%s\"", (long long)unix_us, buf, n, want);
+    assert_ptr_equal(unixtime_format(unix_us, buf), buf);
+    assert_string_equal(buf, want);
+}
+
+/* Whole int64 range, day and microsecond edges, leap days, year widths. */
+static void test_unixtime_format_matches_snprintf(void **state)
+{
+    static const int years[] = {-290307, -100000, -10000, -9999, -401, -400, -101, -100,
+                                -5,      -4,      -1,     0,     1,    4,    100,  1582,
+                                1600,    1700,    1900,   1969,  1970, 2000, 2024, 2038,
+                                2100,    2400,    9999,   10000, 99999, 100000, 294246};
+    const int64_t day = INT64_C(86400000000);
+    uint64_t x = 0x2545F4914F6CDD1Du;
+    char buf[PGTIME_BUFSZ];
+
+    (void)state;
+    unixtime_check(0);
+    unixtime_check(INT64_MAX);
+    unixtime_check(INT64_MIN);
+    unixtime_check(INT64_MAX - 1);
+    unixtime_check(INT64_MIN + 1);
+    for (int64_t d = -3; d <= 3; d++) {
+        unixtime_check(d * day);
+        unixtime_check(d * day - 1);
+        unixtime_check(d * day + 1);
+        unixtime_check(d * day + 999999);
+        unixtime_check(d * day + 1000000);
+        unixtime_check(d * day - 999999);
+        unixtime_check(d * day - 1000000);
+        unixtime_check(d * day - 1000001);
+    }
+    for (size_t i = 0; i < sizeof years / sizeof years[0]; i++) {
+        struct tm tm = {.tm_year = years[i] - 1900, .tm_mon = 1, .tm_mday = 28};
+        int64_t feb28 = (int64_t)timegm(&tm) * 1000000;
+        int64_t jan1;
+
+        tm = (struct tm){.tm_year = years[i] - 1900, .tm_mon = 0, .tm_mday = 1};
+        jan1 = (int64_t)timegm(&tm) * 1000000;
+        for (int64_t k = -1; k <= 2; k++) {
+            unixtime_check(feb28 + k * day);
+            unixtime_check(feb28 + k * day - 1);
+            unixtime_check(jan1 + k * day);
+            unixtime_check(jan1 + k * day - 1);
+        }
+    }
+    for (int i = 0; i < 200000; i++) {
+        uint64_t r = xorshift(&x);
+
+        unixtime_check((int64_t)r);                                /* anywhere */
+        unixtime_check((int64_t)(r % (UINT64_C(200) * 365 * 86400000000)) +
+                       INT64_C(-2208988800000000));                /* 1900..2100 */
+        unixtime_check((int64_t)(r >> (r % 64)) * (r & 1 ? -1 : 1)); /* all magnitudes */
+    }
+    /* the PostgreSQL-epoch variant, saturating at +/-infinity */
+    assert_int_equal(pgtime_format_len(0, buf), 27);
+    assert_string_equal(buf, "2000-01-01T00:00:00.000000Z");
+    for (int i = 0; i < 1000; i++) {
+        int64_t pg = (int64_t)xorshift(&x);
+        char want[64];
+
+        unixtime_want(pgtime_to_unix_us(pg), want, sizeof want);
+        assert_int_equal(pgtime_format_len(pg, buf), strlen(want));
+        assert_string_equal(buf, want);
+        assert_string_equal(pgtime_format(pg, buf), want);
+    }
+}
+
 static int64_t parse_text(const char *s)
 {
     int64_t v = 0;
@@ -338,6 +487,8 @@ int main(void)
         cmocka_unit_test(test_pgtime_format),
         cmocka_unit_test(test_unixtime_format),
         cmocka_unit_test(test_unixtime_matches_gmtime),
+        cmocka_unit_test(test_lsn_format_matches_snprintf),
+        cmocka_unit_test(test_unixtime_format_matches_snprintf),
         cmocka_unit_test(test_pgtime_parse_text_valid),
         cmocka_unit_test(test_pgtime_parse_text_invalid),
         cmocka_unit_test(test_pgtime_parse_text_len),
