@@ -12,14 +12,16 @@
 #include <bsd/string.h>
 
 #include "cdc/config.h"
+#include "cdc/pgconn.h"
 
-enum { OPT_FROM_SLOT = 1000, OPT_JSON, OPT_WARN_BYTES, OPT_HELP };
+enum { OPT_FROM_SLOT = 1000, OPT_JSON, OPT_WARN_BYTES, OPT_PASSWORD_FILE, OPT_HELP };
 
 static const struct option admin_options[] = {
     {"dbname", required_argument, NULL, 'd'},
     {"slot", required_argument, NULL, 'S'},
     {"from-slot", required_argument, NULL, OPT_FROM_SLOT},
     {"json", no_argument, NULL, OPT_JSON},
+    {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
     {"warn-bytes", required_argument, NULL, OPT_WARN_BYTES},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
@@ -39,6 +41,7 @@ static const char admin_usage[] =
     "advanced or dropped: `anchor list` warns above --warn-bytes (default 1G).\n"
     "\n"
     "  -d, --dbname CONNINFO  the outbox database (libpq conninfo or URI; PG* apply)\n"
+    "      --password-file F  the password, from the first line of F\n"
     "  -S, --slot NAME        the relay's slot for status     (default outbox_relay)\n"
     "\n"
     "exit codes: 0 done, 1 runtime failure, 2 bad usage or a refused request\n";
@@ -128,6 +131,10 @@ int admin_parse(int argc, char **argv, admin_args *a, char *err, size_t errlen)
             a->from_slot = optarg;
             break;
         case OPT_JSON: a->json = true; break;
+        case OPT_PASSWORD_FILE:
+            if (config_read_password_file(optarg, &a->password, err, errlen) != 0)
+                return 2;
+            break;
         case OPT_WARN_BYTES:
             if (config_parse_size(optarg, &a->warn_bytes) != 0)
                 return usage_fail(err, errlen, "invalid --warn-bytes \"%s\": give a size like 1G",
@@ -221,26 +228,14 @@ enum admin_advance_verdict admin_advance_check(const char *anchor, uint64_t conf
     "(CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()"        \
     " ELSE pg_catalog.pg_current_wal_lsn() END)"
 
-/* One line: libpq messages end with a newline and may span lines. */
-static void one_line(char *buf)
-{
-    size_t n = strlen(buf);
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    for (char *p = buf; *p; p++)
-        if (*p == '\n' || *p == '\t')
-            *p = ' ';
-}
 
-static PGconn *admin_connect(const char *conninfo)
+static PGconn *admin_connect(const char *conninfo, const char *password)
 {
-    const char *keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {conninfo, "outbox-relay", NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    PGconn *conn = pgconn_open(conninfo, password, false, "outbox-relay");
     if (!conn || PQstatus(conn) != CONNECTION_OK) {
         char msg[512];
         strlcpy(msg, conn ? PQerrorMessage(conn) : "out of memory", sizeof(msg));
-        one_line(msg);
+        pgconn_one_line(msg);
         fprintf(stderr, "outbox-relay: cannot connect to PostgreSQL: %s\n", msg);
         PQfinish(conn);
         return NULL;
@@ -257,7 +252,7 @@ static PGresult *query(PGconn *conn, ExecStatusType want, const char *sql, int n
     if (PQresultStatus(res) != want) {
         char msg[512];
         strlcpy(msg, res ? PQresultErrorMessage(res) : PQerrorMessage(conn), sizeof(msg));
-        one_line(msg);
+        pgconn_one_line(msg);
         fprintf(stderr, "outbox-relay: %s\n", msg);
         PQclear(res);
         return NULL;
@@ -721,10 +716,17 @@ int admin_main(int argc, char **argv)
 
     switch (admin_parse(argc, argv, &a, err, sizeof(err))) {
     case 0: break;
-    case 1: return 0;
-    default: fprintf(stderr, "outbox-relay: %s\n", err); return 2;
+    case 1: free(a.password); return 0;
+    default:
+        fprintf(stderr, "outbox-relay: %s\n", err);
+        free(a.password);
+        return 2;
     }
-    conn = admin_connect(a.conninfo);
+    conn = admin_connect(a.conninfo, a.password);
+    if (a.password) {
+        explicit_bzero(a.password, strlen(a.password));
+        free(a.password);
+    }
     if (!conn)
         return 1;
     switch (a.cmd) {

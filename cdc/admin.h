@@ -38,6 +38,7 @@ enum admin_cmd {
 typedef struct admin_args {
     enum admin_cmd cmd;
     const char *conninfo;  /* -d; "" = libpq defaults and PG* variables */
+    char *password;        /* --password-file; NULL = conninfo, PGPASSWORD, .pgpass */
     const char *slot;      /* --slot: the relay's slot (status) */
     const char *name;      /* anchor NAME as given */
     char anchor[ADMIN_SLOT_MAX]; /* its slot name, prefix included */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cdc/log.h"
+#include "cdc/pgconn.h"
 #include "decode/lsn.h"
 #include "decode/outbox.h"
 #include "publish/kafka.h"
@@ -280,15 +281,6 @@ static void fatal(backfiller *b, const char *fmt, ...)
     va_end(ap);
 }
 
-static void one_line(char *buf)
-{
-    size_t n = strlen(buf);
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    for (char *p = buf; *p; p++)
-        if (*p == '\n' || *p == '\t')
-            *p = ' ';
-}
 
 /* ---- progress ------------------------------------------------------------ */
 
@@ -648,7 +640,7 @@ static PGresult *q(backfiller *b, const char *sql, int nparams, const char *cons
         strlcpy(err, res ? PQresultErrorMessage(res) : PQerrorMessage(b->conn), errlen);
         if (!err[0])
             strlcpy(err, PQerrorMessage(b->conn), errlen);
-        one_line(err);
+        pgconn_one_line(err);
         PQclear(res);
         return NULL;
     }
@@ -663,17 +655,13 @@ static int connect_db(backfiller *b, char *err, size_t errlen)
         "SET extra_float_digits = 3",
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"};
     const config *cfg = b->cfg;
-    /* A --password-file password comes last, so it wins over the conninfo. */
-    const char *keys[] = {"dbname", "fallback_application_name",
-                          cfg->password ? "password" : NULL, NULL};
-    const char *vals[] = {cfg->conninfo, "outbox-relay-backfill", cfg->password, NULL};
     char qerr[512];
     PGresult *res;
 
-    b->conn = PQconnectdbParams(keys, vals, 1);
+    b->conn = pgconn_open(cfg->conninfo, cfg->password, false, "outbox-relay-backfill");
     if (!b->conn || PQstatus(b->conn) != CONNECTION_OK) {
         strlcpy(qerr, b->conn ? PQerrorMessage(b->conn) : "out of memory", sizeof(qerr));
-        one_line(qerr);
+        pgconn_one_line(qerr);
         snprintf(err, errlen, "cannot connect to PostgreSQL: %s", qerr);
         return -1;
     }

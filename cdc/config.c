@@ -261,8 +261,7 @@ int config_parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
-/* The first line of path, without its newline, as the password. */
-static int read_password_file(config *cfg, const char *path, char *err, size_t errlen)
+int config_read_password_file(const char *path, char **password, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     char *line = NULL;
@@ -283,11 +282,11 @@ static int read_password_file(config *cfg, const char *path, char *err, size_t e
              path);
         return -1;
     }
-    if (cfg->password) {
-        explicit_bzero(cfg->password, strlen(cfg->password));
-        free(cfg->password);
+    if (*password) {
+        explicit_bzero(*password, strlen(*password));
+        free(*password);
     }
-    cfg->password = line;
+    *password = line;
     return 0;
 }
 
@@ -431,7 +430,7 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
             break;
         case OPT_TOMBSTONE: cfg->tombstone_on_empty = true; break;
         case OPT_PASSWORD_FILE:
-            if (read_password_file(cfg, optarg, err, errlen) != 0)
+            if (config_read_password_file(optarg, &cfg->password, err, errlen) != 0)
                 return CONFIG_USAGE;
             break;
         case OPT_MSG_TIMESTAMP:

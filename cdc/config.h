@@ -88,6 +88,13 @@ void config_free(config *cfg);
  */
 int config_scrub_conninfo(char *s);
 
+/*
+ * --password-file: the first line of path, without its newline, replaces
+ * *password (the old one wiped and freed).  Returns 0, or -1 with err
+ * naming the fix (unreadable or empty file).
+ */
+int config_read_password_file(const char *path, char **password, char *err, size_t errlen);
+
 /* Parse a size with an optional k/M/G suffix (powers of 1024). 0 or -1. */
 int config_parse_size(const char *s, uint64_t *out) OBX_WUR;
 

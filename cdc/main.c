@@ -36,6 +36,10 @@ int main(int argc, char **argv)
      * use their memory: from the first title on, ps and /proc/PID/cmdline
      * show the state, not the command line (nor a password in it). */
     setproctitle_init(argc, argv, environ);
+    /* Sub-commands take a conninfo too: show only their name from here on. */
+    if (argc > 1 && (strcmp(argv[1], "anchor") == 0 || strcmp(argv[1], "status") == 0 ||
+                     strcmp(argv[1], "replay") == 0 || strcmp(argv[1], "backfill") == 0))
+        setproctitle("%s", argv[1]);
     if (argc > 1 && (strcmp(argv[1], "anchor") == 0 || strcmp(argv[1], "status") == 0))
         return admin_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "replay") == 0) {

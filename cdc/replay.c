@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cdc/log.h"
+#include "cdc/pgconn.h"
 #include "decode/lsn.h"
 #include "decode/outbox.h"
 #include "decode/pgoutput.h"
@@ -318,15 +319,6 @@ static void fatal(replayer *r, const char *fmt, ...)
     va_end(ap);
 }
 
-static void one_line(char *buf)
-{
-    size_t n = strlen(buf);
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    for (char *p = buf; *p; p++)
-        if (*p == '\n' || *p == '\t')
-            *p = ' ';
-}
 
 /* Simple query on the replication connection (no extended protocol there).
  * NULL with err unless it returned want. */
@@ -335,7 +327,7 @@ static PGresult *rq(replayer *r, const char *sql, ExecStatusType want, char *err
     PGresult *res = PQexec(r->conn, sql);
     if (PQresultStatus(res) != want) {
         strlcpy(err, res ? PQresultErrorMessage(res) : PQerrorMessage(r->conn), errlen);
-        one_line(err);
+        pgconn_one_line(err);
         PQclear(res);
         return NULL;
     }
@@ -396,7 +388,7 @@ static void send_status(replayer *r, int64_t now)
     if (PQputCopyData(r->conn, (const char *)m, sizeof(m)) != 1 || PQflush(r->conn) < 0) {
         char e[512];
         strlcpy(e, PQerrorMessage(r->conn), sizeof(e));
-        one_line(e);
+        pgconn_one_line(e);
         fatal(r, "cannot send status update: %s", e);
     }
     r->status_at = now;
@@ -621,7 +613,7 @@ static int read_frames(replayer *r)
             PGresult *res = PQgetResult(r->conn);
             char e[512];
             strlcpy(e, res ? PQresultErrorMessage(res) : PQerrorMessage(r->conn), sizeof(e));
-            one_line(e);
+            pgconn_one_line(e);
             PQclear(res);
             fatal(r, "replication stream ended: %s", e[0] ? e : "by the server");
             return -1;
@@ -656,8 +648,6 @@ static int read_frames(replayer *r)
 static int connect_and_check(replayer *r, char *err, size_t errlen, int *code)
 {
     const replay_args *a = r->a;
-    const char *keys[] = {"dbname", "replication", "fallback_application_name", NULL};
-    const char *vals[] = {a->cfg.conninfo, "database", "outbox-relay-replay", NULL};
     replay_anchor_state an = {0};
     uint64_t server;
     char sql[1024], qerr[512];
@@ -665,10 +655,10 @@ static int connect_and_check(replayer *r, char *err, size_t errlen, int *code)
     char *lit;
 
     *code = 1;
-    r->conn = PQconnectdbParams(keys, vals, 1);
+    r->conn = pgconn_open(a->cfg.conninfo, a->cfg.password, true, "outbox-relay-replay");
     if (!r->conn || PQstatus(r->conn) != CONNECTION_OK) {
         strlcpy(qerr, r->conn ? PQerrorMessage(r->conn) : "out of memory", sizeof(qerr));
-        one_line(qerr);
+        pgconn_one_line(qerr);
         snprintf(err, errlen, "cannot connect to PostgreSQL: %s", qerr);
         return -1;
     }
@@ -787,7 +777,7 @@ static int start_stream(replayer *r, char *err, size_t errlen)
     res = PQexec(r->conn, sql);
     if (PQresultStatus(res) != PGRES_COPY_BOTH) {
         strlcpy(qerr, res ? PQresultErrorMessage(res) : PQerrorMessage(r->conn), sizeof(qerr));
-        one_line(qerr);
+        pgconn_one_line(qerr);
         PQclear(res);
         snprintf(err, errlen, "START_REPLICATION failed: %s", qerr);
         return -1;
@@ -830,7 +820,7 @@ static int run_loop(replayer *r)
         if ((pfd[0].revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(r->conn)) {
             char e[512];
             strlcpy(e, PQerrorMessage(r->conn), sizeof(e));
-            one_line(e);
+            pgconn_one_line(e);
             fatal(r, "replication connection lost: %s", e);
         }
     }

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "cdc/log.h"
+#include "cdc/pgconn.h"
 #include "decode/lsn.h"
 #include "decode/pgoutput.h"
 
@@ -39,14 +40,8 @@ static enum stream_status fail(char *err, size_t errlen, enum stream_status st, 
  * in buf (each caller below keeps its own static buffer). */
 static const char *one_line(char *buf, size_t len, const char *m)
 {
-    size_t n = strlcpy(buf, m ? m : "", len);
-    if (n >= len)
-        n = len - 1;
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    for (char *p = buf; *p; p++)
-        if (*p == '\n' || *p == '\t')
-            *p = ' ';
+    strlcpy(buf, m ? m : "", len);
+    pgconn_one_line(buf);
     return buf;
 }
 
@@ -131,12 +126,7 @@ static char *ident(stream *st, const char *s)
  * how to treat them at start-up. */
 static enum stream_status connect_db(stream *st, char *err, size_t errlen)
 {
-    /* A --password-file password comes last, so it wins over the conninfo. */
-    const char *keys[] = {"dbname", "replication", "fallback_application_name",
-                          st->cfg->password ? "password" : NULL, NULL};
-    const char *vals[] = {st->cfg->conninfo, "database", "outbox-relay", st->cfg->password, NULL};
-
-    st->conn = PQconnectdbParams(keys, vals, 1);
+    st->conn = pgconn_open(st->cfg->conninfo, st->cfg->password, true, "outbox-relay");
     if (!st->conn || PQstatus(st->conn) != CONNECTION_OK)
         return fail(err, errlen, STREAM_RETRY, "cannot connect to PostgreSQL: %s",
                     pq_error(st->conn));

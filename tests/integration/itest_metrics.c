@@ -281,6 +281,44 @@ static void test_password_file(void **state)
     log = hx_proc_stderr(&relay);
     assert_null(strstr(log, "file-Secret-1"));
     free(log);
+
+    /* the sub-commands take --password-file too */
+    uint64_t now = 0;
+    char from[32] = ""; /* the position after the anchor is made, filled in below */
+    const char *status_no[] = {"status", "-d", dsn, "-S", "pw_slot", NULL};
+    const char *status_pw[] = {"status", "-d", dsn, "-S", "pw_slot", "--password-file", pwfile,
+                               NULL};
+    const char *anchor_pw[] = {"anchor", "create", "pwa", "-d", dsn, "--password-file", pwfile,
+                               NULL};
+    const char *replay_no[] = {"replay", "-d", dsn, "-b", broker.bootstraps, "--anchor", "pwa",
+                               "--from", from, "--dry-run", NULL};
+    const char *replay_pw[] = {"replay", "-d", dsn, "-b", broker.bootstraps, "--anchor", "pwa",
+                               "--from", from, "--dry-run", "--password-file", pwfile, NULL};
+    const char *backfill_pw[] = {"backfill", "-d", dsn, "-b", broker.bootstraps, "--dry-run",
+                                 "--password-file", pwfile, NULL};
+    const struct {
+        const char *tag;
+        const char *const *args;
+        int rc;
+    } subs[] = {{"status-nopw", status_no, 1}, {"status-pw", status_pw, 0},
+                {"anchor-pw", anchor_pw, 0},   {"replay-nopw", replay_no, 1},
+                {"replay-pw", replay_pw, 0},   {"backfill-pw", backfill_pw, 0}};
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        if (!from[0] && subs[i].args == replay_no) {
+            assert_int_equal(hx_current_lsn(conn, false, &now), 0);
+            hx_lsn_format(now, from, sizeof(from));
+            assert_int_equal(hx_exec(conn, "INSERT INTO outbox (aggregatetype, aggregateid, "
+                                           "type, payload) VALUES ('pw', '1', 'T', '{}')"),
+                             0);
+        }
+        assert_int_equal(hx_relay_start(&relay, subs[i].tag, subs[i].args), 0);
+        int rc = hx_proc_wait(&relay, 60000);
+        log = hx_proc_stderr(&relay);
+        if (rc != subs[i].rc)
+            fail_msg("%s exited %d, expected %d: %s", subs[i].tag, rc, subs[i].rc, log);
+        assert_null(strstr(log, "file-Secret-1"));
+        free(log);
+    }
 }
 
 int main(void)

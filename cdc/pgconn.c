@@ -1,0 +1,46 @@
+#include "cdc/pgconn.h"
+
+#include <bsd/string.h>
+#include <string.h>
+
+PGconn *pgconn_open(const char *conninfo, const char *password, bool replication,
+                    const char *appname)
+{
+    const char *keys[5], *vals[5];
+    int n = 0;
+
+    keys[n] = "dbname";
+    vals[n++] = conninfo;
+    if (replication) {
+        keys[n] = "replication";
+        vals[n++] = "database";
+    }
+    keys[n] = "fallback_application_name";
+    vals[n++] = appname;
+    /* last, so that it overrides a password in conninfo */
+    if (password) {
+        keys[n] = "password";
+        vals[n++] = password;
+    }
+    keys[n] = NULL;
+    vals[n] = NULL;
+    return PQconnectdbParams(keys, vals, 1);
+}
+
+void pgconn_one_line(char *buf)
+{
+    size_t n = strlen(buf);
+
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    for (char *p = buf; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+}
+
+const char *pgconn_error(const PGconn *conn, char *buf, size_t len)
+{
+    strlcpy(buf, conn ? PQerrorMessage(conn) : "out of memory", len);
+    pgconn_one_line(buf);
+    return buf;
+}
