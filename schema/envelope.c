@@ -1,7 +1,6 @@
 #include "schema/envelope.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -97,16 +96,69 @@ static size_t utf8_char(const unsigned char *s, size_t len)
     return n + 1;
 }
 
+/*
+ * Eight bytes at a time: every record runs its strings through these scans
+ * several times (UTF-8 check, JSON check, escaping), and almost all of
+ * their bytes are printable ASCII.  Loads go through memcpy (no alignment
+ * or aliasing assumptions; compilers make it one load).
+ */
+#define W_ONES UINT64_C(0x0101010101010101)
+#define W_HIGHS (W_ONES * 0x80)
+
+static uint64_t load8(const unsigned char *s)
+{
+    uint64_t v;
+
+    memcpy(&v, s, sizeof v);
+    return v;
+}
+
+/* Non-zero when a byte of v is zero: exact, borrows start only at a zero. */
+static uint64_t w_has_zero(uint64_t v)
+{
+    return (v - W_ONES) & ~v & W_HIGHS;
+}
+
+/* Non-zero when a byte of v is < 0x20, '"' or '\\': a byte JSON must escape
+ * inside a string. */
+static uint64_t w_json_special(uint64_t v)
+{
+    return ((v - W_ONES * 0x20) & ~v & W_HIGHS) | w_has_zero(v ^ (W_ONES * '"')) |
+           w_has_zero(v ^ (W_ONES * '\\'));
+}
+
+static bool json_special(unsigned char c)
+{
+    return c < 0x20 || c == '"' || c == '\\';
+}
+
+/* Index of the first byte from i on that JSON must escape, or n. */
+static size_t json_plain_run(const unsigned char *s, size_t i, size_t n)
+{
+    while (n - i >= 8 && w_json_special(load8(s + i)) == 0)
+        i += 8;
+    while (i < n && !json_special(s[i]))
+        i++;
+    return i;
+}
+
 static bool utf8_valid(const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0, n;
 
-    for (size_t i = 0, n; i < len; i += n) {
+    for (;;) {
+        while (len - i >= 8 && (load8(s + i) & W_HIGHS) == 0)
+            i += 8;
+        while (i < len && s[i] < 0x80)
+            i++;
+        if (i == len)
+            return true;
         n = utf8_char(s + i, len - i);
         if (n == 0)
             return false;
+        i += n;
     }
-    return true;
 }
 
 /* ---- JSON validation ---------------------------------------------------- */
@@ -127,11 +179,16 @@ struct jscan {
     size_t len, pos;
 };
 
+/* The scanners below work on local copies of pos: a store through j would
+ * alias every byte read from j->s and force reloads. */
 static void js_ws(struct jscan *j)
 {
-    while (j->pos < j->len && (j->s[j->pos] == ' ' || j->s[j->pos] == '\t' ||
-                               j->s[j->pos] == '\n' || j->s[j->pos] == '\r'))
-        j->pos++;
+    const unsigned char *s = j->s;
+    size_t pos = j->pos, len = j->len;
+
+    while (pos < len && (s[pos] == ' ' || s[pos] == '\t' || s[pos] == '\n' || s[pos] == '\r'))
+        pos++;
+    j->pos = pos;
 }
 
 static bool js_eat(struct jscan *j, char c)
@@ -161,15 +218,36 @@ static bool js_hex4(struct jscan *j, unsigned *out)
     return true;
 }
 
+/* Index of the first byte from i on that is not printable ASCII other than
+ * '"' and '\\', or n. */
+static size_t json_ascii_run(const unsigned char *s, size_t i, size_t n)
+{
+    uint64_t v;
+
+    while (n - i >= 8) {
+        v = load8(s + i);
+        if ((w_json_special(v) | (v & W_HIGHS)) != 0)
+            break;
+        i += 8;
+    }
+    while (i < n && s[i] < 0x80 && !json_special(s[i]))
+        i++;
+    return i;
+}
+
 static bool js_string(struct jscan *j)
 {
     if (!js_eat(j, '"'))
         return false;
     while (j->pos < j->len) {
-        unsigned char c = j->s[j->pos];
+        unsigned char c;
         unsigned u, lo;
         size_t n;
 
+        j->pos = json_ascii_run(j->s, j->pos, j->len);
+        if (j->pos >= j->len)
+            break;
+        c = j->s[j->pos];
         if (c == '"') {
             j->pos++;
             return true;
@@ -202,11 +280,15 @@ static bool js_string(struct jscan *j)
 
 static bool js_digits(struct jscan *j)
 {
-    size_t start = j->pos;
+    const unsigned char *s = j->s;
+    size_t pos = j->pos, len = j->len;
 
-    while (j->pos < j->len && j->s[j->pos] >= '0' && j->s[j->pos] <= '9')
-        j->pos++;
-    return j->pos > start;
+    while (pos < len && s[pos] >= '0' && s[pos] <= '9')
+        pos++;
+    if (pos == j->pos)
+        return false;
+    j->pos = pos;
+    return true;
 }
 
 static bool js_number(struct jscan *j)
@@ -970,56 +1052,80 @@ static void jw_lit(jw *w, const char *s)
     jw_raw(w, s, strlen(s));
 }
 
-/* A JSON string of s[0..n), which must be valid UTF-8 (checked before). */
-static void jw_str(jw *w, const char *s, size_t n)
+/*
+ * A JSON string of s[0..n), which must be valid UTF-8 (checked before):
+ * runs that need no escape are copied whole, room for the rest reserved as
+ * it comes (an escape is at most 6 bytes).
+ */
+static void jw_str(jw *w, const char *str, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
-    size_t run = 0;
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0, run;
 
-    jw_raw(w, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[7];
-        size_t elen = 2;
+    if (n > SIZE_MAX - 2 || !jw_reserve(w, n + 2))
+        return;
+    w->buf[w->len++] = '"';
+    for (;;) {
+        unsigned char c;
+        char *e;
 
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        jw_raw(w, s + run, i - run);
-        run = i + 1;
-        esc[0] = '\\';
+        run = i;
+        i = json_plain_run(s, i, n);
+        memcpy(w->buf + w->len, s + run, i - run);
+        w->len += i - run;
+        if (i == n)
+            break;
+        /* the escape, then what is left of s and the closing quote */
+        if (!jw_reserve(w, 6 + (n - i - 1) + 1))
+            return;
+        c = s[i++];
+        e = w->buf + w->len;
+        e[0] = '\\';
+        w->len += 2;
         switch (c) {
         case '"':
-            esc[1] = '"';
+            e[1] = '"';
             break;
         case '\\':
-            esc[1] = '\\';
+            e[1] = '\\';
             break;
         case '\b':
-            esc[1] = 'b';
+            e[1] = 'b';
             break;
         case '\f':
-            esc[1] = 'f';
+            e[1] = 'f';
             break;
         case '\n':
-            esc[1] = 'n';
+            e[1] = 'n';
             break;
         case '\r':
-            esc[1] = 'r';
+            e[1] = 'r';
             break;
         case '\t':
-            esc[1] = 't';
+            e[1] = 't';
             break;
         default:
-            memcpy(esc + 1, "u00", 3);
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 0xF];
-            elen = 6;
+            memcpy(e + 1, "u00", 3);
+            e[4] = hex[c >> 4];
+            e[5] = hex[c & 0xF];
+            w->len += 4;
             break;
         }
-        jw_raw(w, esc, elen);
     }
-    jw_raw(w, s + run, n - run);
-    jw_raw(w, "\"", 1);
+    w->buf[w->len++] = '"';
+}
+
+/* A string that needs no escaping (formatted here: digits, hex, ASCII
+ * punctuation), between quotes. */
+static void jw_plain_str(jw *w, const char *s, size_t n)
+{
+    if (n > SIZE_MAX - 2 || !jw_reserve(w, n + 2))
+        return;
+    w->buf[w->len++] = '"';
+    memcpy(w->buf + w->len, s, n);
+    w->len += n;
+    w->buf[w->len++] = '"';
 }
 
 static void jw_cstr(jw *w, const char *s)
@@ -1029,10 +1135,14 @@ static void jw_cstr(jw *w, const char *s)
 
 static void jw_uint(jw *w, uint64_t v)
 {
-    char b[24];
-    int n = snprintf(b, sizeof b, "%" PRIu64, v);
+    char b[20]; /* UINT64_MAX has 20 digits */
+    size_t n = sizeof b;
 
-    jw_raw(w, b, (size_t)n);
+    do {
+        b[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    jw_raw(w, b + n, sizeof b - n);
 }
 
 static void jw_base64(jw *w, const unsigned char *in, size_t len)
@@ -1083,6 +1193,23 @@ static void jw_key(jw *w, const char *key)
     jw_raw(w, ":", 1);
 }
 
+/* jw_key() for a key known when compiling, which needs no escaping: its
+ * literal "\"key\":" is written as it is (JW_KEY). */
+static void jw_key_lit(jw *w, const char *lit, size_t n)
+{
+    bool *first = &w->first[w->depth > 0 ? w->depth - 1 : 0];
+
+    if (!jw_reserve(w, n + 1))
+        return;
+    if (!*first)
+        w->buf[w->len++] = ',';
+    *first = false;
+    memcpy(w->buf + w->len, lit, n);
+    w->len += n;
+}
+
+#define JW_KEY(w, key) jw_key_lit((w), "\"" key "\":", sizeof("\"" key "\":") - 1)
+
 /* Hand the text over, NUL-terminated.  Returns 0, or -1 when out of memory. */
 static int jw_finish(jw *w, char **out, size_t *outlen)
 {
@@ -1123,6 +1250,7 @@ typedef struct prepared {
     bool payload_blank;  /* NULL, or text that is empty or only spaces */
     int64_t occurred_us; /* Unix microseconds */
     char occurred[PGTIME_BUFSZ];
+    size_t occurred_len;
     bool traceparent; /* the row has a valid one */
 } prepared;
 
@@ -1242,7 +1370,7 @@ static int prepare(const outbox_row *row, const envelope_source *src, prepared *
     } else {
         p->occurred_us = pgtime_to_unix_us(src->commit_ts);
     }
-    unixtime_format(p->occurred_us, p->occurred);
+    p->occurred_len = unixtime_format_len(p->occurred_us, p->occurred);
     p->traceparent =
         tp->present && tp->data != NULL && envelope_traceparent_valid(tp->data, tp->len);
     return prepare_payload(row, p, err, errlen);
@@ -1387,10 +1515,12 @@ static int add_extra_headers(envelope_msg *m, const envelope_extra *x, size_t n,
 
 /* ---- formats ------------------------------------------------------------ */
 
-/* Set when a source string is not UTF-8: the caller makes it a poison row. */
-static void jw_source_str(jw *w, const char *key, const char *s, const char **bad)
+/* Set when a source string is not UTF-8: the caller makes it a poison row.
+ * keylit is the key's JSON text with its colon (JW_SOURCE_STR). */
+static void jw_source_str(jw *w, const char *keylit, size_t keylen, const char *key, const char *s,
+                          const char **bad)
 {
-    jw_key(w, key);
+    jw_key_lit(w, keylit, keylen);
     if (s == NULL) {
         jw_lit(w, "null");
         return;
@@ -1404,62 +1534,77 @@ static void jw_source_str(jw *w, const char *key, const char *s, const char **ba
     jw_cstr(w, s);
 }
 
+/* The commit (or snapshot) time; formatted once when it is also occurred_at. */
+static void jw_commit_time(jw *w, const envelope_source *src, const prepared *p)
+{
+    char tbuf[PGTIME_BUFSZ];
+    int64_t us = pgtime_to_unix_us(src->commit_ts);
+
+    if (us == p->occurred_us)
+        jw_plain_str(w, p->occurred, p->occurred_len);
+    else
+        jw_plain_str(w, tbuf, unixtime_format_len(us, tbuf));
+}
+
+#define JW_SOURCE_STR(w, key, s, bad)                                                              \
+    jw_source_str((w), "\"" key "\":", sizeof("\"" key "\":") - 1, key, (s), (bad))
+
 static int value_envelope(jw *w, const outbox_row *row, const envelope_source *src,
                           const prepared *p, const envelope_extra *x, size_t nx, char *err,
                           size_t errlen)
 {
-    char tbuf[PGTIME_BUFSZ], lbuf[LSN_BUFSZ];
+    char lbuf[LSN_BUFSZ];
     const char *bad = NULL;
 
     jw_open(w);
-    jw_key(w, "id");
+    JW_KEY(w, "id");
     jw_field(w, row, OB_ID);
-    jw_key(w, "type");
+    JW_KEY(w, "type");
     jw_field(w, row, OB_TYPE);
-    jw_key(w, "aggregate_type");
+    JW_KEY(w, "aggregate_type");
     jw_field(w, row, OB_AGGREGATE_TYPE);
-    jw_key(w, "aggregate_id");
+    JW_KEY(w, "aggregate_id");
     jw_field(w, row, OB_AGGREGATE_ID);
-    jw_key(w, "occurred_at");
-    jw_cstr(w, p->occurred);
-    jw_key(w, "payload");
+    JW_KEY(w, "occurred_at");
+    jw_plain_str(w, p->occurred, p->occurred_len);
+    JW_KEY(w, "payload");
     jw_payload(w, p);
-    jw_key(w, "source");
+    JW_KEY(w, "source");
     jw_open(w);
     if (src->backfill) {
         /* Read from the table: no WAL position, transaction or slot to name. */
-        jw_key(w, "backfill");
+        JW_KEY(w, "backfill");
         jw_lit(w, "true");
-        jw_key(w, "snapshot_time");
-        jw_cstr(w, pgtime_format(src->commit_ts, tbuf));
+        JW_KEY(w, "snapshot_time");
+        jw_commit_time(w, src, p);
     } else {
-        jw_key(w, "lsn");
-        jw_cstr(w, lsn_format(src->lsn, lbuf));
-        jw_key(w, "commit_lsn");
-        jw_cstr(w, lsn_format(src->commit_lsn, lbuf));
-        jw_key(w, "seq");
+        JW_KEY(w, "lsn");
+        jw_plain_str(w, lbuf, lsn_format_len(src->lsn, lbuf));
+        JW_KEY(w, "commit_lsn");
+        jw_plain_str(w, lbuf, lsn_format_len(src->commit_lsn, lbuf));
+        JW_KEY(w, "seq");
         jw_uint(w, src->seq);
-        jw_key(w, "xid");
+        JW_KEY(w, "xid");
         jw_uint(w, src->xid);
-        jw_key(w, "commit_time");
-        jw_cstr(w, pgtime_format(src->commit_ts, tbuf));
+        JW_KEY(w, "commit_time");
+        jw_commit_time(w, src, p);
     }
-    jw_source_str(w, "db", src->db, &bad);
-    jw_source_str(w, "table", src->table, &bad);
+    JW_SOURCE_STR(w, "db", src->db, &bad);
+    JW_SOURCE_STR(w, "table", src->table, &bad);
     if (!src->backfill)
-        jw_source_str(w, "slot", src->slot, &bad);
+        JW_SOURCE_STR(w, "slot", src->slot, &bad);
     jw_close(w);
     if (bad != NULL)
         return fail(err, errlen, "source %s is not valid utf-8", bad);
     if (p->traceparent) {
-        jw_key(w, "trace");
+        JW_KEY(w, "trace");
         jw_open(w);
-        jw_key(w, "traceparent");
+        JW_KEY(w, "traceparent");
         jw_field(w, row, OB_TRACEPARENT);
         jw_close(w);
     }
     if (has_placement(x, nx, ENVELOPE_PLACE_ENVELOPE)) {
-        jw_key(w, "fields");
+        JW_KEY(w, "fields");
         jw_open(w);
         jw_extras(w, x, nx, false);
         jw_close(w);
@@ -1530,30 +1675,33 @@ static void value_cloudevents(jw *w, const outbox_row *row, const envelope_sourc
                               const prepared *p, const envelope_extra *x, size_t nx)
 {
     jw_open(w);
-    jw_key(w, "specversion");
+    JW_KEY(w, "specversion");
     jw_lit(w, "\"1.0\"");
-    jw_key(w, "id");
+    JW_KEY(w, "id");
     jw_field(w, row, OB_ID);
-    jw_key(w, "source");
+    JW_KEY(w, "source");
     jw_raw(w, "\"", 1);
     ce_source(w, src); /* nothing in it needs escaping */
     jw_raw(w, "\"", 1);
-    jw_key(w, "type");
+    JW_KEY(w, "type");
     jw_field(w, row, OB_TYPE);
-    jw_key(w, "subject");
+    JW_KEY(w, "subject");
     jw_field(w, row, OB_AGGREGATE_ID);
-    jw_key(w, "time");
-    jw_cstr(w, p->occurred);
+    JW_KEY(w, "time");
+    jw_plain_str(w, p->occurred, p->occurred_len);
     if (p->traceparent) {
         /* the distributed-tracing extension attribute */
-        jw_key(w, "traceparent");
+        JW_KEY(w, "traceparent");
         jw_field(w, row, OB_TRACEPARENT);
     }
     jw_extras(w, x, nx, true);
     if (p->pl != PL_NULL) {
-        jw_key(w, "datacontenttype");
+        JW_KEY(w, "datacontenttype");
         jw_cstr(w, ce_content_type(p));
-        jw_key(w, p->pl == PL_BINARY ? "data_base64" : "data");
+        if (p->pl == PL_BINARY)
+            JW_KEY(w, "data_base64");
+        else
+            JW_KEY(w, "data");
         jw_payload(w, p);
     }
     jw_close(w);
@@ -1678,7 +1826,7 @@ int envelope_build_opts(const envelope_opts *opts, const outbox_row *row,
             break;
         if (wrapped) {
             jw_open(&w);
-            jw_key(&w, "payload");
+            JW_KEY(&w, "payload");
             jw_payload(&w, &p);
             jw_extras(&w, extras, nextras, false);
             jw_close(&w);

@@ -978,6 +978,81 @@ static void test_escaping_matches_jansson(void **state)
     }
 }
 
+/*
+ * The writer, the JSON check and the UTF-8 check scan eight bytes at a
+ * time: put each special byte at every position of strings of every length
+ * up to five words, so each lands first, last and in the middle of a word
+ * and of the tail, and compare with jansson.
+ */
+static void test_scans_every_position(void **state)
+{
+    static const char *const specials[] = {"\x01", "\x1f", "\"", "\\", "\x7f", "\n", "\t",
+                                           "\x80", "\xc3\xa9", "\xe2\x80\xa8", "\xff", "\\n",
+                                           "\\u00e9", "\\x", " "};
+    envelope_opts o = {.format = ENVELOPE_FORMAT_ENVELOPE, .topic_tmpl = "t"};
+    char text[64], doc[72];
+
+    (void)state;
+    for (size_t len = 1; len <= 41; len++) {
+        for (size_t k = 0; k < len; k++) {
+            for (size_t c = 0; c < sizeof specials / sizeof specials[0]; c++) {
+                size_t sl = strlen(specials[c]), n = len + sl - 1;
+                outbox_row row = base_row();
+                envelope_source src = base_src();
+                envelope_msg m = {0};
+                json_t *js, *ref, *v;
+                char *want, err[256] = "";
+                bool utf8, got_ok;
+
+                memset(text, 'a', len);
+                memcpy(text + k, specials[c], sl);
+                memset(text + k + sl, 'b', len - k - 1);
+                /* 1. the id, escaped as jansson escapes it (refused when not UTF-8) */
+                row.f[OB_ID] = (outbox_field){.data = text, .len = n, .present = true};
+                js = json_stringn(text, n);
+                utf8 = js != NULL;
+                got_ok = envelope_build_opts(&o, &row, NULL, 0, &src, &m, err, sizeof err) == 0;
+                if (got_ok != utf8)
+                    fail_msg("len %zu at %zu special %zu: built %d, jansson utf-8 %d (%s)", len, k,
+                             c, got_ok, utf8, err);
+                if (utf8) {
+                    want = json_dumps(js, JSON_COMPACT | JSON_ENCODE_ANY);
+                    assert_non_null(want);
+                    if (strncmp(m.value + strlen("{\"id\":"), want, strlen(want)) != 0 ||
+                        m.value[strlen("{\"id\":") + strlen(want)] != ',')
+                        fail_msg("len %zu at %zu special %zu: writer %s, jansson %s", len, k, c,
+                                 m.value, want);
+                    free(want);
+                }
+                json_decref(js);
+                envelope_msg_clear(&m);
+
+                /* 2. the same bytes as a JSON string payload: a json column
+                 * refuses what jansson refuses, a text column quotes it */
+                doc[0] = '"';
+                memcpy(doc + 1, text, n);
+                doc[n + 1] = '"';
+                ref = json_loadb(doc, n + 2, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+                row = base_row();
+                row.f[OB_PAYLOAD] = (outbox_field){.data = doc, .len = n + 2, .present = true};
+                row.payload_type_oid = OID_JSON;
+                got_ok = envelope_build_opts(&o, &row, NULL, 0, &src, &m, err, sizeof err) == 0;
+                if (got_ok != (ref != NULL))
+                    fail_msg("payload len %zu at %zu special %zu: accepted %d, jansson %d", len,
+                             k, c, got_ok, ref != NULL);
+                if (ref != NULL) {
+                    v = value_json(&m);
+                    if (!json_equal(json_object_get(v, "payload"), ref))
+                        fail_msg("payload len %zu at %zu special %zu: not embedded", len, k, c);
+                    json_decref(v);
+                }
+                json_decref(ref);
+                envelope_msg_clear(&m);
+            }
+        }
+    }
+}
+
 /* ---- out of memory ------------------------------------------------------ */
 
 static long alloc_budget = -1;
@@ -1220,6 +1295,7 @@ int main(void)
         cmocka_unit_test(test_traceparent_validation),
         cmocka_unit_test(test_traceparent_dropped),
         cmocka_unit_test(test_escaping_matches_jansson),
+        cmocka_unit_test(test_scans_every_position),
         cmocka_unit_test(test_out_of_memory_formats),
         cmocka_unit_test(test_schema_accepts_envelopes),
         cmocka_unit_test(test_schema_rejects_broken_envelopes),
