@@ -935,10 +935,9 @@ void envelope_msg_clear(envelope_msg *msg)
     free(msg->topic);
     free(msg->key);
     free(msg->value);
-    for (int i = 0; i < msg->nheaders && i < ENVELOPE_MAX_HEADERS; i++) {
+    /* a header's value lives in its name's allocation (add_header) */
+    for (int i = 0; i < msg->nheaders && i < ENVELOPE_MAX_HEADERS; i++)
         free(msg->headers[i].name);
-        free(msg->headers[i].value);
-    }
     memset(msg, 0, sizeof *msg);
 }
 
@@ -955,18 +954,28 @@ static char *memdup0(const char *s, size_t len)
     return d;
 }
 
+/* Name and value in one allocation, the value NUL-terminated after the
+ * name's NUL: half the malloc/free pairs of a record. */
 static int add_header(envelope_msg *m, const char *name, const char *value, size_t len)
 {
     envelope_header *h;
+    size_t nlen = strlen(name);
+    char *b;
 
-    if (m->nheaders >= ENVELOPE_MAX_HEADERS)
+    if (m->nheaders >= ENVELOPE_MAX_HEADERS || len > SIZE_MAX - nlen - 2)
         return -1;
-    h = &m->headers[m->nheaders];
-    h->name = strdup(name);
-    h->value = memdup0(value, len);
+    b = malloc(nlen + 1 + len + 1);
+    if (b == NULL)
+        return -1;
+    memcpy(b, name, nlen + 1);
+    if (len > 0)
+        memcpy(b + nlen + 1, value, len);
+    b[nlen + 1 + len] = '\0';
+    h = &m->headers[m->nheaders++];
+    h->name = b;
+    h->value = b + nlen + 1;
     h->len = len;
-    m->nheaders++; /* counted even half-built, so clear() frees it */
-    return h->name != NULL && h->value != NULL ? 0 : -1;
+    return 0;
 }
 
 static int add_header_str(envelope_msg *m, const char *name, const char *value)

@@ -192,6 +192,8 @@ typedef struct envelope_source {
  * plus every field. */
 #define ENVELOPE_MAX_HEADERS (12 + ENVELOPE_MAX_FIELDS)
 
+/* value points into name's allocation: envelope_msg_clear() frees both
+ * (never free value on its own). */
 typedef struct envelope_header {
     char *name;
     char *value;
