@@ -14,8 +14,11 @@
 /* Status updates are sent at least this often whatever the configuration:
  * well inside half of the default wal_sender_timeout (60 s). */
 #define POLICY_MAX_STATUS_INTERVAL_MS 10000
-/* How soon after the watermark advances a status update follows. */
-#define POLICY_ADVANCE_DELAY_MS 100
+/* How soon after the watermark advances a status update follows: well
+ * inside the 100 ms target between an acknowledgement and the slot's
+ * confirmation, yet at most 50 updates a second however fast events are
+ * acknowledged. */
+#define POLICY_ADVANCE_DELAY_MS 20
 
 typedef struct feedback_state {
     int64_t last_sent_ms;     /* when the last update went out; < 0 never */
