@@ -14,6 +14,7 @@
 
 #include "cdc/log.h"
 #include "cdc/pgconn.h"
+#include "cdc/progress.h"
 #include "decode/lsn.h"
 #include "decode/outbox.h"
 #include "publish/kafka.h"
@@ -21,8 +22,6 @@
 
 #define MAX_TOPICS 4096
 #define FLUSH_TIMEOUT_MIN_MS 30000
-#define PROGRESS_TTY_MS 250
-#define PROGRESS_LOG_MS 10000
 #define REFUSED_VALUE_MAX (64 * 1024)
 /* A dead-letter record for a record the broker refused carries the refused
  * record's ticket with this bit. */
@@ -257,9 +256,7 @@ typedef struct backfiller {
     topic_count *topics;
     size_t ntopics;
 
-    bool tty;
-    bool line_shown; /* a live progress line is on the terminal */
-    int64_t started_ms, progress_ms;
+    progress prog;
 } backfiller;
 
 static int64_t now_ms(void)
@@ -284,51 +281,21 @@ static void fatal(backfiller *b, const char *fmt, ...)
 
 /* ---- progress ------------------------------------------------------------ */
 
-/* Erase the live line before anything else is written to the terminal. */
-static void progress_clear(backfiller *b)
-{
-    if (b->line_shown) {
-        fputs("\r\033[K", stderr);
-        b->line_shown = false;
-    }
-}
-
-static void fmt_duration(double s, char *buf, size_t len)
-{
-    long t = s < 0 ? 0 : s > 359999 ? 359999 : (long)(s + 0.5);
-    if (t >= 3600)
-        snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else
-        snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
-}
-
-/* On a terminal a live line (at most 4 a second); otherwise a log line
- * every 10 s.  Rate and ETA are in rows read. */
-static void progress(backfiller *b, bool force)
+/* Rate and ETA are in rows read. */
+static void show_progress(backfiller *b, bool force)
 {
     int64_t now = now_ms();
-    double secs = (double)(now - b->started_ms) / 1000.0;
-    double rate = secs > 0 ? (double)b->rows / secs : 0;
-    char eta[32] = "?", line[256];
+    char head[160], line[256];
 
-    if (!force && now - b->progress_ms < (b->tty ? PROGRESS_TTY_MS : PROGRESS_LOG_MS))
+    if (!progress_due(&b->prog, now, force))
         return;
-    b->progress_ms = now;
-    if (rate > 0 && b->total >= b->rows)
-        fmt_duration((double)(b->total - b->rows) / rate, eta, sizeof(eta));
-    snprintf(line, sizeof(line),
-             "%llu/%llu rows read (%.0f%%), %llu events %s, %.0f rows/s, ETA %s",
+    snprintf(head, sizeof(head), "%llu/%llu rows read, %llu events %s",
              (unsigned long long)b->rows, (unsigned long long)b->total,
-             b->total ? 100.0 * (double)b->rows / (double)b->total : 100.0,
              (unsigned long long)(b->a->dry_run ? b->records : b->acked),
-             b->a->dry_run ? "counted" : "acknowledged", rate, eta);
-    if (b->tty) {
-        fprintf(stderr, "\r\033[Kbackfill: %s", line);
-        fflush(stderr);
-        b->line_shown = true;
-    } else {
-        log_info("backfill progress: %s", line);
-    }
+             b->a->dry_run ? "counted" : "acknowledged");
+    progress_format(line, sizeof(line), head, b->rows, b->total, b->rows, "rows",
+                    (double)(now - b->prog.started_ms) / 1000.0);
+    progress_show(&b->prog, now, line);
 }
 
 /* ---- producing ----------------------------------------------------------- */
@@ -460,7 +427,7 @@ static enum kafka_produce_result produce(backfiller *b, const envelope_msg *m, u
         struct pollfd pfd = {.fd = kafka_event_fd(b->kp), .events = POLLIN};
         (void)poll(&pfd, 1, 100);
         serve_producer(b);
-        progress(b, false);
+        show_progress(b, false);
         if (b->fatal[0]) {
             snprintf(err, errlen, "%s", b->fatal);
             return KAFKA_PRODUCE_ERROR;
@@ -478,7 +445,7 @@ static void log_dead_letter(backfiller *b, enum dlq_reason why, const char *tabl
 {
     /* The first of each reason is logged; the summary counts them all. */
     if (b->dlq[why]++ == 0) {
-        progress_clear(b);
+        progress_clear(&b->prog);
         log_warn("dead-lettering rows for %s to \"%s\"%s; first in \"%s\": %s", dlq_names[why],
                  b->cfg->dlq_topic, b->a->dry_run ? " (dry run: counted only)" : "", table,
                  reason);
@@ -605,7 +572,7 @@ static void publish_row(backfiller *b, bf_table *t, PGresult *res, int r)
         return;
     }
     if (m.dropped_traceparent && b->traceparents_dropped++ == 0) {
-        progress_clear(b);
+        progress_clear(&b->prog);
         log_warn("dropping malformed traceparent values (not W3C trace context); first in "
                  "\"%s\"",
                  t->ct->qualname);
@@ -997,7 +964,7 @@ static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
             b->rows++;
             if ((b->rows & 63) == 0) {
                 serve_producer(b);
-                progress(b, false);
+                show_progress(b, false);
             }
         }
         PQclear(res);
@@ -1028,7 +995,7 @@ static void summary(backfiller *b)
 {
     char dl[160] = "";
     size_t off = 0;
-    double secs = (double)(now_ms() - b->started_ms) / 1000.0;
+    double secs = (double)(now_ms() - b->prog.started_ms) / 1000.0;
 
     for (int i = 0; i < DLQ_N; i++)
         if (b->dlq[i] && off < sizeof(dl))
@@ -1067,7 +1034,7 @@ int backfill_main(int argc, char **argv)
 
     b.a = &a;
     b.cfg = &a.cfg;
-    b.tty = isatty(STDERR_FILENO) && !a.cfg.log_json;
+    progress_init(&b.prog, "backfill", isatty(STDERR_FILENO) && !a.cfg.log_json, now_ms());
     b.ntables = a.cfg.ntables;
     b.tables = calloc(b.ntables, sizeof(*b.tables));
     if (!b.tables) {
@@ -1102,10 +1069,10 @@ int backfill_main(int argc, char **argv)
                  (unsigned long long)b.total, b.ntables, pgtime_format(b.snapshot_ts, ts),
                  a.dry_run ? " (dry run: nothing is published)" : "");
     }
-    b.started_ms = b.progress_ms = now_ms();
+    progress_init(&b.prog, "backfill", b.prog.tty, now_ms());
     for (size_t i = 0; i < b.ntables; i++)
         if (backfill_table(&b, &b.tables[i], err, sizeof(err)) != 0) {
-            progress_clear(&b);
+            progress_clear(&b.prog);
             if (!b.fatal[0])
                 fatal(&b, "%s", err);
             break;
@@ -1126,14 +1093,14 @@ int backfill_main(int argc, char **argv)
             if (kafka_flush(b.kp, 200, on_report, &b) == 0 && !b.refused)
                 break;
             serve_producer(&b);
-            progress(&b, false);
+            show_progress(&b, false);
         }
         if (backfill_stop)
             fatal(&b, "interrupted");
     }
-    if (b.tty)
-        progress(&b, true);
-    progress_clear(&b);
+    if (b.prog.tty)
+        show_progress(&b, true);
+    progress_clear(&b.prog);
     if (b.fatal[0] || (b.kp && (kafka_outq_len(b.kp) > 0 || b.failed || b.acked < b.records))) {
         uint64_t missing = b.acked < b.records ? b.records - b.acked : 0;
         if (b.fatal[0])

@@ -15,6 +15,7 @@
 
 #include "cdc/log.h"
 #include "cdc/pgconn.h"
+#include "cdc/progress.h"
 #include "decode/lsn.h"
 #include "decode/outbox.h"
 #include "decode/pgoutput.h"
@@ -296,6 +297,7 @@ typedef struct replayer {
 
     uint64_t events, dead_lettered, txns, acked, failed;
     char first_failure[512];
+    progress prog;
     topic_count *topics;
     size_t ntopics;
 } replayer;
@@ -790,6 +792,24 @@ static int start_stream(replayer *r, char *err, size_t errlen)
     return 0;
 }
 
+/* Rate in events, percentage and ETA in WAL bytes from --from to the end. */
+static void show_progress(replayer *r, bool force)
+{
+    int64_t now = now_ms();
+    char head[160], line[256], b[LSN_BUFSZ];
+    uint64_t from = r->a->from, done = r->received > from ? r->received - from : 0;
+
+    if (!progress_due(&r->prog, now, force))
+        return;
+    snprintf(head, sizeof(head), "%s reached, %llu events %s", lsn_format(r->received, b),
+             (unsigned long long)(r->a->dry_run ? r->events : r->acked),
+             r->a->dry_run ? "counted" : "acknowledged");
+    progress_format(line, sizeof(line), head, done, r->to_incl > from ? r->to_incl - from : 0,
+                    r->a->dry_run ? r->events : r->acked, "events",
+                    (double)(now - r->prog.started_ms) / 1000.0);
+    progress_show(&r->prog, now, line);
+}
+
 static int run_loop(replayer *r)
 {
     r->status_at = now_ms();
@@ -800,6 +820,7 @@ static int run_loop(replayer *r)
             break;
         }
         serve_producer(r);
+        show_progress(r, false);
         more = read_frames(r);
         if (more < 0 || r->done)
             break;
@@ -877,7 +898,12 @@ int replay_main(int argc, char **argv)
     log_info("replaying commits %s..%s of anchor \"%s\" through temporary slot \"%s\"%s",
              lsn_format(a.from, b1), lsn_format(r.to_incl, b2), a.anchor_name, r.tmp_slot,
              a.dry_run ? " (dry run: nothing is published)" : "");
-    if (run_loop(&r) != 0) {
+    progress_init(&r.prog, "replay", isatty(STDERR_FILENO) && !a.cfg.log_json, now_ms());
+    prc = run_loop(&r);
+    if (r.prog.tty)
+        show_progress(&r, true);
+    progress_clear(&r.prog);
+    if (prc != 0) {
         log_error("replay incomplete: %s; run it again (consumers deduplicate on id)", r.fatal);
         goto out;
     }
