@@ -280,6 +280,11 @@ typedef struct slot_row {
     uint64_t restart, confirmed; /* 0 when NULL */
     bool has_retained, has_lag, has_safe;
     int64_t retained, lag, safe_wal_size;
+    /* pg_stat_replication.flush_lag of the slot's walsender: how long the
+     * WAL last confirmed waited for the confirmation (NULL when the slot is
+     * inactive or nothing has been confirmed lately) */
+    bool has_lag_seconds;
+    double lag_seconds;
 } slot_row;
 
 #define SLOT_COLUMNS                                                                              \
@@ -288,7 +293,9 @@ typedef struct slot_row {
     " coalesce(confirmed_flush_lsn::text, ''), coalesce(wal_status, ''),"                      \
     " pg_catalog.pg_wal_lsn_diff(" SERVER_LSN_SQL ", restart_lsn)::bigint,"                     \
     " pg_catalog.pg_wal_lsn_diff(" SERVER_LSN_SQL ", confirmed_flush_lsn)::bigint,"             \
-    " safe_wal_size, temporary"
+    " safe_wal_size, temporary,"                                                               \
+    " (SELECT extract(epoch FROM r.flush_lag)::float8 FROM pg_catalog.pg_stat_replication r"   \
+    "  WHERE r.pid = active_pid)"
 
 static void slot_from(const PGresult *res, int r, slot_row *s)
 {
@@ -312,6 +319,8 @@ static void slot_from(const PGresult *res, int r, slot_row *s)
     if ((s->has_safe = !PQgetisnull(res, r, 11)))
         s->safe_wal_size = strtoll(PQgetvalue(res, r, 11), NULL, 10);
     s->temporary = strcmp(PQgetvalue(res, r, 12), "t") == 0;
+    if ((s->has_lag_seconds = !PQgetisnull(res, r, 13)))
+        s->lag_seconds = strtod(PQgetvalue(res, r, 13), NULL);
 }
 
 /* Returns 0 with s filled (s->exists false when there is no such slot), or -1. */
@@ -412,8 +421,11 @@ static json_t *slot_json(const slot_row *s, bool anchor, uint64_t warn_bytes)
     json_object_set_new(o, "confirmed_flush_lsn", lsn_json(s->confirmed));
     json_object_set_new(o, "retained_wal_bytes",
                         s->has_retained ? json_integer(s->retained) : json_null());
-    if (!anchor)
+    if (!anchor) {
         json_object_set_new(o, "lag_bytes", s->has_lag ? json_integer(s->lag) : json_null());
+        json_object_set_new(o, "lag_seconds",
+                            s->has_lag_seconds ? json_real(s->lag_seconds) : json_null());
+    }
     json_object_set_new(o, "wal_status", s->wal_status[0] ? json_string(s->wal_status)
                                                           : json_null());
     json_object_set_new(o, "safe_wal_size",
@@ -691,8 +703,11 @@ static int cmd_status(PGconn *conn, const admin_args *a)
         printf("slot          %s (%s)", s.name, s.active ? "active" : "inactive");
         if (s.active)
             printf(", pid %d", s.active_pid);
-        printf("\n  confirmed   %s, lag %s\n", s.confirmed ? lsn_format(s.confirmed, b1) : "-",
+        printf("\n  confirmed   %s, lag %s", s.confirmed ? lsn_format(s.confirmed, b1) : "-",
                s.has_lag ? human_bytes(s.lag, h, sizeof(h)) : "-");
+        if (s.has_lag_seconds)
+            printf(", %.3f s (flush_lag)", s.lag_seconds);
+        printf("\n");
         printf("  restart     %s, retains %s\n", s.restart ? lsn_format(s.restart, b2) : "-",
                s.has_retained ? human_bytes(s.retained, h, sizeof(h)) : "-");
         printf("  wal_status  %s, safe_wal_size %s\n", s.wal_status[0] ? s.wal_status : "-",

@@ -308,6 +308,9 @@ static void test_status(void **state)
     assert_string_equal(json_string_value(json_object_get(slot, "slot")), "st_main");
     assert_string_equal(json_string_value(json_object_get(slot, "confirmed_flush_lsn")), lsn);
     assert_true(json_integer_value(json_object_get(slot, "lag_bytes")) > 0);
+    /* no walsender: the server measures no time lag */
+    assert_non_null(json_object_get(slot, "lag_seconds"));
+    assert_true(json_is_null(json_object_get(slot, "lag_seconds")));
     assert_true(json_is_false(json_object_get(slot, "active")));
     assert_true(json_is_null(json_object_get(slot, "active_pid")));
     assert_string_equal(json_string_value(json_object_get(slot, "wal_status")), "reserved");
