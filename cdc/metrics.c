@@ -482,6 +482,23 @@ int metrics_render_prometheus(const metrics *m, int64_t now_us, char **out, size
     family(&b, "backpressure_seconds_total", "counter",
            "Time reading from PostgreSQL was paused because too much was in flight.");
     sample_double(&b, "backpressure_seconds_total", (double)m->backpressure_ms / 1e3);
+    if (m->anchors_known) {
+        family_u64(&b, "anchors", "gauge",
+                   "Anchor slots (outbox_anchor_*), which retain WAL for replays.",
+                   m->nanchors_total);
+        family(&b, "anchor_retained_wal_bytes", "gauge",
+               "WAL an anchor slot retains (server position minus its restart_lsn); it grows "
+               "until the anchor is advanced or dropped.");
+        for (size_t i = 0; i < m->nanchors; i++) {
+            if (m->anchors[i].retained < 0)
+                continue;
+            sb_printf(&b, PREFIX "anchor_retained_wal_bytes{anchor=\"");
+            sb_label_value(&b, m->anchors[i].name);
+            sb_printf(&b, "\",wal_status=\"");
+            sb_label_value(&b, m->anchors[i].wal_status);
+            sb_printf(&b, "\"} %" PRId64 "\n", m->anchors[i].retained);
+        }
+    }
 
     if (b.failed) {
         free(b.p);

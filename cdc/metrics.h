@@ -54,6 +54,14 @@ enum metrics_target { METRICS_TARGET_POSTGRES = 0, METRICS_TARGET_KAFKA, METRICS
  * than this loses latency samples (never counts). */
 #define METRICS_TRACK_MAX 16384
 #define METRICS_ERROR_MAX 512
+/* Anchor slots shown in /metrics (by name; more are counted only). */
+#define METRICS_MAX_ANCHORS 32
+
+typedef struct metrics_anchor {
+    char name[64];        /* the slot name */
+    int64_t retained;     /* WAL bytes from restart_lsn to the server's position; < 0 unknown */
+    char wal_status[16];  /* reserved, extended, unreserved, lost */
+} metrics_anchor;
 
 typedef struct metrics_topic {
     char name[METRICS_TOPIC_MAX];
@@ -98,6 +106,12 @@ typedef struct metrics {
     char slot[64];
     char last_error[METRICS_ERROR_MAX];
     int64_t last_error_us; /* 0 = none */
+
+    /* anchor slots, from cdc/anchorwatch (anchors_known false: no reading yet) */
+    bool anchors_known;
+    size_t nanchors_total;
+    size_t nanchors;
+    metrics_anchor anchors[METRICS_MAX_ANCHORS];
 
     /* commit times of in-flight transactions: a ring in ticket order */
     metrics_txn txns[METRICS_TRACK_MAX];

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cdc/http.h"
+#include "cdc/anchorwatch.h"
 #include "cdc/log.h"
 #include "cdc/metrics.h"
 #include "cdc/policy.h"
@@ -27,6 +28,8 @@
 #include "schema/envelope.h"
 
 /* Frames handled per loop pass before the producer is served again. */
+/* How often the anchor slots' retained WAL is read for /metrics. */
+#define ANCHORWATCH_INTERVAL_MS 30000
 #define FRAMES_PER_PASS 2000
 #define RECONNECT_BASE_MS 200
 #define RECONNECT_CAP_MS 30000
@@ -134,6 +137,7 @@ typedef struct relay {
     uint64_t events_published, events_acked, dead_lettered, rewinds;
     uint64_t messages_skipped, outbox_truncates, traceparents_dropped;
     refused_msg *refused; /* from delivery reports, dead-lettered by the loop */
+    anchorwatch *anchors; /* with --http: anchor retention for /metrics */
     enum metrics_state title_state;
     uint64_t title_flush;
     int64_t title_at;
@@ -1041,6 +1045,7 @@ int relay_run(const config *cfg)
             goto out;
         }
         log_info("serving /metrics, /status, /healthz and /readyz on %s", cfg->http_addr);
+        r.anchors = anchorwatch_start(cfg->conninfo, cfg->password, ANCHORWATCH_INTERVAL_MS);
     }
 
     /* The first start decides between "bad configuration" (exit 2) and
@@ -1129,6 +1134,7 @@ int relay_run(const config *cfg)
         r.m->inflight_bytes = r.inflight_bytes;
         r.m->broker_reachable = kafka_brokers_up(r.kp);
         metrics_backpressure(r.m, r.connected && paused, now);
+        (void)anchorwatch_copy(r.anchors, r.m);
         if (r.http && http_server_update(r.http, r.m, now, metrics_now_us()) != 0)
             log_debug("cannot render metrics");
 
@@ -1174,6 +1180,7 @@ int relay_run(const config *cfg)
     }
 out:
     http_server_free(r.http); /* stops its thread before the metrics go */
+    anchorwatch_stop(r.anchors);
     /* Serve what is already there; anything unacknowledged is sent again
      * on the next start. */
     if (r.kp && kafka_flush(r.kp, 0, on_report, &r) != 0)

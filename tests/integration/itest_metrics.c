@@ -136,6 +136,10 @@ static void test_endpoint_during_a_run(void **state)
     const char *args[] = {"run", "-d", dsn, "-b", broker.bootstraps, "--slot", slot,
                           "--create-slot", "--topic", tmpl, "--dlq-topic", dlq, "--http", http,
                           "-v", NULL};
+    /* an anchor: its retained WAL shows in /metrics */
+    assert_int_equal(
+        hx_exec(conn, "SELECT pg_create_logical_replication_slot('outbox_anchor_met', 'pgoutput')"),
+        0);
     assert_int_equal(hx_relay_start(&relay, "metrics", args), 0);
     int status = -1;
     for (int i = 0; i < 100 && status != 200; i++) {
@@ -185,8 +189,12 @@ static void test_endpoint_during_a_run(void **state)
     assert_true(sample(body, "outbox_relay_commit_to_ack_seconds_count") >= 42);
     assert_true(sample(body, "outbox_relay_confirmed_lsn") >= (double)end);
     assert_int_equal((int)sample(body, "outbox_relay_state{state=\"streaming\"}"), 1);
+    assert_int_equal((int)sample(body, "outbox_relay_anchors"), 1);
+    assert_true(sample(body, "outbox_relay_anchor_retained_wal_bytes{anchor=\"outbox_anchor_met\","
+                             "wal_status=\"reserved\"}") > 0);
     assert_null(strstr(body, SECRET));
     free(body);
+    assert_int_equal(hx_exec(conn, "SELECT pg_drop_replication_slot('outbox_anchor_met')"), 0);
 
     assert_int_equal(http_get(port, "/readyz", &body), 200);
     free(body);
