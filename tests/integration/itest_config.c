@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -336,6 +337,126 @@ static void test_unreachable_database(void **state)
     expect_rejected(NULL, ci, "unreachable", -1, "connect|database|server", args);
 }
 
+/* Long options ("--name") in text, each once, into v (at most max). */
+static size_t long_options(const char *text, char v[][40], size_t max)
+{
+    size_t n = 0;
+    for (const char *p = text; (p = strstr(p, "--")) != NULL;) {
+        size_t k = 0;
+        char name[40];
+        p += 2;
+        while (k < sizeof(name) - 1 && ((*p >= 'a' && *p <= 'z') || *p == '-'))
+            name[k++] = *p++;
+        name[k] = '\0';
+        if (k < 2 || name[0] == '-')
+            continue;
+        bool seen = false;
+        for (size_t i = 0; i < n && !seen; i++)
+            seen = strcmp(v[i], name) == 0;
+        if (!seen && n < max)
+            strcpy(v[n++], name);
+    }
+    return n;
+}
+
+static char *slurp(FILE *f)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    for (size_t got; (got = fread(buf + len, 1, cap - len - 1, f)) > 0;) {
+        len += got;
+        if (cap - len < 4096) {
+            buf = realloc(buf, cap *= 2);
+            assert_non_null(buf);
+        }
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/*
+ * `outbox-relay --help` and README's table of options name the same long
+ * options: every one --help lists is documented in the table, and every
+ * one the table documents is in --help.
+ */
+static void test_help_matches_readme(void **state)
+{
+    const char *relay = getenv("OBX_RELAY"), *root = getenv("OBX_ROOT");
+    char cmd[700], path[600], help_opts[80][40], readme_opts[80][40];
+    FILE *f;
+
+    (void)state;
+    snprintf(cmd, sizeof(cmd), "%s --help", relay && *relay ? relay : "./outbox-relay");
+    f = popen(cmd, "r");
+    assert_non_null(f);
+    char *help = slurp(f);
+    assert_int_equal(pclose(f), 0);
+    snprintf(path, sizeof(path), "%s/README.md", root && *root ? root : ".");
+    f = fopen(path, "r");
+    assert_non_null(f);
+    char *readme = slurp(f);
+    fclose(f);
+
+    /* the table: the README lines that start with "| `-" */
+    size_t tlen = 0;
+    char *table = calloc(1, strlen(readme) + 1);
+    assert_non_null(table);
+    for (char *line = readme; line && *line;) {
+        char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line + 1) : strlen(line);
+        if (strncmp(line, "| `-", 4) == 0) {
+            memcpy(table + tlen, line, len);
+            tlen += len;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    /* --help's options: its indented lines that start with "-" (not the
+     * usage lines of the sub-commands) */
+    size_t olen = 0;
+    char *opts = calloc(1, strlen(help) + 1);
+    assert_non_null(opts);
+    for (char *line = help; line && *line;) {
+        char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line + 1) : strlen(line);
+        size_t lead = strspn(line, " ");
+        if (lead >= 2 && line[lead] == '-') {
+            memcpy(opts + olen, line, len);
+            olen += len;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    size_t nh = long_options(opts, help_opts, 80), nr = long_options(table, readme_opts, 80);
+    assert_true(nh > 20);
+    assert_true(nr > 20);
+    for (size_t i = 0; i < nh; i++) {
+        if (strcmp(help_opts[i], "help") == 0 || strcmp(help_opts[i], "version") == 0 ||
+            strcmp(help_opts[i], "verbose") == 0 || strcmp(help_opts[i], "quiet") == 0)
+            continue;
+        char needle[64];
+        const char *at = table;
+        size_t nl = (size_t)snprintf(needle, sizeof(needle), "--%.39s", help_opts[i]);
+        /* the whole name: not a prefix of a longer option */
+        while ((at = strstr(at, needle)) != NULL &&
+               ((at[nl] >= 'a' && at[nl] <= 'z') || at[nl] == '-'))
+            at += nl;
+        if (!at)
+            fail_msg("--%s is in --help but not in README's table of options", help_opts[i]);
+    }
+    for (size_t i = 0; i < nr; i++) {
+        char needle[64];
+        snprintf(needle, sizeof(needle), "--%.39s ", readme_opts[i]);
+        char needle2[64];
+        snprintf(needle2, sizeof(needle2), "--%.39s\n", readme_opts[i]);
+        if (!strstr(opts, needle) && !strstr(opts, needle2))
+            fail_msg("--%s is in README's table of options but not in --help", readme_opts[i]);
+    }
+    free(opts);
+    free(table);
+    free(readme);
+    free(help);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +472,7 @@ int main(void)
         cmocka_unit_test(test_outbox_table_missing),
         cmocka_unit_test(test_outbox_table_lacks_column),
         cmocka_unit_test(test_unreachable_database),
+        cmocka_unit_test(test_help_matches_readme),
     };
     return cmocka_run_group_tests_name("config", tests, setup, teardown);
 }
