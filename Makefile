@@ -114,8 +114,16 @@ FUZZ_SECONDS ?= 600
 fuzz:
 	bash tests/fuzz/run $(FUZZ_SECONDS)
 
+# The binary, the SQL side and the envelope's JSON Schema, and the systemd
+# unit (as an example to copy into /etc/systemd/system: installing it there
+# is the administrator's call).
 install: outbox-relay
 	install -D -m 0755 outbox-relay $(DESTDIR)$(PREFIX)/bin/outbox-relay
+	install -D -m 0644 schema/outbox.sql $(DESTDIR)$(PREFIX)/share/outbox-relay/outbox.sql
+	install -D -m 0644 schema/envelope.schema.json \
+		$(DESTDIR)$(PREFIX)/share/outbox-relay/envelope.schema.json
+	install -D -m 0644 scripts/outbox-relay.service \
+		$(DESTDIR)$(PREFIX)/share/outbox-relay/outbox-relay.service
 
 PREFIX ?= /usr/local
 
