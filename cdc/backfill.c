@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cdc/deadletter.h"
 #include "cdc/log.h"
 #include "cdc/pgconn.h"
 #include "cdc/progress.h"
@@ -22,10 +23,6 @@
 
 #define MAX_TOPICS 4096
 #define FLUSH_TIMEOUT_MIN_MS 30000
-#define REFUSED_VALUE_MAX (64 * 1024)
-/* A dead-letter record for a record the broker refused carries the refused
- * record's ticket with this bit. */
-#define TICKET_DEAD_LETTER (UINT64_C(1) << 63)
 #define CURSOR_NAME "outbox_relay_backfill"
 
 static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
@@ -219,16 +216,6 @@ typedef struct topic_count {
     uint64_t n;
 } topic_count;
 
-/* A record the broker refused for good, waiting to be dead-lettered. */
-typedef struct refused_msg {
-    uint64_t ticket;
-    char reason[256];
-    char *topic, *key, *value;
-    size_t valuelen;
-    char table[OUTBOX_QUALNAME_MAX];
-    struct refused_msg *next;
-} refused_msg;
-
 enum dlq_reason { DLQ_UNMAPPED, DLQ_INVALID_ROW, DLQ_INVALID_RECORD, DLQ_REJECTED, DLQ_N };
 static const char *const dlq_names[DLQ_N] = {"unmapped_column", "invalid_row", "invalid_record",
                                              "rejected"};
@@ -251,7 +238,7 @@ typedef struct backfiller {
     uint64_t traceparents_dropped;
     char first_failure[512];
     char fatal[512]; /* set: stop, exit 1 */
-    refused_msg *refused;
+    deadletter_queue refused; /* from delivery reports, dead-lettered by serve_producer() */
     bool draining_refused;
     topic_count *topics;
     size_t ntopics;
@@ -319,16 +306,6 @@ static void count_topic(backfiller *b, const char *topic)
         b->ntopics++;
 }
 
-static void refused_free(refused_msg *f)
-{
-    if (!f)
-        return;
-    free(f->topic);
-    free(f->key);
-    free(f->value);
-    free(f);
-}
-
 static void note_failure(backfiller *b, const kafka_report *rep)
 {
     if (b->failed++ == 0)
@@ -336,47 +313,21 @@ static void note_failure(backfiller *b, const kafka_report *rep)
                  rep->topic ? rep->topic : "?", rep->errstr ? rep->errstr : "unknown error");
 }
 
-/* Keep what the dead-letter record needs of a record the broker refused
- * for good: the refused record's topic, key and value (up to 64 KiB). */
-static void queue_refused(backfiller *b, const kafka_report *rep)
-{
-    refused_msg *f = calloc(1, sizeof(*f));
-    const void *tv;
-    size_t tl;
-
-    if (!f) {
-        note_failure(b, rep);
-        return;
-    }
-    f->ticket = rep->ticket;
-    snprintf(f->reason, sizeof(f->reason), "the broker refused the record: %s",
-             rep->errstr ? rep->errstr : "unknown error");
-    f->topic = strdup(rep->topic ? rep->topic : "");
-    f->key = rep->key ? strndup(rep->key, rep->keylen) : NULL;
-    f->valuelen = rep->valuelen;
-    if (rep->value && rep->valuelen <= REFUSED_VALUE_MAX && (f->value = malloc(rep->valuelen + 1))) {
-        memcpy(f->value, rep->value, rep->valuelen);
-        f->value[rep->valuelen] = '\0';
-    }
-    if (kafka_report_header(rep, "table", &tv, &tl) == 0 && tl < sizeof(f->table)) {
-        memcpy(f->table, tv, tl);
-        f->table[tl] = '\0';
-    }
-    f->next = b->refused;
-    b->refused = f;
-}
-
 static void on_report(const kafka_report *rep, void *arg)
 {
     backfiller *b = arg;
 
     b->inflight_bytes = rep->len > b->inflight_bytes ? 0 : b->inflight_bytes - rep->len;
-    if (rep->err == 0)
-        b->acked++;
-    else if (rep->permanent && !(rep->ticket & TICKET_DEAD_LETTER))
-        queue_refused(b, rep); /* its dead-letter record's delivery will count for it */
-    else
-        note_failure(b, rep);
+    switch (deadletter_classify(rep)) {
+    case DEADLETTER_ACKED:
+    case DEADLETTER_ACKED_NO_OFFSET: b->acked++; break;
+    case DEADLETTER_REFUSED:
+        /* its dead-letter record's delivery will count for it */
+        if (deadletter_queue_report(&b->refused, rep, 0) != 0)
+            note_failure(b, rep);
+        break;
+    case DEADLETTER_FAILED: note_failure(b, rep); break;
+    }
 }
 
 static void dead_letter_refused(backfiller *b);
@@ -387,7 +338,7 @@ static void serve_producer(backfiller *b)
     if (b->kp && kafka_poll(b->kp, on_report, b, err, sizeof(err)) < 0)
         fatal(b, "producer failed: %s", err);
     /* Not from inside dead_letter_refused(): its own produce() waits here. */
-    if (b->refused && !b->draining_refused)
+    if (!deadletter_queue_empty(&b->refused) && !b->draining_refused)
         dead_letter_refused(b);
 }
 
@@ -489,43 +440,26 @@ static void dead_letter(backfiller *b, enum dlq_reason why, const relcache_entry
     envelope_msg_clear(&m);
 }
 
-/* Dead-letter the records the broker refused for good, as the daemon does:
- * the refused record as the columns topic, key, value of a pseudo table
- * "delivery", with the refused record's ticket. */
+/* Dead-letter the records the broker refused for good, as the daemon does
+ * (deadletter_build), with the refused record's ticket. */
 static void dead_letter_refused(backfiller *b)
 {
-    b->draining_refused = true;
-    while (b->refused && !b->fatal[0]) {
-        refused_msg *f = b->refused;
-        relcache_attr atts[3] = {{.name = "topic", .type_oid = 25},
-                                 {.name = "key", .type_oid = 25},
-                                 {.name = "value", .type_oid = 25}};
-        relcache_entry pseudo = {.qualname = "delivery", .natts = 3, .atts = atts};
-        pgo_value cols[3] = {
-            {.kind = 't', .len = f->topic ? (uint32_t)strlen(f->topic) : 0, .data = f->topic},
-            {.kind = f->key ? 't' : 'n', .len = f->key ? (uint32_t)strlen(f->key) : 0,
-             .data = f->key},
-            {.kind = f->value ? 't' : 'n', .len = f->value ? (uint32_t)f->valuelen : 0,
-             .data = f->value},
-        };
-        pgo_tuple tuple = {.ncols = 3, .cols = cols};
-        envelope_source src = {.backfill = true, .commit_ts = b->snapshot_ts, .db = b->dbname,
-                               .table = "delivery"};
-        envelope_msg m = {0};
-        char reason[400], err[512];
+    deadletter_refused *f;
 
-        b->refused = f->next;
-        snprintf(reason, sizeof(reason), "%s%s", f->reason,
-                 f->value ? "" : " (value omitted: too large for a dead-letter record)");
+    b->draining_refused = true;
+    while (!b->fatal[0] && (f = deadletter_queue_pop(&b->refused))) {
+        envelope_source base = {.backfill = true, .commit_ts = b->snapshot_ts, .db = b->dbname};
+        envelope_msg m = {0};
+        char err[512];
+
         log_dead_letter(b, DLQ_REJECTED, f->table[0] ? f->table : "delivery", f->reason);
-        if (envelope_build_dead_letter(b->cfg->dlq_topic, &pseudo, &tuple, NULL, reason, &src,
-                                       f->topic, &m, err, sizeof(err)) != 0)
+        if (deadletter_build(f, b->cfg->dlq_topic, &base, &m, err, sizeof(err)) != 0)
             fatal(b, "cannot build dead-letter record: %s", err);
-        else if (produce(b, &m, f->ticket | TICKET_DEAD_LETTER, err, sizeof(err)) !=
+        else if (produce(b, &m, f->ticket | DEADLETTER_TICKET, err, sizeof(err)) !=
                  KAFKA_PRODUCE_OK)
             fatal(b, "cannot dead-letter a record the broker refused: %s", err);
         envelope_msg_clear(&m);
-        refused_free(f);
+        deadletter_refused_free(f);
     }
     b->draining_refused = false;
 }
@@ -1090,7 +1024,8 @@ int backfill_main(int argc, char **argv)
         /* Refused records are dead-lettered as their reports arrive, which
          * produces more: flush until nothing is queued nor waiting. */
         while (!b.fatal[0] && !backfill_stop && now_ms() < deadline) {
-            if (kafka_flush(b.kp, 200, on_report, &b) == 0 && !b.refused)
+            if (kafka_flush(b.kp, 200, on_report, &b) == 0 &&
+                deadletter_queue_empty(&b.refused))
                 break;
             serve_producer(&b);
             show_progress(&b, false);
@@ -1123,11 +1058,7 @@ out:
         log_debug("%d messages unacknowledged at exit", kafka_outq_len(b.kp));
     kafka_producer_free(b.kp);
     PQfinish(b.conn);
-    while (b.refused) {
-        refused_msg *f = b.refused;
-        b.refused = f->next;
-        refused_free(f);
-    }
+    deadletter_queue_clear(&b.refused);
     for (size_t i = 0; i < b.ntables && b.tables; i++)
         table_clear(&b.tables[i]);
     free(b.tables);

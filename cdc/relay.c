@@ -15,6 +15,7 @@
 
 #include "cdc/http.h"
 #include "cdc/anchorwatch.h"
+#include "cdc/deadletter.h"
 #include "cdc/log.h"
 #include "cdc/metrics.h"
 #include "cdc/policy.h"
@@ -69,23 +70,6 @@ static const char *const dlq_reason_names[DLQ_NREASONS] = {"unmapped_column", "i
                                                           "invalid_record", "rejected"};
 #define DLQ_LOG_INTERVAL_MS 60000
 
-/* A dead-letter record's ticket carries this bit: its own permanent
- * failure is a rewind, not another dead letter. */
-#define TICKET_DEAD_LETTER (UINT64_C(1) << 63)
-/* Refused values up to this size are kept in their dead-letter record. */
-#define REFUSED_VALUE_MAX (64 * 1024)
-
-/* A message the broker refused for good, waiting to be dead-lettered. */
-typedef struct refused_msg {
-    uint64_t ticket;
-    uint64_t rewinds; /* the relay's rewind count when refused: stale after one */
-    uint64_t lsn;
-    char reason[256];
-    char *topic, *key, *value;
-    size_t valuelen;
-    struct refused_msg *next;
-} refused_msg;
-
 typedef struct dlq_stats {
     uint64_t total;
     uint64_t unlogged; /* rows since the last log line for this reason */
@@ -136,7 +120,9 @@ typedef struct relay {
 
     uint64_t events_published, events_acked, dead_lettered, rewinds;
     uint64_t messages_skipped, outbox_truncates, traceparents_dropped;
-    refused_msg *refused; /* from delivery reports, dead-lettered by the loop */
+    /* from delivery reports, dead-lettered by the loop; an entry's epoch is
+     * the rewind count when refused: stale after a rewind */
+    deadletter_queue refused;
     anchorwatch *anchors; /* with --http: anchor retention for /metrics */
     enum metrics_state title_state;
     uint64_t title_flush;
@@ -197,37 +183,6 @@ static void check_recovered(relay *r, int64_t now)
     r->fault_repeats = 0;
 }
 
-/* Copy what a dead-letter record needs of a message the broker refused. */
-static void queue_refused(relay *r, const kafka_report *rep)
-{
-    refused_msg *f = calloc(1, sizeof(*f));
-    const void *lsn;
-    size_t lsnlen;
-    char lsntext[LSN_BUFSZ];
-
-    if (!f) {
-        request_rewind(r, "out of memory keeping a refused message");
-        return;
-    }
-    f->ticket = rep->ticket;
-    f->rewinds = r->rewinds;
-    snprintf(f->reason, sizeof(f->reason), "the broker refused the record: %s",
-             rep->errstr ? rep->errstr : "unknown error");
-    f->topic = strdup(rep->topic ? rep->topic : "");
-    f->key = rep->key ? strndup(rep->key, rep->keylen) : NULL;
-    f->valuelen = rep->valuelen;
-    if (rep->value && rep->valuelen <= REFUSED_VALUE_MAX)
-        f->value = strndup(rep->value, rep->valuelen);
-    if (kafka_report_header(rep, "lsn", &lsn, &lsnlen) == 0 && lsnlen < sizeof(lsntext)) {
-        memcpy(lsntext, lsn, lsnlen);
-        lsntext[lsnlen] = '\0';
-        if (lsn_parse(lsntext, &f->lsn) != 0)
-            f->lsn = 0;
-    }
-    f->next = r->refused;
-    r->refused = f;
-}
-
 /* Debug: where an event landed (or why not), by its id, for tracing one event. */
 static void log_report(const kafka_report *rep)
 {
@@ -250,16 +205,17 @@ static void log_report(const kafka_report *rep)
 static void on_report(const kafka_report *rep, void *arg)
 {
     relay *r = arg;
-    uint64_t ticket = rep->ticket & ~TICKET_DEAD_LETTER;
+    uint64_t ticket = rep->ticket & ~DEADLETTER_TICKET;
+    enum deadletter_verdict v = deadletter_classify(rep);
     int rc;
 
     r->inflight_bytes = rep->len > r->inflight_bytes ? 0 : r->inflight_bytes - rep->len;
     if (log_enabled(LOG_LEVEL_DEBUG))
         log_report(rep);
-    if (rep->err == 0 && rep->offset >= 0) {
+    if (v == DEADLETTER_ACKED) {
         rc = watermark_ack(r->wm, ticket);
         r->events_acked++;
-    } else if (rep->err == 0) {
+    } else if (v == DEADLETTER_ACKED_NO_OFFSET) {
         /*
          * Acknowledged without an offset: librdkafka inferred the delivery
          * from a later request's success or from a duplicate-sequence reply.
@@ -274,11 +230,12 @@ static void on_report(const kafka_report *rep, void *arg)
                            "offset (inferred by the producer, not proof it was written): sending "
                            "it again",
                            rep->topic ? rep->topic : "?", (int)rep->partition);
-    } else if (rep->permanent && !(rep->ticket & TICKET_DEAD_LETTER)) {
+    } else if (v == DEADLETTER_REFUSED) {
         /* The record itself is refused (too large for the broker, ...):
          * it goes to the dead-letter topic, whose delivery will count as
          * its acknowledgement. */
-        queue_refused(r, rep);
+        if (deadletter_queue_report(&r->refused, rep, r->rewinds) != 0)
+            request_rewind(r, "out of memory keeping a refused message");
         return;
     } else {
         rc = watermark_fail(r->wm, ticket);
@@ -286,7 +243,7 @@ static void on_report(const kafka_report *rep, void *arg)
             request_rewind(r, "delivery failed: %s", rep->errstr ? rep->errstr : "unknown error");
     }
     if (rc == 0)
-        metrics_event_reported(r->m, ticket, rep->err == 0 && rep->offset >= 0, metrics_now_us());
+        metrics_event_reported(r->m, ticket, v == DEADLETTER_ACKED, metrics_now_us());
     if (rc < 0)
         request_rewind(r, "delivery report for unknown ticket %llu", (unsigned long long)ticket);
 }
@@ -431,69 +388,32 @@ static void dead_letter(relay *r, enum dlq_reason why, const relcache_entry *rel
     envelope_msg_clear(&m);
 }
 
-static void refused_free(refused_msg *f)
-{
-    if (!f)
-        return;
-    free(f->topic);
-    free(f->key);
-    free(f->value);
-    free(f);
-}
-
-static void drop_refused(relay *r)
-{
-    while (r->refused) {
-        refused_msg *f = r->refused;
-        r->refused = f->next;
-        refused_free(f);
-    }
-}
-
 /*
- * Dead-letter the records the broker refused for good.  The record shows
- * the refused message as the columns topic, key and value (a value over
- * REFUSED_VALUE_MAX is left out, the reason says so) of a pseudo table
- * "delivery"; its ticket is the original event's, so its delivery
- * acknowledges that event.  A caveat of librdkafka: the broker judges a
- * whole batch, so a record batched with a refused one is refused too and
- * dead-lettered with it -- its content is in the dead-letter record.
+ * Dead-letter the records the broker refused for good (deadletter_build):
+ * the dead-letter record carries the original event's ticket, so its
+ * delivery acknowledges that event.  A caveat of librdkafka: the broker
+ * judges a whole batch, so a record batched with a refused one is refused
+ * too and dead-lettered with it -- its content is in the dead-letter record.
  */
 static void dead_letter_refused(relay *r)
 {
-    while (r->refused && !r->need_rewind) {
-        refused_msg *f = r->refused;
-        relcache_attr atts[3] = {{.name = "topic", .type_oid = 25},
-                                 {.name = "key", .type_oid = 25},
-                                 {.name = "value", .type_oid = 25}};
-        relcache_entry pseudo = {.qualname = "delivery", .natts = 3, .atts = atts};
-        pgo_value cols[3] = {
-            {.kind = 't', .len = (uint32_t)strlen(f->topic), .data = f->topic},
-            {.kind = f->key ? 't' : 'n', .len = f->key ? (uint32_t)strlen(f->key) : 0,
-             .data = f->key},
-            {.kind = f->value ? 't' : 'n', .len = f->value ? (uint32_t)f->valuelen : 0,
-             .data = f->value},
-        };
-        pgo_tuple tuple = {.ncols = 3, .cols = cols};
-        envelope_source src = {.lsn = f->lsn, .db = r->info.dbname, .table = "delivery",
-                               .slot = r->cfg->slot};
-        envelope_msg m = {0};
-        char reason[400], err[512], b[LSN_BUFSZ];
+    deadletter_refused *f;
 
-        r->refused = f->next;
-        if (f->rewinds != r->rewinds) { /* its event will be sent again anyway */
-            refused_free(f);
+    while (!r->need_rewind && (f = deadletter_queue_pop(&r->refused))) {
+        envelope_source base = {.db = r->info.dbname, .slot = r->cfg->slot};
+        envelope_msg m = {0};
+        char err[512], b[LSN_BUFSZ];
+
+        if (f->epoch != r->rewinds) { /* its event will be sent again anyway */
+            deadletter_refused_free(f);
             continue;
         }
-        snprintf(reason, sizeof(reason), "%s%s", f->reason,
-                 f->value ? "" : " (value omitted: too large for a dead-letter record)");
         r->dlq[DLQ_REJECTED].unlogged++;
         log_warn("record at %s for topic \"%s\" refused by the broker; dead-lettered to \"%s\": "
                  "%s",
                  lsn_format(f->lsn, b), f->topic, r->cfg->dlq_topic, f->reason);
-        if (envelope_build_dead_letter(r->cfg->dlq_topic, &pseudo, &tuple, NULL, reason, &src,
-                                       f->topic, &m, err, sizeof(err)) != 0 ||
-            produce_as(r, &m, f->ticket | TICKET_DEAD_LETTER, err, sizeof(err)) !=
+        if (deadletter_build(f, r->cfg->dlq_topic, &base, &m, err, sizeof(err)) != 0 ||
+            produce_as(r, &m, f->ticket | DEADLETTER_TICKET, err, sizeof(err)) !=
                 KAFKA_PRODUCE_OK) {
             if (watermark_fail(r->wm, f->ticket) == 0)
                 request_rewind(r, "cannot dead-letter a refused record: %s", err);
@@ -503,7 +423,7 @@ static void dead_letter_refused(relay *r)
             metrics_dead_lettered(r->m, METRICS_DLQ_REJECTED);
         }
         envelope_msg_clear(&m);
-        refused_free(f);
+        deadletter_refused_free(f);
     }
 }
 
@@ -814,7 +734,7 @@ static int rewind_stream(relay *r, int64_t now)
      * recognised as stale; then start over with a fresh producer. */
     watermark_reset(r->wm, confirmed);
     metrics_inflight_reset(r->m);
-    drop_refused(r);
+    deadletter_queue_clear(&r->refused);
     if (kafka_purge(r->kp) != 0)
         log_warn("cannot purge the producer");
     if (kafka_poll(r->kp, on_report, r, err, sizeof(err)) < 0)
@@ -1187,7 +1107,7 @@ out:
         log_debug("%d messages unacknowledged at exit", kafka_outq_len(r.kp));
     kafka_producer_free(r.kp);
     stream_free(r.st);
-    drop_refused(&r);
+    deadletter_queue_clear(&r.refused);
     relcache_free(r.rels);
     watermark_free(r.wm);
     metrics_free(r.m);
