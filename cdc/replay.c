@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cdc/deadletter.h"
 #include "cdc/log.h"
 #include "cdc/pgconn.h"
 #include "cdc/progress.h"
@@ -56,8 +57,11 @@ static const char replay_usage[] =
     "Every `run` option that shapes events applies: -d, -b, -X, -t, -P, --topic, --format,\n"
     "--field, --column, --messages, --dlq-topic, ... (see outbox-relay --help).\n"
     "\n"
-    "exit codes: 0 every event in the range acknowledged, 1 runtime failure (run it\n"
-    "again: consumers deduplicate on id), 2 bad usage or a refused range\n";
+    "A record the broker refuses for good (too large for the topic, ...) goes to the\n"
+    "dead-letter topic as in `run`; that record's acknowledgement counts as its own.\n"
+    "\n"
+    "exit codes: 0 every event in the range acknowledged (or its dead letter), 1 runtime\n"
+    "failure (run it again: consumers deduplicate on id), 2 bad usage or a refused range\n";
 
 /* "--name VALUE" or "--name=VALUE": returns the value and advances *i, or
  * NULL when argv[*i] is not that option. */
@@ -296,7 +300,10 @@ typedef struct replayer {
     char fatal[512]; /* set: stop with exit 1 */
 
     uint64_t events, dead_lettered, txns, acked, failed;
+    uint64_t records; /* produced: events and dead letters (also the last ticket) */
     char first_failure[512];
+    deadletter_queue refused; /* from delivery reports, dead-lettered by serve_producer() */
+    bool draining_refused;
     progress prog;
     topic_count *topics;
     size_t ntopics;
@@ -355,23 +362,40 @@ static void count_topic(replayer *r, const char *topic)
         r->ntopics++;
 }
 
-static void on_report(const kafka_report *rep, void *arg)
+static void note_failure(replayer *r, const kafka_report *rep)
 {
-    replayer *r = arg;
-    if (rep->err == 0) {
-        r->acked++;
-        return;
-    }
     if (r->failed++ == 0)
         snprintf(r->first_failure, sizeof(r->first_failure), "delivery to \"%s\" failed: %s",
                  rep->topic ? rep->topic : "?", rep->errstr ? rep->errstr : "unknown error");
 }
+
+/* A record the broker refuses for good is dead-lettered, as the original
+ * stream did: the dead letter's acknowledgement counts as the record's. */
+static void on_report(const kafka_report *rep, void *arg)
+{
+    replayer *r = arg;
+
+    switch (deadletter_classify(rep)) {
+    case DEADLETTER_ACKED:
+    case DEADLETTER_ACKED_NO_OFFSET: r->acked++; break;
+    case DEADLETTER_REFUSED:
+        if (deadletter_queue_report(&r->refused, rep, 0) != 0)
+            note_failure(r, rep);
+        break;
+    case DEADLETTER_FAILED: note_failure(r, rep); break;
+    }
+}
+
+static void dead_letter_refused(replayer *r);
 
 static void serve_producer(replayer *r)
 {
     char err[512];
     if (r->kp && kafka_poll(r->kp, on_report, r, err, sizeof(err)) < 0)
         fatal(r, "producer failed: %s", err);
+    /* Not from inside dead_letter_refused(): its own produce_msg() waits here. */
+    if (!deadletter_queue_empty(&r->refused) && !r->draining_refused)
+        dead_letter_refused(r);
 }
 
 static void send_status(replayer *r, int64_t now)
@@ -397,7 +421,9 @@ static void send_status(replayer *r, int64_t now)
     r->reply_requested = false;
 }
 
-static int produce_msg(replayer *r, const envelope_msg *m)
+/* Hand one record to the producer with ticket (dry run: count it).  Returns
+ * 0, or -1 with r->fatal set. */
+static int produce_msg(replayer *r, const envelope_msg *m, uint64_t ticket)
 {
     kafka_header hdrs[ENVELOPE_MAX_HEADERS];
     char err[512];
@@ -421,15 +447,15 @@ static int produce_msg(replayer *r, const envelope_msg *m)
             }
             (void)poll(&pfd, 1, 100);
             serve_producer(r);
-            if (now_ms() - r->status_at >= STATUS_INTERVAL_MS)
+            /* no connection while the last dead letters go out at the end */
+            if (r->conn && now_ms() - r->status_at >= STATUS_INTERVAL_MS)
                 send_status(r, now_ms());
         }
         if (r->fatal[0])
             return -1;
         enum kafka_produce_result pr =
             kafka_produce_ts(r->kp, m->topic, m->key, m->keylen, m->value, m->valuelen,
-                             m->timestamp_ms, hdrs, (size_t)m->nheaders, r->events + 1, err,
-                             sizeof(err));
+                             m->timestamp_ms, hdrs, (size_t)m->nheaders, ticket, err, sizeof(err));
         if (pr == KAFKA_PRODUCE_OK)
             return 0;
         if (pr != KAFKA_PRODUCE_QUEUE_FULL) {
@@ -468,9 +494,35 @@ static void dead_letter(replayer *r, const relcache_entry *rel, const pgo_tuple 
         fatal(r, "cannot build dead-letter record: %s", err);
         return;
     }
-    if (produce_msg(r, &m) == 0)
+    if (produce_msg(r, &m, ++r->records) == 0)
         r->dead_lettered++;
     envelope_msg_clear(&m);
+}
+
+/* Dead-letter the records the broker refused for good, as the relay does
+ * (deadletter_build), with the refused record's ticket. */
+static void dead_letter_refused(replayer *r)
+{
+    deadletter_refused *f;
+
+    r->draining_refused = true;
+    while (!r->fatal[0] && (f = deadletter_queue_pop(&r->refused))) {
+        envelope_source base = {.db = r->dbname, .slot = r->cfg->slot};
+        envelope_msg m = {0};
+        char err[512], b[LSN_BUFSZ];
+
+        progress_clear(&r->prog);
+        log_warn("record at %s for topic \"%s\" refused by the broker; dead-lettered to \"%s\": "
+                 "%s",
+                 lsn_format(f->lsn, b), f->topic, r->cfg->dlq_topic, f->reason);
+        if (deadletter_build(f, r->cfg->dlq_topic, &base, &m, err, sizeof(err)) != 0)
+            fatal(r, "cannot build dead-letter record: %s", err);
+        else if (produce_msg(r, &m, f->ticket | DEADLETTER_TICKET) == 0)
+            r->dead_lettered++;
+        envelope_msg_clear(&m);
+        deadletter_refused_free(f);
+    }
+    r->draining_refused = false;
 }
 
 static void publish_event(replayer *r, const relcache_entry *rel, const pgo_tuple *tuple,
@@ -495,7 +547,7 @@ static void publish_event(replayer *r, const relcache_entry *rel, const pgo_tupl
             dead_letter(r, rel, tuple, row, err, src, NULL);
         return;
     }
-    if (produce_msg(r, &m) == 0)
+    if (produce_msg(r, &m, ++r->records) == 0)
         r->events++;
     envelope_msg_clear(&m);
 }
@@ -912,14 +964,34 @@ int replay_main(int argc, char **argv)
     r.conn = NULL;
     if (r.kp) {
         int wait = a.cfg.shutdown_timeout_ms > 30000 ? a.cfg.shutdown_timeout_ms : 30000;
-        if (kafka_flush(r.kp, wait, on_report, &r) != 0) {
-            log_error("replay incomplete: %d events not acknowledged within %d ms; run it again",
-                      kafka_outq_len(r.kp), wait);
+        int64_t deadline = now_ms() + wait;
+        bool drained = false;
+        /* Refused records are dead-lettered as their reports arrive, which
+         * produces more: flush until nothing is queued nor waiting. */
+        while (!r.fatal[0] && !replay_stop && now_ms() < deadline) {
+            if (kafka_flush(r.kp, 200, on_report, &r) == 0 &&
+                deadletter_queue_empty(&r.refused)) {
+                drained = true;
+                break;
+            }
+            serve_producer(&r);
+        }
+        if (!drained && replay_stop)
+            fatal(&r, "interrupted");
+        else if (!drained)
+            fatal(&r, "%d records not acknowledged within %d ms",
+                  kafka_outq_len(r.kp) + (int)r.refused.n, wait);
+        if (r.fatal[0]) {
+            log_error("replay incomplete: %s; run it again (consumers deduplicate on id)",
+                      r.fatal);
             goto out;
         }
-        if (r.failed) {
-            log_error("replay incomplete: %llu deliveries failed (first: %s); run it again",
-                      (unsigned long long)r.failed, r.first_failure);
+        if (r.failed || r.acked < r.records) {
+            log_error("replay incomplete: %llu of %llu records not acknowledged, %llu deliveries "
+                      "failed (first: %s); run it again",
+                      (unsigned long long)(r.acked < r.records ? r.records - r.acked : 0),
+                      (unsigned long long)r.records, (unsigned long long)r.failed,
+                      r.failed ? r.first_failure : "none");
             goto out;
         }
     }
@@ -934,6 +1006,7 @@ out:
     if (r.kp && kafka_flush(r.kp, 0, on_report, &r) != 0)
         log_debug("%d messages unacknowledged at exit", kafka_outq_len(r.kp));
     kafka_producer_free(r.kp);
+    deadletter_queue_clear(&r.refused);
     PQfinish(r.conn);
     relcache_free(r.rels);
     free(r.msg);

@@ -14,6 +14,10 @@
  *   published for that range (same partition, key, value, order); neither
  *   the anchor nor the relay's slot moves, no slot is left behind; a dry
  *   run counts them and publishes nothing
+ * - a record the broker refuses for good is dead-lettered by replay as by
+ *   the relay (the dead letter's acknowledgement counts as the record's):
+ *   exit 0, the other events of the range published; a dead letter refused
+ *   too makes replay exit 1
  */
 #include <inttypes.h>
 #include <setjmp.h>
@@ -524,6 +528,146 @@ static void test_replay_matches_original(void **state)
     assert_int_equal(hx_exec(conn, "SELECT pg_drop_replication_slot('outbox_relay')"), 0);
 }
 
+/* Rows of one transaction each in a range of anchor name; *from and *to
+ * receive the range.  Returns the ids in insert order (PQclear it). */
+static PGresult *rows_in_range(const char *anchor, const char *aggtype, int n, char *from,
+                               char *to, size_t len)
+{
+    cmd_result r;
+    char sql[256];
+    PGresult *res;
+
+    expect((r = ADMIN("anchor", "anchor", "create", anchor, "-d", pg.conninfo), &r), 0, NULL);
+    hx_lsn_format(lsn_of("SELECT pg_current_wal_insert_lsn()"), from, len);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(hx_exec(conn,
+                                 "INSERT INTO outbox (id, aggregatetype, aggregateid, type, "
+                                 "payload) VALUES (gen_random_uuid(), '%s', 'k%d', 'Evt', "
+                                 "jsonb_build_object('n', %d))",
+                                 aggtype, i, i),
+                         0);
+    hx_lsn_format(lsn_of("SELECT pg_current_wal_insert_lsn()"), to, len);
+    snprintf(sql, sizeof(sql),
+             "SELECT id::text, aggregateid FROM outbox WHERE aggregatetype = '%s' ORDER BY "
+             "aggregateid",
+             aggtype);
+    res = PQexec(conn, sql);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(res), n);
+    return res;
+}
+
+/* Whether id is one of rows' ids; marks it seen (once only). */
+static bool take_id(PGresult *rows, bool *seen, const char *id)
+{
+    for (int i = 0; i < PQntuples(rows); i++)
+        if (strcmp(PQgetvalue(rows, i, 0), id) == 0 && !seen[i])
+            return seen[i] = true;
+    return false;
+}
+
+/*
+ * The broker refuses the first Produce request for good (MESSAGE_TOO_LARGE,
+ * as a record over the topic's max.message.bytes would be).  One record per
+ * request on a one-partition topic: exactly one record is refused.  Replay
+ * dead-letters it as the relay does and exits 0; the other events are
+ * published; every row of the range is in one of the two topics, once.
+ */
+static void test_replay_dead_letters_refused_record(void **state)
+{
+    (void)state;
+    char tmpl[160], topic[160], dlq[160], from[32], to[32];
+    const int n = 6;
+    hx_records recs = {0}, dl = {0};
+    bool seen[6] = {false};
+    cmd_result r;
+
+    if (hx_broker_is_external())
+        skip();
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.rdl.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.rdl.refusedreplay", hx_run_id());
+    snprintf(dlq, sizeof(dlq), "itest.%s.rdl.dead", hx_run_id());
+    PGresult *rows = rows_in_range("rdl", "refusedreplay", n, from, to, sizeof(from));
+    assert_int_equal(hx_broker_cmd(&broker, "topic %s 1", topic), 0);
+    assert_int_equal(hx_broker_cmd(&broker, "err 0 10 1"), 0);
+    r = REPLAY("replay", "--anchor", "rdl", "--from", from, "--to", to, "--topic", tmpl,
+               "--dlq-topic", dlq, "-X", "batch.num.messages=1", "-b", broker.bootstraps, "-d",
+               pg.conninfo);
+    if (r.rc != 0 || !strstr(r.err, "refused by the broker"))
+        fprintf(stderr, "replay: exit %d\nstdout: %s\nstderr: %s\n", r.rc, r.out, r.err);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.err, "refused by the broker"));
+    cmd_free(&r);
+
+    const char *dt[] = {dlq}, *tt[] = {topic};
+    assert_int_equal(hx_consume(broker.bootstraps, dt, 1, 1, 30000, &dl), 1);
+    const hx_record *d = &dl.v[0];
+    assert_non_null(strstr(hx_record_header(d, "error")->value, "refused"));
+    assert_string_equal(hx_record_header(d, "original-topic")->value, topic);
+    assert_string_equal(hx_record_header(d, "table")->value, "delivery");
+    assert_non_null(hx_record_header(d, "lsn"));
+    json_error_t je;
+    json_t *v = json_loadb(d->value, d->value_len, 0, &je);
+    assert_non_null(v);
+    const char *inner = json_string_value(json_object_get(v, "value"));
+    assert_non_null(inner);
+    /* the refused record whole: the event of a row of the range */
+    json_t *ev = json_loads(inner, 0, &je);
+    assert_non_null(ev);
+    assert_true(take_id(rows, seen, json_string_value(json_object_get(ev, "id"))));
+    json_decref(ev);
+    json_decref(v);
+
+    assert_int_equal(hx_consume(broker.bootstraps, tt, 1, (size_t)n - 1, 30000, &recs), n - 1);
+    for (size_t i = 0; i < recs.n; i++) {
+        const hx_header *id = hx_record_header(&recs.v[i], "id");
+        assert_non_null(id);
+        assert_true(take_id(rows, seen, id->value));
+    }
+    for (int i = 0; i < n; i++)
+        assert_true(seen[i]);
+    hx_records_free(&recs);
+    hx_records_free(&dl);
+    PQclear(rows);
+    expect((r = ADMIN("anchor", "anchor", "drop", "rdl", "-d", pg.conninfo), &r), 0, NULL);
+}
+
+/*
+ * Every record and every dead letter refused (2 rows: 2 records and 2 dead
+ * letters, one per Produce request): replay exits 1 saying deliveries
+ * failed.  Run again without the fault, it publishes the range.
+ */
+static void test_replay_fails_when_dead_letter_refused(void **state)
+{
+    (void)state;
+    char tmpl[160], topic[160], dlq[160], from[32], to[32];
+    hx_records recs = {0};
+    cmd_result r;
+
+    if (hx_broker_is_external())
+        skip();
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.rdf.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.rdf.alldead", hx_run_id());
+    snprintf(dlq, sizeof(dlq), "itest.%s.rdf.dead", hx_run_id());
+    PGresult *rows = rows_in_range("rdf", "alldead", 2, from, to, sizeof(from));
+    assert_int_equal(hx_broker_cmd(&broker, "topic %s 1", topic), 0);
+    assert_int_equal(hx_broker_cmd(&broker, "topic %s 1", dlq), 0);
+    assert_int_equal(hx_broker_cmd(&broker, "err 0 10 4"), 0);
+    r = REPLAY("replay", "--anchor", "rdf", "--from", from, "--to", to, "--topic", tmpl,
+               "--dlq-topic", dlq, "-X", "batch.num.messages=1", "-b", broker.bootstraps, "-d",
+               pg.conninfo);
+    expect(&r, 1, "deliveries failed");
+
+    r = REPLAY("replay", "--anchor", "rdf", "--from", from, "--to", to, "--topic", tmpl,
+               "--dlq-topic", dlq, "-b", broker.bootstraps, "-d", pg.conninfo);
+    expect(&r, 0, NULL);
+    const char *tt[] = {topic};
+    assert_int_equal(hx_consume(broker.bootstraps, tt, 1, 2, 30000, &recs), 2);
+    hx_records_free(&recs);
+    PQclear(rows);
+    expect((r = ADMIN("anchor", "anchor", "drop", "rdf", "-d", pg.conninfo), &r), 0, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -531,6 +675,8 @@ int main(void)
         cmocka_unit_test(test_status),
         cmocka_unit_test(test_replay_refusals),
         cmocka_unit_test(test_replay_matches_original),
+        cmocka_unit_test(test_replay_dead_letters_refused_record),
+        cmocka_unit_test(test_replay_fails_when_dead_letter_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
