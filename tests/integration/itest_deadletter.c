@@ -5,7 +5,8 @@
  * the slot moves past it.  Covered: an empty aggregate id, an aggregate
  * type that makes an invalid topic name, a row larger than the producer's
  * message.max.bytes (dead-lettered without its values), and a table whose
- * required column disappears mid-stream.
+ * required column disappears mid-stream.  A record the broker refuses for
+ * good is dead-lettered by the relay and by backfill.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -247,12 +248,66 @@ static void test_broker_refusal_is_dead_lettered(void **state)
     hx_records_free(&recs);
 }
 
+/* Backfill dead-letters a record the broker refuses for good as the relay
+ * does (header backfill, no lsn) and exits 0; the other rows are published. */
+static void test_backfill_broker_refusal_is_dead_lettered(void **state)
+{
+    (void)state;
+    char tmpl[200], topic[200], dlq[200];
+    hx_records recs = {0}, dl = {0};
+    hx_proc p;
+
+    if (hx_broker_is_external())
+        skip();
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.bfr.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.bfr.bfrefused", hx_run_id());
+    snprintf(dlq, sizeof(dlq), "itest.%s.bfr.dead", hx_run_id());
+    if (!conn)
+        conn = hx_connect(pg.conninfo);
+    assert_non_null(conn);
+    assert_int_equal(hx_exec(conn, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                                   " SELECT 'bfrefused', 'b' || g, 'Tested',"
+                                   " jsonb_build_object('n', g) FROM generate_series(1, 4) g"),
+                     0);
+    /* one record per Produce request on a one-partition topic: the first
+     * request's record alone is refused */
+    assert_int_equal(hx_broker_cmd(&broker, "topic %s 1", topic), 0);
+    assert_int_equal(hx_broker_cmd(&broker, "err 0 10 1"), 0);
+    const char *args[] = {"backfill", "-d", pg.conninfo, "-b", broker.bootstraps, "--topic", tmpl,
+                          "--dlq-topic", dlq, "--where", "aggregatetype = 'bfrefused'", "-X",
+                          "batch.num.messages=1", NULL};
+    assert_int_equal(hx_relay_start(&p, "bfrefused", args), 0);
+    int rc = hx_proc_wait(&p, 60000);
+    if (rc != 0)
+        hx_proc_dump(&p, "backfill did not exit 0");
+    assert_int_equal(rc, 0);
+
+    const char *t2[] = {dlq}, *t1[] = {topic};
+    assert_int_equal(hx_consume(broker.bootstraps, t2, 1, 1, 30000, &dl), 1);
+    assert_non_null(strstr(header(&dl.v[0], "error"), "refused"));
+    assert_string_equal(header(&dl.v[0], "original-topic"), topic);
+    assert_string_equal(header(&dl.v[0], "backfill"), "true");
+    assert_null(hx_record_header(&dl.v[0], "lsn"));
+    json_error_t jerr;
+    json_t *v = json_loadb(dl.v[0].value, dl.v[0].value_len, 0, &jerr);
+    assert_non_null(v);
+    const char *key = json_string_value(json_object_get(v, "key"));
+    assert_non_null(key);
+    assert_int_equal(hx_consume(broker.bootstraps, t1, 1, 3, 30000, &recs), 3);
+    for (size_t i = 0; i < recs.n; i++)
+        assert_string_not_equal(recs.v[i].key, key); /* each row in one topic only */
+    json_decref(v);
+    hx_records_free(&recs);
+    hx_records_free(&dl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_poison_rows_go_to_dead_letter_topic),
         cmocka_unit_test(test_required_column_dropped_mid_stream),
         cmocka_unit_test(test_broker_refusal_is_dead_lettered),
+        cmocka_unit_test(test_backfill_broker_refusal_is_dead_lettered),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
