@@ -57,11 +57,17 @@ static int64_t now_ms(void)
  * overridden.  Per-aggregate order (DESIGN.md guarantee 4) relies on
  * enable.idempotence: without it a retried batch can land after a later
  * one; murmur2_random keeps key -> partition identical to the Java client.
+ * linger.ms 2 instead of librdkafka's 5: the linger is the floor of the
+ * commit-to-acknowledgement latency (make bench: p99 7.8 ms at 1,000
+ * events/s with 5, 4.9 ms with 2), and at 2 ms batches still fill under
+ * load (p99 10.9 ms at 5,000 events/s, where 1 ms let requests pile up on
+ * the broker: 40 ms).
  */
 static const kafka_prop default_props[] = {
     {"enable.idempotence", "true"},
     {"acks", "all"},
     {"partitioner", "murmur2_random"},
+    {"linger.ms", "2"},
 };
 
 static _Atomic(kafka_log_fn) log_fn;
