@@ -233,6 +233,7 @@ typedef struct backfiller {
     uint64_t total, rows;          /* expected (count) and read */
     uint64_t records, events;      /* records produced (or counted); events among them */
     uint64_t acked, failed;        /* delivery reports */
+    uint64_t acked_no_offset; /* among acked: see deadletter.h */
     uint64_t inflight_bytes;
     uint64_t dlq[DLQ_N];
     uint64_t traceparents_dropped;
@@ -320,7 +321,10 @@ static void on_report(const kafka_report *rep, void *arg)
     b->inflight_bytes = rep->len > b->inflight_bytes ? 0 : b->inflight_bytes - rep->len;
     switch (deadletter_classify(rep)) {
     case DEADLETTER_ACKED:
-    case DEADLETTER_ACKED_NO_OFFSET: b->acked++; break;
+    case DEADLETTER_ACKED_NO_OFFSET:
+        b->acked++;
+        b->acked_no_offset++;
+        break;
     case DEADLETTER_REFUSED:
         /* its dead-letter record's delivery will count for it */
         if (deadletter_queue_report(&b->refused, rep, 0) != 0)
@@ -1051,6 +1055,12 @@ int backfill_main(int argc, char **argv)
     }
     for (size_t i = 0; i < b.ntopics; i++)
         printf("%s\t%llu\n", b.topics[i].topic, (unsigned long long)b.topics[i].n);
+    if (b.acked_no_offset)
+        log_warn("%llu record(s) were acknowledged without an offset (inferred by the producer from a "
+                 "later acknowledgement): sound on a Kafka broker, which enforces idempotent "
+                 "sequences; if yours may not, run it again to be sure (consumers deduplicate "
+                 "on id)",
+                 (unsigned long long)b.acked_no_offset);
     summary(&b);
     code = 0;
 out:

@@ -300,6 +300,7 @@ typedef struct replayer {
     char fatal[512]; /* set: stop with exit 1 */
 
     uint64_t events, dead_lettered, txns, acked, failed;
+    uint64_t acked_no_offset; /* among acked: see deadletter.h */
     uint64_t records; /* produced: events and dead letters (also the last ticket) */
     char first_failure[512];
     deadletter_queue refused; /* from delivery reports, dead-lettered by serve_producer() */
@@ -377,7 +378,10 @@ static void on_report(const kafka_report *rep, void *arg)
 
     switch (deadletter_classify(rep)) {
     case DEADLETTER_ACKED:
-    case DEADLETTER_ACKED_NO_OFFSET: r->acked++; break;
+    case DEADLETTER_ACKED_NO_OFFSET:
+        r->acked++;
+        r->acked_no_offset++;
+        break;
     case DEADLETTER_REFUSED:
         if (deadletter_queue_report(&r->refused, rep, 0) != 0)
             note_failure(r, rep);
@@ -1001,6 +1005,12 @@ int replay_main(int argc, char **argv)
              a.dry_run ? "would publish" : "published", (unsigned long long)r.events,
              (unsigned long long)r.dead_lettered, (unsigned long long)r.txns,
              lsn_format(a.from, b1), lsn_format(r.to_incl, b2));
+    if (r.acked_no_offset)
+        log_warn("%llu record(s) were acknowledged without an offset (inferred by the producer from a "
+                 "later acknowledgement): sound on a Kafka broker, which enforces idempotent "
+                 "sequences; if yours may not, run it again to be sure (consumers deduplicate "
+                 "on id)",
+                 (unsigned long long)r.acked_no_offset);
     code = 0;
 out:
     if (r.kp && kafka_flush(r.kp, 0, on_report, &r) != 0)
