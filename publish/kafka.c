@@ -39,7 +39,16 @@ struct kafka_producer {
     unsigned fault_repeats;
     int64_t fault_since_ms, last_error_ms;
     bool acked_since_error;
+
+    /* topics already produced to (see warm_topic()) */
+    char **seen;
+    size_t nseen;
 };
+
+/* Topics whose metadata is fetched on first use; beyond that many distinct
+ * topics (a template with {aggregate_id}) the warm-up is skipped. */
+#define KAFKA_WARM_TOPICS 256
+#define KAFKA_WARM_TIMEOUT_MS 500
 
 /* Longer than librdkafka's default reconnect.backoff.max.ms (10 s): a
  * broker still down reports again within this time. */
@@ -389,6 +398,9 @@ void kafka_producer_free(kafka_producer *kp)
         rd_kafka_destroy(kp->rk);
     if (kp->efd >= 0)
         close(kp->efd);
+    for (size_t i = 0; i < kp->nseen; i++)
+        free(kp->seen[i]);
+    free(kp->seen);
     free(kp);
 }
 
@@ -404,6 +416,41 @@ enum kafka_produce_result kafka_produce(kafka_producer *kp, const char *topic, c
 {
     return kafka_produce_ts(kp, topic, key, keylen, value, valuelen, 0, headers, nheaders, ticket,
                             err, errlen);
+}
+
+/*
+ * The first message to a topic waits in librdkafka until the topic's
+ * metadata arrives, and librdkafka 2.0.2 asks for it only from its 1 s
+ * topic scan when no broker connection was up at the time: about a second
+ * of stall for every new topic (every drain, every start).  So on the
+ * first message to a topic ask for its metadata at once, bounded by
+ * KAFKA_WARM_TIMEOUT_MS (about one round trip; skipped while every broker
+ * is down).
+ */
+static void warm_topic(kafka_producer *kp, const char *topic)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt;
+    char **v;
+
+    for (size_t i = 0; i < kp->nseen; i++)
+        if (strcmp(kp->seen[i], topic) == 0)
+            return;
+    if (kp->nseen == KAFKA_WARM_TOPICS || kp->brokers_down)
+        return;
+    v = realloc(kp->seen, (kp->nseen + 1) * sizeof(*v));
+    if (!v)
+        return;
+    kp->seen = v;
+    if (!(v[kp->nseen] = strdup(topic)))
+        return;
+    kp->nseen++;
+    rkt = rd_kafka_topic_new(kp->rk, topic, NULL);
+    if (!rkt)
+        return;
+    if (rd_kafka_metadata(kp->rk, 0, rkt, &md, KAFKA_WARM_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
 }
 
 enum kafka_produce_result kafka_produce_ts(kafka_producer *kp, const char *topic, const void *key,
@@ -435,8 +482,10 @@ enum kafka_produce_result kafka_produce_ts(kafka_producer *kp, const char *topic
                            RD_KAFKA_V_TIMESTAMP(timestamp_ms),
                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
                            RD_KAFKA_V_OPAQUE((void *)(uintptr_t)ticket), RD_KAFKA_V_END);
-    if (rc == RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        warm_topic(kp, topic);
         return KAFKA_PRODUCE_OK;
+    }
     rd_kafka_headers_destroy(hdrs);
     if (rc == RD_KAFKA_RESP_ERR__QUEUE_FULL)
         return KAFKA_PRODUCE_QUEUE_FULL;
