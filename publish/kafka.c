@@ -42,7 +42,7 @@ struct kafka_producer {
 
     /* topics already produced to (see warm_topic()) */
     char **seen;
-    size_t nseen;
+    size_t nseen, last_seen;
 };
 
 /* Topics whose metadata is fetched on first use; beyond that many distinct
@@ -433,10 +433,16 @@ static void warm_topic(kafka_producer *kp, const char *topic)
     rd_kafka_topic_t *rkt;
     char **v;
 
+    /* per event: consecutive events mostly share their topic */
+    if (kp->nseen == KAFKA_WARM_TOPICS ||
+        (kp->nseen > 0 && strcmp(kp->seen[kp->last_seen], topic) == 0))
+        return;
     for (size_t i = 0; i < kp->nseen; i++)
-        if (strcmp(kp->seen[i], topic) == 0)
+        if (strcmp(kp->seen[i], topic) == 0) {
+            kp->last_seen = i;
             return;
-    if (kp->nseen == KAFKA_WARM_TOPICS || kp->brokers_down)
+        }
+    if (kp->brokers_down)
         return;
     v = realloc(kp->seen, (kp->nseen + 1) * sizeof(*v));
     if (!v)
@@ -444,7 +450,7 @@ static void warm_topic(kafka_producer *kp, const char *topic)
     kp->seen = v;
     if (!(v[kp->nseen] = strdup(topic)))
         return;
-    kp->nseen++;
+    kp->last_seen = kp->nseen++;
     rkt = rd_kafka_topic_new(kp->rk, topic, NULL);
     if (!rkt)
         return;
