@@ -28,9 +28,9 @@
 #include "publish/kafka.h"
 #include "schema/envelope.h"
 
-/* Frames handled per loop pass before the producer is served again. */
 /* How often the anchor slots' retained WAL is read for /metrics. */
 #define ANCHORWATCH_INTERVAL_MS 30000
+/* Frames handled per loop pass before the producer is served again. */
 #define FRAMES_PER_PASS 2000
 #define RECONNECT_BASE_MS 200
 #define RECONNECT_CAP_MS 30000
