@@ -31,6 +31,7 @@ enum {
     OPT_MAX_INFLIGHT,
     OPT_MAX_INFLIGHT_BYTES,
     OPT_SHUTDOWN_TIMEOUT,
+    OPT_GIVE_UP_AFTER,
     OPT_MESSAGES,
     OPT_FIELD,
     OPT_TOMBSTONE,
@@ -58,6 +59,7 @@ static const struct option long_options[] = {
     {"max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT},
     {"max-inflight-bytes", required_argument, NULL, OPT_MAX_INFLIGHT_BYTES},
     {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
+    {"give-up-after", required_argument, NULL, OPT_GIVE_UP_AFTER},
     {"messages", required_argument, NULL, OPT_MESSAGES},
     {"field", required_argument, NULL, OPT_FIELD},
     {"tombstone-on-empty-payload", no_argument, NULL, OPT_TOMBSTONE},
@@ -112,6 +114,7 @@ static const char usage_text[] =
     "      --max-inflight-bytes SIZE  unacknowledged bytes before reading pauses\n"
     "                            (default 24M; k, M, G suffixes)\n"
     "      --shutdown-timeout S  seconds to wait for the broker on stop (default 10)\n"
+    "      --give-up-after S     exit 1 after S seconds without progress (default 0: never)\n"
     "      --http ADDR:PORT      /metrics, /status, /healthz, /readyz (e.g. 127.0.0.1:9187)\n"
     "      --log-format text|json\n"
     "  -v, --verbose  -q, --quiet  --version  --help\n"
@@ -503,6 +506,13 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
             if (parse_seconds(optarg, 0, 3600, &cfg->shutdown_timeout_ms) != 0)
                 return fail(err, errlen,
                             "invalid --shutdown-timeout \"%s\": give seconds between 0 and 3600",
+                            optarg);
+            break;
+        case OPT_GIVE_UP_AFTER:
+            if (parse_seconds(optarg, 0, 30 * 24 * 3600, &cfg->give_up_after_ms) != 0)
+                return fail(err, errlen,
+                            "invalid --give-up-after \"%s\": give seconds, 0 (never) up to "
+                            "2592000",
                             optarg);
             break;
         case OPT_MAX_INFLIGHT:

@@ -59,6 +59,7 @@ typedef struct config {
     uint64_t max_inflight_events;
     uint64_t max_inflight_bytes;
     int shutdown_timeout_ms;
+    int give_up_after_ms; /* 0: ride out every transient fault for ever */
     bool log_json;
     enum log_level log_level;
     char *prop_storage[CONFIG_MAX_PROPS]; /* owned copies of -X name parts */

@@ -74,4 +74,11 @@ int64_t policy_backoff_ms(unsigned attempt, int64_t base_ms, int64_t cap_ms, dou
 bool policy_finish_before_stop(bool connected, bool txn_open, bool need_rewind, int64_t now_ms,
                                int64_t deadline_ms);
 
+/*
+ * --give-up-after: whether the relay has gone give_up_ms without progress
+ * (progress_ms: the last time it was streaming with nothing in flight or
+ * saw the confirmed position advance).  give_up_ms 0: never.
+ */
+bool policy_give_up(int64_t now_ms, int64_t progress_ms, int64_t give_up_ms);
+
 #endif

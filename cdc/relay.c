@@ -126,6 +126,10 @@ typedef struct relay {
     anchorwatch *anchors; /* with --http: anchor retention for /metrics */
     enum metrics_state title_state;
     uint64_t title_flush;
+    /* --give-up-after: the last time the relay made progress (streaming
+     * with nothing in flight, or the confirmed position moved) */
+    int64_t progress_at;
+    uint64_t progress_flush;
     int64_t title_at;
     dlq_stats dlq[DLQ_NREASONS];
     int64_t stats_at;
@@ -993,7 +997,7 @@ int relay_run(const config *cfg)
             goto out;
         }
     }
-    r.stats_at = stream_now_ms();
+    r.stats_at = r.progress_at = stream_now_ms();
 
     for (;;) {
         int64_t now = stream_now_ms();
@@ -1040,6 +1044,18 @@ int relay_run(const config *cfg)
                 }
         }
         check_recovered(&r, now);
+        if (r.connected && (watermark_flush_lsn(r.wm) != r.progress_flush ||
+                            watermark_inflight_events(r.wm) == 0)) {
+            r.progress_at = now;
+            r.progress_flush = watermark_flush_lsn(r.wm);
+        }
+        if (policy_give_up(now, r.progress_at, cfg->give_up_after_ms)) {
+            log_error("giving up: no progress for %d s (--give-up-after)%s%s",
+                      cfg->give_up_after_ms / 1000, r.fault[0] ? "; last fault: " : "", r.fault);
+            (void)shutdown_relay(&r, "giving up");
+            exit_code = 1;
+            goto out;
+        }
         update_title(&r, now);
         if (now - r.stats_at >= STATS_INTERVAL_MS)
             log_stats(&r, now);

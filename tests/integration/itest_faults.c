@@ -455,6 +455,54 @@ static void test_sigterm_inside_transaction(void **state)
     free(counts);
 }
 
+/*
+ * --give-up-after: with every broker down the relay makes no progress and
+ * exits 1 after the given time, without confirming the undelivered row.
+ */
+static void test_give_up_after(void **state)
+{
+    const int T = 5;
+    static const char *const give_up[] = {"--give-up-after", "3", "--shutdown-timeout", "1",
+                                          NULL};
+    hx_proc relay;
+    uint64_t bound, confirmed;
+    int counts[2];
+    char a[32], b[32];
+    int64_t t0;
+
+    (void)state;
+    if (broker.external)
+        skip();
+    conn = hx_connect(pg.conninfo);
+    assert_non_null(conn);
+    create_slot(conn, "f_giveup");
+    relay_start(&relay, "f_giveup", "f_giveup", false, 0, give_up);
+    insert_rows(conn, T, "giveup", 0, 1, true);
+    read_back(T, "giveup", 2, 1, 60000, counts);
+    assert_int_equal(counts[0], 1);
+
+    assert_int_equal(hx_broker_cmd(&broker, "down all"), 0);
+    assert_int_equal(hx_exec(conn, "BEGIN"), 0);
+    insert_rows(conn, T, "giveup", 1, 2, false);
+    assert_int_equal(hx_current_lsn(conn, true, &bound), 0);
+    assert_int_equal(hx_exec(conn, "COMMIT"), 0);
+    t0 = hx_now_ms();
+    int rc = hx_proc_wait(&relay, 60000);
+    assert_int_equal(hx_broker_cmd(&broker, "up all"), 0);
+    if (rc != 1) {
+        hx_proc_dump(&relay, "did not give up");
+        fail_msg("relay exited with %d after %lld ms, expected 1", rc,
+                 (long long)(hx_now_ms() - t0));
+    }
+    char *log = hx_proc_stderr(&relay);
+    assert_non_null(strstr(log, "giving up"));
+    free(log);
+    assert_int_equal(hx_slot_confirmed(conn, "f_giveup", &confirmed), 1);
+    if (confirmed > bound)
+        fail_msg("the slot moved to %s past the undelivered row (before %s)",
+                 hx_lsn_format(confirmed, a, sizeof(a)), hx_lsn_format(bound, b, sizeof(b)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -462,6 +510,7 @@ int main(void)
         cmocka_unit_test_teardown(test_sigterm_restart_exactly_once, teardown_conns),
         cmocka_unit_test_teardown(test_kill9_restart_at_least_once, teardown_conns),
         cmocka_unit_test_teardown(test_sigterm_inside_transaction, teardown_conns),
+        cmocka_unit_test_teardown(test_give_up_after, teardown_conns),
     };
     return cmocka_run_group_tests_name("faults", tests, setup, teardown);
 }

@@ -124,6 +124,15 @@ static void test_finish_open_txn_before_stop(void **state)
     assert_false(policy_finish_before_stop(true, true, false, 100, 100));
 }
 
+static void test_give_up(void **state)
+{
+    (void)state;
+    assert_false(policy_give_up(100000, 0, 0));     /* 0: never */
+    assert_false(policy_give_up(5999, 0, 6000));
+    assert_true(policy_give_up(6000, 0, 6000));
+    assert_false(policy_give_up(6000, 7000, 6000)); /* clock before progress */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -136,6 +145,7 @@ int main(void)
         cmocka_unit_test(test_backpressure),
         cmocka_unit_test(test_backoff_grows_capped_jittered),
         cmocka_unit_test(test_finish_open_txn_before_stop),
+        cmocka_unit_test(test_give_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
