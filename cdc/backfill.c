@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <libpq-fe.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +13,7 @@
 
 #include "cdc/deadletter.h"
 #include "cdc/log.h"
+#include "cdc/oneshot.h"
 #include "cdc/pgconn.h"
 #include "cdc/progress.h"
 #include "decode/lsn.h"
@@ -21,8 +21,6 @@
 #include "publish/kafka.h"
 #include "schema/envelope.h"
 
-#define MAX_TOPICS 4096
-#define FLUSH_TIMEOUT_MIN_MS 30000
 #define CURSOR_NAME "outbox_relay_backfill"
 
 static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
@@ -211,11 +209,6 @@ typedef struct bf_table {
     uint64_t total;  /* rows matching the filters, counted in the snapshot */
 } bf_table;
 
-typedef struct topic_count {
-    char *topic;
-    uint64_t n;
-} topic_count;
-
 enum dlq_reason { DLQ_UNMAPPED, DLQ_INVALID_ROW, DLQ_INVALID_RECORD, DLQ_REJECTED, DLQ_N };
 static const char *const dlq_names[DLQ_N] = {"unmapped_column", "invalid_row", "invalid_record",
                                              "rejected"};
@@ -224,25 +217,16 @@ typedef struct backfiller {
     const backfill_args *a;
     const config *cfg;
     PGconn *conn;
-    kafka_producer *kp;
+    oneshot o; /* the producer, delivery counts, refused records, topic counts */
     char dbname[64];
     int64_t snapshot_ts; /* PostgreSQL epoch microseconds */
     bf_table *tables;
     size_t ntables;
 
     uint64_t total, rows;          /* expected (count) and read */
-    uint64_t records, events;      /* records produced (or counted); events among them */
-    uint64_t acked, failed;        /* delivery reports */
-    uint64_t acked_no_offset; /* among acked: see deadletter.h */
-    uint64_t inflight_bytes;
+    uint64_t events; /* among o.records */
     uint64_t dlq[DLQ_N];
     uint64_t traceparents_dropped;
-    char first_failure[512];
-    char fatal[512]; /* set: stop, exit 1 */
-    deadletter_queue refused; /* from delivery reports, dead-lettered by serve_producer() */
-    bool draining_refused;
-    topic_count *topics;
-    size_t ntopics;
 
     progress prog;
 } backfiller;
@@ -253,19 +237,6 @@ static int64_t now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
-
-static void fatal(backfiller *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void fatal(backfiller *b, const char *fmt, ...)
-{
-    va_list ap;
-    if (b->fatal[0])
-        return;
-    va_start(ap, fmt);
-    vsnprintf(b->fatal, sizeof(b->fatal), fmt, ap);
-    va_end(ap);
-}
-
 
 /* ---- progress ------------------------------------------------------------ */
 
@@ -279,7 +250,7 @@ static void show_progress(backfiller *b, bool force)
         return;
     snprintf(head, sizeof(head), "%llu/%llu rows read, %llu events %s",
              (unsigned long long)b->rows, (unsigned long long)b->total,
-             (unsigned long long)(b->a->dry_run ? b->records : b->acked),
+             (unsigned long long)(b->a->dry_run ? b->o.records : b->o.acked),
              b->a->dry_run ? "counted" : "acknowledged");
     progress_format(line, sizeof(line), head, b->rows, b->total, b->rows, "rows",
                     (double)(now - b->prog.started_ms) / 1000.0);
@@ -287,113 +258,6 @@ static void show_progress(backfiller *b, bool force)
 }
 
 /* ---- producing ----------------------------------------------------------- */
-
-static void count_topic(backfiller *b, const char *topic)
-{
-    for (size_t i = 0; i < b->ntopics; i++)
-        if (strcmp(b->topics[i].topic, topic) == 0) {
-            b->topics[i].n++;
-            return;
-        }
-    if (b->ntopics == MAX_TOPICS)
-        return;
-    topic_count *v = realloc(b->topics, (b->ntopics + 1) * sizeof(*v));
-    if (!v)
-        return;
-    b->topics = v;
-    v[b->ntopics].topic = strdup(topic);
-    v[b->ntopics].n = 1;
-    if (v[b->ntopics].topic)
-        b->ntopics++;
-}
-
-static void note_failure(backfiller *b, const kafka_report *rep)
-{
-    if (b->failed++ == 0)
-        snprintf(b->first_failure, sizeof(b->first_failure), "delivery to \"%s\" failed: %s",
-                 rep->topic ? rep->topic : "?", rep->errstr ? rep->errstr : "unknown error");
-}
-
-static void on_report(const kafka_report *rep, void *arg)
-{
-    backfiller *b = arg;
-
-    b->inflight_bytes = rep->len > b->inflight_bytes ? 0 : b->inflight_bytes - rep->len;
-    switch (deadletter_classify(rep)) {
-    case DEADLETTER_ACKED:
-    case DEADLETTER_ACKED_NO_OFFSET:
-        b->acked++;
-        b->acked_no_offset++;
-        break;
-    case DEADLETTER_REFUSED:
-        /* its dead-letter record's delivery will count for it */
-        if (deadletter_queue_report(&b->refused, rep, 0) != 0)
-            note_failure(b, rep);
-        break;
-    case DEADLETTER_FAILED: note_failure(b, rep); break;
-    }
-}
-
-static void dead_letter_refused(backfiller *b);
-
-static void serve_producer(backfiller *b)
-{
-    char err[512];
-    if (b->kp && kafka_poll(b->kp, on_report, b, err, sizeof(err)) < 0)
-        fatal(b, "producer failed: %s", err);
-    /* Not from inside dead_letter_refused(): its own produce() waits here. */
-    if (!deadletter_queue_empty(&b->refused) && !b->draining_refused)
-        dead_letter_refused(b);
-}
-
-/*
- * Hand one record to the producer, waiting first while --max-inflight
- * events or --max-inflight-bytes are unacknowledged.  Dry run: count it.
- */
-static enum kafka_produce_result produce(backfiller *b, const envelope_msg *m, uint64_t ticket,
-                                         char *err, size_t errlen)
-{
-    kafka_header hdrs[ENVELOPE_MAX_HEADERS];
-    enum kafka_produce_result pr;
-
-    if (b->a->dry_run) {
-        count_topic(b, m->topic);
-        return KAFKA_PRODUCE_OK;
-    }
-    for (int i = 0; i < m->nheaders; i++) {
-        hdrs[i].name = m->headers[i].name;
-        hdrs[i].value = m->headers[i].value;
-        hdrs[i].len = m->headers[i].len;
-    }
-    for (;;) {
-        bool full = kafka_outq_len(b->kp) >= (int)b->cfg->max_inflight_events ||
-                    b->inflight_bytes >= b->cfg->max_inflight_bytes;
-        if (!full) {
-            pr = kafka_produce_ts(b->kp, m->topic, m->key, m->keylen, m->value, m->valuelen,
-                                  m->timestamp_ms, hdrs, (size_t)m->nheaders, ticket, err, errlen);
-            if (pr != KAFKA_PRODUCE_QUEUE_FULL)
-                break;
-        }
-        if (backfill_stop) {
-            fatal(b, "interrupted");
-            snprintf(err, errlen, "interrupted");
-            return KAFKA_PRODUCE_ERROR;
-        }
-        struct pollfd pfd = {.fd = kafka_event_fd(b->kp), .events = POLLIN};
-        (void)poll(&pfd, 1, 100);
-        serve_producer(b);
-        show_progress(b, false);
-        if (b->fatal[0]) {
-            snprintf(err, errlen, "%s", b->fatal);
-            return KAFKA_PRODUCE_ERROR;
-        }
-    }
-    if (pr == KAFKA_PRODUCE_OK) {
-        b->inflight_bytes += m->valuelen + m->keylen;
-        count_topic(b, m->topic);
-    }
-    return pr;
-}
 
 static void log_dead_letter(backfiller *b, enum dlq_reason why, const char *table,
                             const char *reason)
@@ -405,6 +269,27 @@ static void log_dead_letter(backfiller *b, enum dlq_reason why, const char *tabl
                  b->cfg->dlq_topic, b->a->dry_run ? " (dry run: counted only)" : "", table,
                  reason);
     }
+}
+
+/* ---- hooks of the shared publisher (cdc/oneshot.h) ------------------------ */
+
+static void on_idle(void *arg)
+{
+    show_progress(arg, false);
+}
+
+static void on_refused(void *arg, const deadletter_refused *f)
+{
+    log_dead_letter(arg, DLQ_REJECTED, f->table[0] ? f->table : "delivery", f->reason);
+}
+
+static void on_dead_lettered(void *arg, const deadletter_refused *f, enum kafka_produce_result pr,
+                             const char *err)
+{
+    backfiller *b = arg;
+    (void)f;
+    if (pr != KAFKA_PRODUCE_OK)
+        oneshot_fatal(&b->o, "cannot dead-letter a record the broker refused: %s", err);
 }
 
 /* A row that cannot become an event goes to the dead-letter topic, as the
@@ -420,10 +305,10 @@ static void dead_letter(backfiller *b, enum dlq_reason why, const relcache_entry
     log_dead_letter(b, why, rel->qualname, reason);
     if (envelope_build_dead_letter(b->cfg->dlq_topic, rel, tuple, row, reason, src,
                                    original_topic, &m, err, sizeof(err)) != 0) {
-        fatal(b, "cannot build dead-letter record: %s", err);
+        oneshot_fatal(&b->o, "cannot build dead-letter record: %s", err);
         return;
     }
-    pr = produce(b, &m, b->records + 1, err, sizeof(err));
+    pr = oneshot_produce(&b->o, &m, b->o.records + 1, err, sizeof(err));
     if (pr == KAFKA_PRODUCE_REJECTED) {
         /* The row itself is what the producer refuses (too large, as a
          * rule): without its values, the reason and table still arrive. */
@@ -432,40 +317,16 @@ static void dead_letter(backfiller *b, enum dlq_reason why, const relcache_entry
         snprintf(why_more, sizeof(why_more), "%s (row values omitted: %s)", reason, err);
         if (envelope_build_dead_letter(b->cfg->dlq_topic, rel, NULL, NULL, why_more, src,
                                        original_topic, &m, err, sizeof(err)) != 0) {
-            fatal(b, "cannot build dead-letter record: %s", err);
+            oneshot_fatal(&b->o, "cannot build dead-letter record: %s", err);
             return;
         }
-        pr = produce(b, &m, b->records + 1, err, sizeof(err));
+        pr = oneshot_produce(&b->o, &m, b->o.records + 1, err, sizeof(err));
     }
     if (pr == KAFKA_PRODUCE_OK)
-        b->records++;
+        b->o.records++;
     else
-        fatal(b, "cannot produce to dead-letter topic \"%s\": %s", b->cfg->dlq_topic, err);
+        oneshot_fatal(&b->o, "cannot produce to dead-letter topic \"%s\": %s", b->cfg->dlq_topic, err);
     envelope_msg_clear(&m);
-}
-
-/* Dead-letter the records the broker refused for good, as the daemon does
- * (deadletter_build), with the refused record's ticket. */
-static void dead_letter_refused(backfiller *b)
-{
-    deadletter_refused *f;
-
-    b->draining_refused = true;
-    while (!b->fatal[0] && (f = deadletter_queue_pop(&b->refused))) {
-        envelope_source base = {.backfill = true, .commit_ts = b->snapshot_ts, .db = b->dbname};
-        envelope_msg m = {0};
-        char err[512];
-
-        log_dead_letter(b, DLQ_REJECTED, f->table[0] ? f->table : "delivery", f->reason);
-        if (deadletter_build(f, b->cfg->dlq_topic, &base, &m, err, sizeof(err)) != 0)
-            fatal(b, "cannot build dead-letter record: %s", err);
-        else if (produce(b, &m, f->ticket | DEADLETTER_TICKET, err, sizeof(err)) !=
-                 KAFKA_PRODUCE_OK)
-            fatal(b, "cannot dead-letter a record the broker refused: %s", err);
-        envelope_msg_clear(&m);
-        deadletter_refused_free(f);
-    }
-    b->draining_refused = false;
 }
 
 /* One row through the relay's path: extract, fields, envelope, produce. */
@@ -504,7 +365,7 @@ static void publish_row(backfiller *b, bf_table *t, PGresult *res, int r)
     if (envelope_build_opts(&b->cfg->envelope, &row, extras, nextras, &src, &m, err,
                             sizeof(err)) != 0) {
         if (errno == ENOMEM) /* a good row must not be dead-lettered for our own failure */
-            fatal(b, "cannot build record: %s", err);
+            oneshot_fatal(&b->o, "cannot build record: %s", err);
         else
             dead_letter(b, DLQ_INVALID_RECORD, &t->rel, &tuple, &row, err, &src, NULL);
         return;
@@ -515,15 +376,15 @@ static void publish_row(backfiller *b, bf_table *t, PGresult *res, int r)
                  "\"%s\"",
                  t->ct->qualname);
     }
-    switch (produce(b, &m, b->records + 1, err, sizeof(err))) {
+    switch (oneshot_produce(&b->o, &m, b->o.records + 1, err, sizeof(err))) {
     case KAFKA_PRODUCE_OK:
-        b->records++;
+        b->o.records++;
         b->events++;
         break;
     case KAFKA_PRODUCE_REJECTED:
         dead_letter(b, DLQ_REJECTED, &t->rel, &tuple, &row, err, &src, m.topic);
         break;
-    default: fatal(b, "producer refused a record: %s", err); break;
+    default: oneshot_fatal(&b->o, "producer refused a record: %s", err); break;
     }
     envelope_msg_clear(&m);
 }
@@ -883,25 +744,25 @@ static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
     snprintf(fetch, sizeof(fetch), "FETCH FORWARD %d FROM " CURSOR_NAME, b->a->batch_size);
     for (;;) {
         if (backfill_stop)
-            fatal(b, "interrupted");
-        if (b->fatal[0])
+            oneshot_fatal(&b->o, "interrupted");
+        if (b->o.fatal[0])
             break;
         if (!(res = q(b, fetch, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL))) {
-            fatal(b, "reading \"%s\" failed: %s", t->ct->qualname, qerr);
+            oneshot_fatal(&b->o, "reading \"%s\" failed: %s", t->ct->qualname, qerr);
             break;
         }
         int n = PQntuples(res);
         if (PQnfields(res) != t->rel.natts) {
             PQclear(res);
-            fatal(b, "\"%s\" returned %d columns, expected %d", t->ct->qualname, PQnfields(res),
+            oneshot_fatal(&b->o, "\"%s\" returned %d columns, expected %d", t->ct->qualname, PQnfields(res),
                   (int)t->rel.natts);
             break;
         }
-        for (int r = 0; r < n && !b->fatal[0]; r++) {
+        for (int r = 0; r < n && !b->o.fatal[0]; r++) {
             publish_row(b, t, res, r);
             b->rows++;
             if ((b->rows & 63) == 0) {
-                serve_producer(b);
+                oneshot_serve(&b->o);
                 show_progress(b, false);
             }
         }
@@ -909,13 +770,13 @@ static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
         if (n < b->a->batch_size)
             break;
     }
-    if (!b->fatal[0]) {
+    if (!b->o.fatal[0]) {
         if (!(res = q(b, "CLOSE " CURSOR_NAME, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr),
                       NULL)))
-            fatal(b, "cannot close the cursor on \"%s\": %s", t->ct->qualname, qerr);
+            oneshot_fatal(&b->o, "cannot close the cursor on \"%s\": %s", t->ct->qualname, qerr);
         PQclear(res);
     }
-    rc = b->fatal[0] ? -1 : 0;
+    rc = b->o.fatal[0] ? -1 : 0;
 done:
     if (cf)
         fclose(cf);
@@ -972,6 +833,12 @@ int backfill_main(int argc, char **argv)
 
     b.a = &a;
     b.cfg = &a.cfg;
+    b.o.cfg = &a.cfg;
+    b.o.stop = &backfill_stop;
+    b.o.hooks = (oneshot_hooks){.idle = on_idle,
+                                .refused = on_refused,
+                                .dead_lettered = on_dead_lettered,
+                                .arg = &b};
     progress_init(&b.prog, "backfill", isatty(STDERR_FILENO) && !a.cfg.log_json, now_ms());
     b.ntables = a.cfg.ntables;
     b.tables = calloc(b.ntables, sizeof(*b.tables));
@@ -983,6 +850,7 @@ int backfill_main(int argc, char **argv)
         log_error("%s", err);
         goto out;
     }
+    b.o.dl_base = (envelope_source){.backfill = true, .commit_ts = b.snapshot_ts, .db = b.dbname};
     /* Every table is checked before anything is published. */
     for (size_t i = 0; i < b.ntables; i++) {
         b.tables[i].ct = &a.cfg.tables[i];
@@ -994,8 +862,8 @@ int backfill_main(int argc, char **argv)
     }
     code = 1;
     if (!a.dry_run) {
-        b.kp = kafka_producer_new(a.cfg.brokers, a.cfg.props, a.cfg.nprops, err, sizeof(err));
-        if (!b.kp) {
+        b.o.kp = kafka_producer_new(a.cfg.brokers, a.cfg.props, a.cfg.nprops, err, sizeof(err));
+        if (!b.o.kp) {
             log_error("%s", err);
             code = 2;
             goto out;
@@ -1011,70 +879,46 @@ int backfill_main(int argc, char **argv)
     for (size_t i = 0; i < b.ntables; i++)
         if (backfill_table(&b, &b.tables[i], err, sizeof(err)) != 0) {
             progress_clear(&b.prog);
-            if (!b.fatal[0])
-                fatal(&b, "%s", err);
+            if (!b.o.fatal[0])
+                oneshot_fatal(&b.o, "%s", err);
             break;
         }
     /* Read only: ending the transaction releases the snapshot early. */
     if (b.conn) {
-        PQclear(PQexec(b.conn, b.fatal[0] ? "ROLLBACK" : "COMMIT"));
+        PQclear(PQexec(b.conn, b.o.fatal[0] ? "ROLLBACK" : "COMMIT"));
         PQfinish(b.conn);
         b.conn = NULL;
     }
-    if (b.kp && !b.fatal[0]) {
-        int wait = a.cfg.shutdown_timeout_ms > FLUSH_TIMEOUT_MIN_MS ? a.cfg.shutdown_timeout_ms
-                                                                      : FLUSH_TIMEOUT_MIN_MS;
-        int64_t deadline = now_ms() + wait;
-        /* Refused records are dead-lettered as their reports arrive, which
-         * produces more: flush until nothing is queued nor waiting. */
-        while (!b.fatal[0] && !backfill_stop && now_ms() < deadline) {
-            if (kafka_flush(b.kp, 200, on_report, &b) == 0 &&
-                deadletter_queue_empty(&b.refused))
-                break;
-            serve_producer(&b);
-            show_progress(&b, false);
-        }
+    if (b.o.kp) {
+        (void)oneshot_flush(&b.o, NULL);
         if (backfill_stop)
-            fatal(&b, "interrupted");
+            oneshot_fatal(&b.o, "interrupted");
     }
     if (b.prog.tty)
         show_progress(&b, true);
     progress_clear(&b.prog);
-    if (b.fatal[0] || (b.kp && (kafka_outq_len(b.kp) > 0 || b.failed || b.acked < b.records))) {
-        uint64_t missing = b.acked < b.records ? b.records - b.acked : 0;
-        if (b.fatal[0])
-            log_error("backfill incomplete: %s", b.fatal);
-        if (b.failed)
-            log_error("%llu deliveries failed; first: %s", (unsigned long long)b.failed,
-                      b.first_failure);
+    if (!oneshot_complete(&b.o)) {
+        if (b.o.fatal[0])
+            log_error("backfill incomplete: %s", b.o.fatal);
+        if (b.o.failed)
+            log_error("%llu deliveries failed; first: %s", (unsigned long long)b.o.failed,
+                      b.o.first_failure);
         log_error("backfill incomplete: %llu of %llu records not acknowledged by the broker "
                   "(%llu of %llu rows read); running it again is safe: consumers deduplicate on id",
-                  (unsigned long long)missing, (unsigned long long)b.records,
+                  (unsigned long long)oneshot_missing(&b.o), (unsigned long long)b.o.records,
                   (unsigned long long)b.rows, (unsigned long long)b.total);
         goto out;
     }
-    for (size_t i = 0; i < b.ntopics; i++)
-        printf("%s\t%llu\n", b.topics[i].topic, (unsigned long long)b.topics[i].n);
-    if (b.acked_no_offset)
-        log_warn("%llu record(s) were acknowledged without an offset (inferred by the producer from a "
-                 "later acknowledgement): sound on a Kafka broker, which enforces idempotent "
-                 "sequences; if yours may not, run it again to be sure (consumers deduplicate "
-                 "on id)",
-                 (unsigned long long)b.acked_no_offset);
+    oneshot_print_topics(&b.o, stdout);
+    oneshot_warn_inferred(&b.o);
     summary(&b);
     code = 0;
 out:
-    if (b.kp && kafka_flush(b.kp, 0, on_report, &b) != 0)
-        log_debug("%d messages unacknowledged at exit", kafka_outq_len(b.kp));
-    kafka_producer_free(b.kp);
+    oneshot_clear(&b.o);
     PQfinish(b.conn);
-    deadletter_queue_clear(&b.refused);
     for (size_t i = 0; i < b.ntables && b.tables; i++)
         table_clear(&b.tables[i]);
     free(b.tables);
-    for (size_t i = 0; i < b.ntopics; i++)
-        free(b.topics[i].topic);
-    free(b.topics);
     backfill_args_free(&a);
     return code;
 }

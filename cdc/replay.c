@@ -15,6 +15,7 @@
 
 #include "cdc/deadletter.h"
 #include "cdc/log.h"
+#include "cdc/oneshot.h"
 #include "cdc/pgconn.h"
 #include "cdc/progress.h"
 #include "decode/lsn.h"
@@ -26,7 +27,6 @@
 
 #define STATUS_INTERVAL_MS 1000
 #define FINISH_TIMEOUT_MS 5000
-#define MAX_TOPICS 4096
 
 static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -264,11 +264,6 @@ static void on_signal(int sig)
     replay_stop = 1;
 }
 
-typedef struct topic_count {
-    char *topic;
-    uint64_t n;
-} topic_count;
-
 typedef struct relinfo {
     const config_table *table;
     bool bound;
@@ -280,7 +275,7 @@ typedef struct replayer {
     const replay_args *a;
     const config *cfg;
     PGconn *conn;
-    kafka_producer *kp;
+    oneshot o; /* the producer, delivery counts, refused records, topic counts */
     relcache *rels;
     pgo_msg *msg;
     char dbname[64];
@@ -297,17 +292,9 @@ typedef struct replayer {
     int64_t status_at;
     bool reply_requested;
     bool done;
-    char fatal[512]; /* set: stop with exit 1 */
 
-    uint64_t events, dead_lettered, txns, acked, failed;
-    uint64_t acked_no_offset; /* among acked: see deadletter.h */
-    uint64_t records; /* produced: events and dead letters (also the last ticket) */
-    char first_failure[512];
-    deadletter_queue refused; /* from delivery reports, dead-lettered by serve_producer() */
-    bool draining_refused;
+    uint64_t events, dead_lettered, txns; /* among o.records, the last ticket */
     progress prog;
-    topic_count *topics;
-    size_t ntopics;
 } replayer;
 
 static int64_t now_ms(void)
@@ -316,19 +303,6 @@ static int64_t now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
-
-static void fatal(replayer *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void fatal(replayer *r, const char *fmt, ...)
-{
-    va_list ap;
-    if (r->fatal[0])
-        return;
-    va_start(ap, fmt);
-    vsnprintf(r->fatal, sizeof(r->fatal), fmt, ap);
-    va_end(ap);
-}
-
 
 /* Simple query on the replication connection (no extended protocol there).
  * NULL with err unless it returned want. */
@@ -342,64 +316,6 @@ static PGresult *rq(replayer *r, const char *sql, ExecStatusType want, char *err
         return NULL;
     }
     return res;
-}
-
-static void count_topic(replayer *r, const char *topic)
-{
-    for (size_t i = 0; i < r->ntopics; i++)
-        if (strcmp(r->topics[i].topic, topic) == 0) {
-            r->topics[i].n++;
-            return;
-        }
-    if (r->ntopics == MAX_TOPICS)
-        return;
-    topic_count *v = realloc(r->topics, (r->ntopics + 1) * sizeof(*v));
-    if (!v)
-        return;
-    r->topics = v;
-    v[r->ntopics].topic = strdup(topic);
-    v[r->ntopics].n = 1;
-    if (v[r->ntopics].topic)
-        r->ntopics++;
-}
-
-static void note_failure(replayer *r, const kafka_report *rep)
-{
-    if (r->failed++ == 0)
-        snprintf(r->first_failure, sizeof(r->first_failure), "delivery to \"%s\" failed: %s",
-                 rep->topic ? rep->topic : "?", rep->errstr ? rep->errstr : "unknown error");
-}
-
-/* A record the broker refuses for good is dead-lettered, as the original
- * stream did: the dead letter's acknowledgement counts as the record's. */
-static void on_report(const kafka_report *rep, void *arg)
-{
-    replayer *r = arg;
-
-    switch (deadletter_classify(rep)) {
-    case DEADLETTER_ACKED:
-    case DEADLETTER_ACKED_NO_OFFSET:
-        r->acked++;
-        r->acked_no_offset++;
-        break;
-    case DEADLETTER_REFUSED:
-        if (deadletter_queue_report(&r->refused, rep, 0) != 0)
-            note_failure(r, rep);
-        break;
-    case DEADLETTER_FAILED: note_failure(r, rep); break;
-    }
-}
-
-static void dead_letter_refused(replayer *r);
-
-static void serve_producer(replayer *r)
-{
-    char err[512];
-    if (r->kp && kafka_poll(r->kp, on_report, r, err, sizeof(err)) < 0)
-        fatal(r, "producer failed: %s", err);
-    /* Not from inside dead_letter_refused(): its own produce_msg() waits here. */
-    if (!deadletter_queue_empty(&r->refused) && !r->draining_refused)
-        dead_letter_refused(r);
 }
 
 static void send_status(replayer *r, int64_t now)
@@ -419,57 +335,55 @@ static void send_status(replayer *r, int64_t now)
         char e[512];
         strlcpy(e, PQerrorMessage(r->conn), sizeof(e));
         pgconn_one_line(e);
-        fatal(r, "cannot send status update: %s", e);
+        oneshot_fatal(&r->o, "cannot send status update: %s", e);
     }
     r->status_at = now;
     r->reply_requested = false;
 }
 
 /* Hand one record to the producer with ticket (dry run: count it).  Returns
- * 0, or -1 with r->fatal set. */
+ * 0, or -1 with r->o.fatal set. */
 static int produce_msg(replayer *r, const envelope_msg *m, uint64_t ticket)
 {
-    kafka_header hdrs[ENVELOPE_MAX_HEADERS];
     char err[512];
 
-    count_topic(r, m->topic);
-    if (r->a->dry_run)
+    if (oneshot_produce(&r->o, m, ticket, err, sizeof(err)) == KAFKA_PRODUCE_OK)
         return 0;
-    for (int i = 0; i < m->nheaders; i++) {
-        hdrs[i].name = m->headers[i].name;
-        hdrs[i].value = m->headers[i].value;
-        hdrs[i].len = m->headers[i].len;
-    }
-    for (;;) {
-        /* Bounded like the relay: at --max-inflight wait for reports, and
-         * keep the walsender content meanwhile. */
-        while (kafka_outq_len(r->kp) >= (int)r->cfg->max_inflight_events && !r->fatal[0]) {
-            struct pollfd pfd = {.fd = kafka_event_fd(r->kp), .events = POLLIN};
-            if (replay_stop) {
-                fatal(r, "interrupted");
-                return -1;
-            }
-            (void)poll(&pfd, 1, 100);
-            serve_producer(r);
-            /* no connection while the last dead letters go out at the end */
-            if (r->conn && now_ms() - r->status_at >= STATUS_INTERVAL_MS)
-                send_status(r, now_ms());
-        }
-        if (r->fatal[0])
-            return -1;
-        enum kafka_produce_result pr =
-            kafka_produce_ts(r->kp, m->topic, m->key, m->keylen, m->value, m->valuelen,
-                             m->timestamp_ms, hdrs, (size_t)m->nheaders, ticket, err, sizeof(err));
-        if (pr == KAFKA_PRODUCE_OK)
-            return 0;
-        if (pr != KAFKA_PRODUCE_QUEUE_FULL) {
-            fatal(r, "cannot produce to \"%s\": %s", m->topic, err);
-            return -1;
-        }
-        struct pollfd pfd = {.fd = kafka_event_fd(r->kp), .events = POLLIN};
-        (void)poll(&pfd, 1, 100);
-        serve_producer(r);
-    }
+    oneshot_fatal(&r->o, "cannot produce to \"%s\": %s", m->topic, err);
+    return -1;
+}
+
+/* ---- hooks of the shared publisher (cdc/oneshot.h) ------------------------ */
+
+static void on_idle(void *arg)
+{
+    replayer *r = arg;
+    /* no connection while the last dead letters go out at the end */
+    if (r->conn && now_ms() - r->status_at >= STATUS_INTERVAL_MS)
+        send_status(r, now_ms());
+}
+
+/* A record the broker refuses for good is dead-lettered, as the original
+ * stream did: the dead letter's acknowledgement counts as the record's. */
+static void on_refused(void *arg, const deadletter_refused *f)
+{
+    replayer *r = arg;
+    char b[LSN_BUFSZ];
+
+    progress_clear(&r->prog);
+    log_warn("record at %s for topic \"%s\" refused by the broker; dead-lettered to \"%s\": %s",
+             lsn_format(f->lsn, b), f->topic, r->cfg->dlq_topic, f->reason);
+}
+
+static void on_dead_lettered(void *arg, const deadletter_refused *f, enum kafka_produce_result pr,
+                             const char *err)
+{
+    replayer *r = arg;
+    (void)f;
+    if (pr == KAFKA_PRODUCE_OK)
+        r->dead_lettered++;
+    else
+        oneshot_fatal(&r->o, "cannot produce to \"%s\": %s", r->cfg->dlq_topic, err);
 }
 
 static envelope_source next_source(replayer *r, uint64_t lsn, const char *table)
@@ -495,38 +409,12 @@ static void dead_letter(replayer *r, const relcache_entry *rel, const pgo_tuple 
 
     if (envelope_build_dead_letter(r->cfg->dlq_topic, rel, tuple, row, reason, src,
                                    original_topic, &m, err, sizeof(err)) != 0) {
-        fatal(r, "cannot build dead-letter record: %s", err);
+        oneshot_fatal(&r->o, "cannot build dead-letter record: %s", err);
         return;
     }
-    if (produce_msg(r, &m, ++r->records) == 0)
+    if (produce_msg(r, &m, ++r->o.records) == 0)
         r->dead_lettered++;
     envelope_msg_clear(&m);
-}
-
-/* Dead-letter the records the broker refused for good, as the relay does
- * (deadletter_build), with the refused record's ticket. */
-static void dead_letter_refused(replayer *r)
-{
-    deadletter_refused *f;
-
-    r->draining_refused = true;
-    while (!r->fatal[0] && (f = deadletter_queue_pop(&r->refused))) {
-        envelope_source base = {.db = r->dbname, .slot = r->cfg->slot};
-        envelope_msg m = {0};
-        char err[512], b[LSN_BUFSZ];
-
-        progress_clear(&r->prog);
-        log_warn("record at %s for topic \"%s\" refused by the broker; dead-lettered to \"%s\": "
-                 "%s",
-                 lsn_format(f->lsn, b), f->topic, r->cfg->dlq_topic, f->reason);
-        if (deadletter_build(f, r->cfg->dlq_topic, &base, &m, err, sizeof(err)) != 0)
-            fatal(r, "cannot build dead-letter record: %s", err);
-        else if (produce_msg(r, &m, f->ticket | DEADLETTER_TICKET) == 0)
-            r->dead_lettered++;
-        envelope_msg_clear(&m);
-        deadletter_refused_free(f);
-    }
-    r->draining_refused = false;
 }
 
 static void publish_event(replayer *r, const relcache_entry *rel, const pgo_tuple *tuple,
@@ -546,12 +434,12 @@ static void publish_event(replayer *r, const relcache_entry *rel, const pgo_tupl
     if (envelope_build_opts(&r->cfg->envelope, row, extras, nextras, src, &m, err, sizeof(err)) !=
         0) {
         if (errno == ENOMEM)
-            fatal(r, "cannot build record: %s", err);
+            oneshot_fatal(&r->o, "cannot build record: %s", err);
         else
             dead_letter(r, rel, tuple, row, err, src, NULL);
         return;
     }
-    if (produce_msg(r, &m, ++r->records) == 0)
+    if (produce_msg(r, &m, ++r->o.records) == 0)
         r->events++;
     envelope_msg_clear(&m);
 }
@@ -562,7 +450,7 @@ static void handle_relation(replayer *r, const pgo_relation *prel)
     relinfo *ri;
 
     if (!rel || !(ri = calloc(1, sizeof(*ri)))) {
-        fatal(r, "out of memory caching relation %u", prel->oid);
+        oneshot_fatal(&r->o, "out of memory caching relation %u", prel->oid);
         return;
     }
     rel->user = ri;
@@ -583,7 +471,7 @@ static void handle_insert(replayer *r, const pgo_insert *ins, uint64_t lsn)
     envelope_source src;
 
     if (!rel) {
-        fatal(r, "insert for relation %u before its Relation message", ins->oid);
+        oneshot_fatal(&r->o, "insert for relation %u before its Relation message", ins->oid);
         return;
     }
     if (!ri || !ri->table || !r->txn_open || !r->txn_in_range)
@@ -626,7 +514,7 @@ static void handle_xlogdata(replayer *r, const uint8_t *p, size_t len, uint64_t 
     char err[512], b[LSN_BUFSZ];
 
     if (pgo_parse_opts(p, len, &all_kinds, r->msg, err, sizeof(err)) != 0) {
-        fatal(r, "cannot decode pgoutput message at %s: %s", lsn_format(wal_start, b), err);
+        oneshot_fatal(&r->o, "cannot decode pgoutput message at %s: %s", lsn_format(wal_start, b), err);
         return;
     }
     switch (r->msg->kind) {
@@ -662,7 +550,7 @@ static void handle_xlogdata(replayer *r, const uint8_t *p, size_t len, uint64_t 
  * socket must be waited for, -1 on a fatal error. */
 static int read_frames(replayer *r)
 {
-    for (int n = 0; n < 2000 && !r->done && !r->fatal[0]; n++) {
+    for (int n = 0; n < 2000 && !r->done && !r->o.fatal[0]; n++) {
         char *buf = NULL;
         int len = PQgetCopyData(r->conn, &buf, 1);
         if (len == 0)
@@ -673,7 +561,7 @@ static int read_frames(replayer *r)
             strlcpy(e, res ? PQresultErrorMessage(res) : PQerrorMessage(r->conn), sizeof(e));
             pgconn_one_line(e);
             PQclear(res);
-            fatal(r, "replication stream ended: %s", e[0] ? e : "by the server");
+            oneshot_fatal(&r->o, "replication stream ended: %s", e[0] ? e : "by the server");
             return -1;
         }
         const uint8_t *p = (const uint8_t *)buf;
@@ -696,11 +584,11 @@ static int read_frames(replayer *r)
             if (p[17])
                 r->reply_requested = true;
         } else {
-            fatal(r, "unexpected replication frame 0x%02x of %d bytes", p[0], len);
+            oneshot_fatal(&r->o, "unexpected replication frame 0x%02x of %d bytes", p[0], len);
         }
         PQfreemem(buf);
     }
-    return r->fatal[0] ? -1 : 1;
+    return r->o.fatal[0] ? -1 : 1;
 }
 
 static int connect_and_check(replayer *r, char *err, size_t errlen, int *code)
@@ -858,10 +746,10 @@ static void show_progress(replayer *r, bool force)
     if (!progress_due(&r->prog, now, force))
         return;
     snprintf(head, sizeof(head), "%s reached, %llu events %s", lsn_format(r->received, b),
-             (unsigned long long)(r->a->dry_run ? r->events : r->acked),
+             (unsigned long long)(r->a->dry_run ? r->events : r->o.acked),
              r->a->dry_run ? "counted" : "acknowledged");
     progress_format(line, sizeof(line), head, done, r->to_incl > from ? r->to_incl - from : 0,
-                    r->a->dry_run ? r->events : r->acked, "events",
+                    r->a->dry_run ? r->events : r->o.acked, "events",
                     (double)(now - r->prog.started_ms) / 1000.0);
     progress_show(&r->prog, now, line);
 }
@@ -869,13 +757,13 @@ static void show_progress(replayer *r, bool force)
 static int run_loop(replayer *r)
 {
     r->status_at = now_ms();
-    while (!r->done && !r->fatal[0]) {
+    while (!r->done && !r->o.fatal[0]) {
         int more;
         if (replay_stop) {
-            fatal(r, "interrupted");
+            oneshot_fatal(&r->o, "interrupted");
             break;
         }
-        serve_producer(r);
+        oneshot_serve(&r->o);
         show_progress(r, false);
         more = read_frames(r);
         if (more < 0 || r->done)
@@ -886,22 +774,22 @@ static int run_loop(replayer *r)
         struct pollfd pfd[2] = {{.fd = PQsocket(r->conn), .events = POLLIN}, {.fd = -1}};
         if (PQflush(r->conn) == 1)
             pfd[0].events |= POLLOUT;
-        if (r->kp) {
-            pfd[1].fd = kafka_event_fd(r->kp);
+        if (r->o.kp) {
+            pfd[1].fd = kafka_event_fd(r->o.kp);
             pfd[1].events = POLLIN;
         }
         if (poll(pfd, 2, more ? 0 : 200) < 0 && errno != EINTR) {
-            fatal(r, "poll failed: %s", strerror(errno));
+            oneshot_fatal(&r->o, "poll failed: %s", strerror(errno));
             break;
         }
         if ((pfd[0].revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(r->conn)) {
             char e[512];
             strlcpy(e, PQerrorMessage(r->conn), sizeof(e));
             pgconn_one_line(e);
-            fatal(r, "replication connection lost: %s", e);
+            oneshot_fatal(&r->o, "replication connection lost: %s", e);
         }
     }
-    return r->fatal[0] ? -1 : 0;
+    return r->o.fatal[0] ? -1 : 0;
 }
 
 int replay_main(int argc, char **argv)
@@ -928,6 +816,14 @@ int replay_main(int argc, char **argv)
 
     r.a = &a;
     r.cfg = &a.cfg;
+    r.o.cfg = &a.cfg;
+    r.o.stop = &replay_stop;
+    r.o.max_inflight_bytes = UINT64_MAX; /* replay bounds records only (--max-inflight) */
+    r.o.dl_base = (envelope_source){.db = r.dbname, .slot = a.cfg.slot};
+    r.o.hooks = (oneshot_hooks){.idle = on_idle,
+                                .refused = on_refused,
+                                .dead_lettered = on_dead_lettered,
+                                .arg = &r};
     r.rels = relcache_new();
     r.msg = malloc(sizeof(*r.msg));
     if (!r.rels || !r.msg) {
@@ -940,8 +836,8 @@ int replay_main(int argc, char **argv)
     }
     code = 1;
     if (!a.dry_run) {
-        r.kp = kafka_producer_new(a.cfg.brokers, a.cfg.props, a.cfg.nprops, err, sizeof(err));
-        if (!r.kp) {
+        r.o.kp = kafka_producer_new(a.cfg.brokers, a.cfg.props, a.cfg.nprops, err, sizeof(err));
+        if (!r.o.kp) {
             log_error("%s", err);
             code = 2;
             goto out;
@@ -960,69 +856,46 @@ int replay_main(int argc, char **argv)
         show_progress(&r, true);
     progress_clear(&r.prog);
     if (prc != 0) {
-        log_error("replay incomplete: %s; run it again (consumers deduplicate on id)", r.fatal);
+        log_error("replay incomplete: %s; run it again (consumers deduplicate on id)", r.o.fatal);
         goto out;
     }
     /* Ending the session drops the temporary slot; nothing was confirmed. */
     PQfinish(r.conn);
     r.conn = NULL;
-    if (r.kp) {
-        int wait = a.cfg.shutdown_timeout_ms > 30000 ? a.cfg.shutdown_timeout_ms : 30000;
-        int64_t deadline = now_ms() + wait;
-        bool drained = false;
-        /* Refused records are dead-lettered as their reports arrive, which
-         * produces more: flush until nothing is queued nor waiting. */
-        while (!r.fatal[0] && !replay_stop && now_ms() < deadline) {
-            if (kafka_flush(r.kp, 200, on_report, &r) == 0 &&
-                deadletter_queue_empty(&r.refused)) {
-                drained = true;
-                break;
-            }
-            serve_producer(&r);
+    if (r.o.kp) {
+        int wait;
+        if (!oneshot_flush(&r.o, &wait)) {
+            if (replay_stop)
+                oneshot_fatal(&r.o, "interrupted");
+            else
+                oneshot_fatal(&r.o, "%d records not acknowledged within %d ms",
+                              kafka_outq_len(r.o.kp) + (int)r.o.refused.n, wait);
         }
-        if (!drained && replay_stop)
-            fatal(&r, "interrupted");
-        else if (!drained)
-            fatal(&r, "%d records not acknowledged within %d ms",
-                  kafka_outq_len(r.kp) + (int)r.refused.n, wait);
-        if (r.fatal[0]) {
+        if (r.o.fatal[0]) {
             log_error("replay incomplete: %s; run it again (consumers deduplicate on id)",
-                      r.fatal);
+                      r.o.fatal);
             goto out;
         }
-        if (r.failed || r.acked < r.records) {
+        if (!oneshot_complete(&r.o)) {
             log_error("replay incomplete: %llu of %llu records not acknowledged, %llu deliveries "
                       "failed (first: %s); run it again",
-                      (unsigned long long)(r.acked < r.records ? r.records - r.acked : 0),
-                      (unsigned long long)r.records, (unsigned long long)r.failed,
-                      r.failed ? r.first_failure : "none");
+                      (unsigned long long)oneshot_missing(&r.o), (unsigned long long)r.o.records,
+                      (unsigned long long)r.o.failed, r.o.failed ? r.o.first_failure : "none");
             goto out;
         }
     }
-    for (size_t i = 0; i < r.ntopics; i++)
-        printf("%s\t%llu\n", r.topics[i].topic, (unsigned long long)r.topics[i].n);
+    oneshot_print_topics(&r.o, stdout);
     log_info("%s %llu events (%llu dead-lettered) of %llu transactions, commits %s..%s",
              a.dry_run ? "would publish" : "published", (unsigned long long)r.events,
              (unsigned long long)r.dead_lettered, (unsigned long long)r.txns,
              lsn_format(a.from, b1), lsn_format(r.to_incl, b2));
-    if (r.acked_no_offset)
-        log_warn("%llu record(s) were acknowledged without an offset (inferred by the producer from a "
-                 "later acknowledgement): sound on a Kafka broker, which enforces idempotent "
-                 "sequences; if yours may not, run it again to be sure (consumers deduplicate "
-                 "on id)",
-                 (unsigned long long)r.acked_no_offset);
+    oneshot_warn_inferred(&r.o);
     code = 0;
 out:
-    if (r.kp && kafka_flush(r.kp, 0, on_report, &r) != 0)
-        log_debug("%d messages unacknowledged at exit", kafka_outq_len(r.kp));
-    kafka_producer_free(r.kp);
-    deadletter_queue_clear(&r.refused);
+    oneshot_clear(&r.o);
     PQfinish(r.conn);
     relcache_free(r.rels);
     free(r.msg);
-    for (size_t i = 0; i < r.ntopics; i++)
-        free(r.topics[i].topic);
-    free(r.topics);
     replay_args_free(&a);
     return code;
 }

@@ -1,0 +1,126 @@
+/*
+ * oneshot — the publishing side the one-shot commands (replay, backfill)
+ * share: they produce a bounded set of records, wait for every delivery
+ * report, dead-letter the records the broker refuses for good
+ * (cdc/deadletter.h), and succeed only when each record, or its dead
+ * letter, is acknowledged.
+ *
+ * A oneshot is zeroed, then filled by its command: the producer (owned from
+ * then on; NULL in a dry run, where records are only counted), the config
+ * (borrowed), the stop flag its signal handler sets, the source of
+ * dead-letter records and the hooks.  oneshot_clear() frees what it owns.
+ * What to read and how to report it stays with the command.
+ */
+#ifndef CDC_ONESHOT_H
+#define CDC_ONESHOT_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cdc/config.h"
+#include "cdc/deadletter.h"
+#include "publish/kafka.h"
+#include "schema/envelope.h"
+
+/* Topics counted for the final report; records to more are still sent. */
+#define ONESHOT_MAX_TOPICS 4096
+/* The final flush waits at least this long (or --shutdown-timeout). */
+#define ONESHOT_FLUSH_MIN_MS 30000
+
+typedef struct oneshot_topic {
+    char *topic; /* owned */
+    uint64_t n;
+} oneshot_topic;
+
+typedef struct oneshot oneshot;
+
+typedef struct oneshot_hooks {
+    /* Each pass while waiting for the producer: progress, keepalives. */
+    void (*idle)(void *arg);
+    /* f is about to be dead-lettered: log it. */
+    void (*refused)(void *arg, const deadletter_refused *f);
+    /* f's dead letter was handed to the producer (pr OK) or not (err). */
+    void (*dead_lettered)(void *arg, const deadletter_refused *f, enum kafka_produce_result pr,
+                          const char *err);
+    void *arg;
+} oneshot_hooks;
+
+struct oneshot {
+    kafka_producer *kp; /* owned; NULL: dry run */
+    const config *cfg;  /* borrowed */
+    const volatile sig_atomic_t *stop;
+    uint64_t max_inflight_bytes; /* 0: cfg->max_inflight_bytes */
+    envelope_source dl_base;     /* source of dead letters for refused records */
+    oneshot_hooks hooks;
+
+    uint64_t records; /* produced (or counted): events and dead letters */
+    uint64_t acked, failed;
+    uint64_t acked_no_offset; /* among acked: see deadletter.h */
+    uint64_t inflight_bytes;
+    char first_failure[512];
+    char fatal[512]; /* set: stop, exit 1; the first reason wins */
+    deadletter_queue refused;
+    bool draining_refused;
+    oneshot_topic *topics;
+    size_t ntopics;
+};
+
+/* Free what o owns: flush nothing more (reports still queued are served for
+ * 0 ms), the producer, the refused queue, the topic counts.  NULL ok. */
+void oneshot_clear(oneshot *o);
+
+/* Record the reason to stop; a later one is ignored. */
+void oneshot_fatal(oneshot *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* One more record to topic.  Topics past ONESHOT_MAX_TOPICS, or that cannot
+ * be copied, go uncounted. */
+void oneshot_count_topic(oneshot *o, const char *topic);
+
+/* Count a failed delivery; the first one's text is kept in first_failure. */
+void oneshot_note_failure(oneshot *o, const char *topic, const char *errstr);
+
+/* The delivery report callback for kafka_poll()/kafka_flush(); arg is the
+ * oneshot.  Refused records are queued for oneshot_serve(). */
+void oneshot_on_report(const kafka_report *rep, void *arg);
+
+/* Serve delivery reports, then dead-letter what the broker refused. */
+void oneshot_serve(oneshot *o);
+
+/*
+ * Hand m to the producer with ticket, first waiting while --max-inflight
+ * records or max_inflight_bytes are unacknowledged (the idle hook runs each
+ * pass).  Dry run: count it.  Returns the producer's result; on
+ * KAFKA_PRODUCE_ERROR because of o->fatal or the stop flag, err holds
+ * o->fatal.  The topic is counted only when produced.
+ */
+enum kafka_produce_result oneshot_produce(oneshot *o, const envelope_msg *m, uint64_t ticket,
+                                          char *err, size_t errlen);
+
+/*
+ * Wait until every record is reported and every refused one dead-lettered,
+ * at most max(--shutdown-timeout, ONESHOT_FLUSH_MIN_MS) ms and while not
+ * stopped nor fatal.  Returns true when drained, and sets *waited_ms to the
+ * bound it used.  Sets no reason to stop: the caller says what failed.
+ */
+bool oneshot_flush(oneshot *o, int *waited_ms);
+
+/* Pure: records acked, none failed, none queued. */
+bool oneshot_acked_all(uint64_t records, uint64_t acked, uint64_t failed, int queued);
+
+/* Not fatal, and in a real run oneshot_acked_all() with the producer's
+ * queue. */
+bool oneshot_complete(const oneshot *o);
+
+/* Records produced but not acknowledged. */
+uint64_t oneshot_missing(const oneshot *o);
+
+/* "TOPIC\tCOUNT" lines, in first-seen order. */
+void oneshot_print_topics(const oneshot *o, FILE *out);
+
+/* Warn when acknowledgements came without an offset (inferred). */
+void oneshot_warn_inferred(const oneshot *o);
+
+#endif
