@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <libpq-fe.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,18 +21,6 @@
 #include "schema/envelope.h"
 
 #define CURSOR_NAME "outbox_relay_backfill"
-
-static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return 2;
-}
 
 static const char backfill_usage[] =
     "usage: outbox-relay backfill [--where SQL] [--since TIMESTAMP] [--topic TEMPLATE]\n"
@@ -59,43 +46,18 @@ static const char backfill_usage[] =
     "consumers deduplicate on id), 2 bad usage, a missing table, a table without a\n"
     "primary key, --since without a timestamp column, --where that is not valid SQL\n";
 
-/* "--name VALUE" or "--name=VALUE": returns the value and advances *i, or
- * NULL when argv[*i] is not that option (*missing when it lacks a value). */
-static const char *opt_value(int argc, char **argv, int *i, const char *name, bool *missing)
-{
-    size_t n = strlen(name);
-    const char *arg = argv[*i];
-
-    *missing = false;
-    if (strncmp(arg, name, n) != 0)
-        return NULL;
-    if (arg[n] == '=')
-        return arg + n + 1;
-    if (arg[n] != '\0')
-        return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    (*i)++;
-    return argv[*i];
-}
-
 int backfill_parse(int argc, char **argv, backfill_args *a, char *err, size_t errlen)
 {
     static const char *const refused[] = {"--start-lsn", "--end-lsn", "--create-slot", "--http",
                                           "--messages"};
-    static char argv0[] = "outbox-relay";
-    static char dry_b[] = "-b", dry_brokers[] = "localhost:9092";
     bool missing;
-    int n = 0;
+    int n = 1, ri;
 
     memset(a, 0, sizeof(*a));
     a->batch_size = BACKFILL_BATCH_DEFAULT;
-    a->argv_copy = calloc((size_t)argc + 4, sizeof(char *));
+    a->argv_copy = oneshot_argv_new(argc);
     if (!a->argv_copy)
-        return usage_fail(err, errlen, "out of memory");
-    a->argv_copy[n++] = argv0;
+        return oneshot_usage_fail(err, errlen, "out of memory");
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (strcmp(argv[i], "--") == 0)
@@ -108,60 +70,53 @@ int backfill_parse(int argc, char **argv, backfill_args *a, char *err, size_t er
             a->dry_run = true;
             continue;
         }
-        for (size_t r = 0; r < sizeof(refused) / sizeof(refused[0]); r++) {
-            size_t rl = strlen(refused[r]);
-            if (strncmp(argv[i], refused[r], rl) == 0 &&
-                (argv[i][rl] == '\0' || argv[i][rl] == '='))
-                return usage_fail(err, errlen,
-                                  "%s does not apply to backfill: it reads the outbox tables "
-                                  "from a snapshot (to publish a past LSN range use \"outbox-relay "
-                                  "replay\")",
-                                  refused[r]);
-        }
-        if ((v = opt_value(argc, argv, &i, "--where", &missing)) != NULL) {
+        ri = oneshot_option_index(argv[i], refused, sizeof(refused) / sizeof(refused[0]));
+        if (ri >= 0)
+            return oneshot_usage_fail(err, errlen,
+                                      "%s does not apply to backfill: it reads the outbox tables "
+                                      "from a snapshot (to publish a past LSN range use "
+                                      "\"outbox-relay replay\")",
+                                      refused[ri]);
+        if ((v = oneshot_opt_value(argc, argv, &i, "--where", &missing)) != NULL) {
             if (!v[strspn(v, " \t\r\n")])
-                return usage_fail(err, errlen,
-                                  "--where is empty: give an SQL condition, e.g. --where "
-                                  "\"aggregatetype = 'order'\"");
+                return oneshot_usage_fail(err, errlen,
+                                          "--where is empty: give an SQL condition, e.g. --where "
+                                          "\"aggregatetype = 'order'\"");
             a->where = v;
             continue;
         }
         if (missing)
-            return usage_fail(err, errlen, "option \"--where\" needs a value (see --help)");
-        if ((v = opt_value(argc, argv, &i, "--since", &missing)) != NULL) {
+            return oneshot_usage_fail(err, errlen, "option \"--where\" needs a value (see --help)");
+        if ((v = oneshot_opt_value(argc, argv, &i, "--since", &missing)) != NULL) {
             if (pgtime_parse_text(v, strlen(v), &a->since_us) != 0)
-                return usage_fail(err, errlen,
-                                  "malformed --since \"%s\": give a timestamp with its time zone, "
-                                  "like 2026-11-23T18:14:13Z or '2026-11-23 18:14:13+01'",
-                                  v);
+                return oneshot_usage_fail(
+                    err, errlen,
+                    "malformed --since \"%s\": give a timestamp with its time zone, "
+                    "like 2026-11-23T18:14:13Z or '2026-11-23 18:14:13+01'",
+                    v);
             a->has_since = true;
             continue;
         }
         if (missing)
-            return usage_fail(err, errlen, "option \"--since\" needs a value (see --help)");
-        if ((v = opt_value(argc, argv, &i, "--batch-size", &missing)) != NULL) {
+            return oneshot_usage_fail(err, errlen, "option \"--since\" needs a value (see --help)");
+        if ((v = oneshot_opt_value(argc, argv, &i, "--batch-size", &missing)) != NULL) {
             char *end;
             errno = 0;
             long b = strtol(v, &end, 10);
             if (errno || end == v || *end || b < 1 || b > BACKFILL_BATCH_MAX)
-                return usage_fail(err, errlen,
-                                  "invalid --batch-size \"%s\": give a row count from 1 to %d", v,
-                                  BACKFILL_BATCH_MAX);
+                return oneshot_usage_fail(
+                    err, errlen, "invalid --batch-size \"%s\": give a row count from 1 to %d", v,
+                    BACKFILL_BATCH_MAX);
             a->batch_size = (int)b;
             continue;
         }
         if (missing)
-            return usage_fail(err, errlen, "option \"--batch-size\" needs a value (see --help)");
+            return oneshot_usage_fail(err, errlen,
+                                      "option \"--batch-size\" needs a value (see --help)");
         a->argv_copy[n++] = argv[i];
     }
-    if (a->dry_run) {
-        /* Nothing is produced: a placeholder satisfies the broker check
-         * and a -b given later on the line still wins. */
-        memmove(a->argv_copy + 3, a->argv_copy + 1, (size_t)(n - 1) * sizeof(char *));
-        a->argv_copy[1] = dry_b;
-        a->argv_copy[2] = dry_brokers;
-        n += 2;
-    }
+    if (a->dry_run)
+        n = oneshot_argv_dry_run(a->argv_copy, n);
     a->argv_copy[n] = NULL;
     switch (config_parse(n, a->argv_copy, &a->cfg, err, errlen)) {
     case CONFIG_OK: break;
@@ -172,10 +127,11 @@ int backfill_parse(int argc, char **argv, backfill_args *a, char *err, size_t er
     for (size_t f = 0; f < a->cfg.nfields; f++)
         if (a->cfg.fields[f].placement == ENVELOPE_PLACE_HEADER &&
             strcmp(a->cfg.fields[f].name, "backfill") == 0)
-            return usage_fail(err, errlen,
-                              "--field \"%s\" would write the header \"backfill\", which backfill "
-                              "writes itself: give it another name (COLUMN:header:NAME)",
-                              a->cfg.fields[f].column);
+            return oneshot_usage_fail(
+                err, errlen,
+                "--field \"%s\" would write the header \"backfill\", which backfill "
+                "writes itself: give it another name (COLUMN:header:NAME)",
+                a->cfg.fields[f].column);
     return 0;
 }
 
@@ -426,9 +382,8 @@ static int connect_db(backfiller *b, char *err, size_t errlen)
 
     b->conn = pgconn_open(cfg->conninfo, cfg->password, false, "outbox-relay-backfill");
     if (!b->conn || PQstatus(b->conn) != CONNECTION_OK) {
-        strlcpy(qerr, b->conn ? PQerrorMessage(b->conn) : "out of memory", sizeof(qerr));
-        pgconn_one_line(qerr);
-        snprintf(err, errlen, "cannot connect to PostgreSQL: %s", qerr);
+        snprintf(err, errlen, "cannot connect to PostgreSQL: %s",
+                 pgconn_error(b->conn, qerr, sizeof(qerr)));
         return -1;
     }
     if (PQserverVersion(b->conn) < 120000) {
@@ -815,7 +770,6 @@ int backfill_main(int argc, char **argv)
     backfiller b = {0};
     char err[1024];
     int code = 1, prc;
-    struct sigaction sa = {0};
 
     prc = backfill_parse(argc, argv, &a, err, sizeof(err));
     if (prc != 0) {
@@ -825,11 +779,7 @@ int backfill_main(int argc, char **argv)
         return prc == 1 ? 0 : 2;
     }
     log_setup(a.cfg.log_level, a.cfg.log_json);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    oneshot_signals(on_signal);
 
     b.a = &a;
     b.cfg = &a.cfg;

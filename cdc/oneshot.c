@@ -1,6 +1,7 @@
 #include "cdc/oneshot.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,4 +233,74 @@ void oneshot_warn_inferred(const oneshot *o)
                  "idempotent sequences; if yours may not, run it again to be sure (consumers "
                  "deduplicate on id)",
                  (unsigned long long)o->acked_no_offset);
+}
+
+int oneshot_usage_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return 2;
+}
+
+const char *oneshot_opt_value(int argc, char **argv, int *i, const char *name, bool *missing)
+{
+    size_t n = strlen(name);
+    const char *arg = argv[*i];
+
+    *missing = false;
+    if (strncmp(arg, name, n) != 0)
+        return NULL;
+    if (arg[n] == '=')
+        return arg + n + 1;
+    if (arg[n] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = true;
+        return NULL;
+    }
+    (*i)++;
+    return argv[*i];
+}
+
+int oneshot_option_index(const char *arg, const char *const *names, size_t n)
+{
+    for (size_t r = 0; r < n; r++) {
+        size_t rl = strlen(names[r]);
+        if (strncmp(arg, names[r], rl) == 0 && (arg[rl] == '\0' || arg[rl] == '='))
+            return (int)r;
+    }
+    return -1;
+}
+
+char **oneshot_argv_new(int argc)
+{
+    static char argv0[] = "outbox-relay";
+    char **v = calloc((size_t)argc + 4, sizeof(char *));
+
+    if (v)
+        v[0] = argv0;
+    return v;
+}
+
+int oneshot_argv_dry_run(char **argv, int n)
+{
+    static char dry_b[] = "-b", dry_brokers[] = "localhost:9092";
+
+    memmove(argv + 3, argv + 1, (size_t)(n - 1) * sizeof(char *));
+    argv[1] = dry_b;
+    argv[2] = dry_brokers;
+    return n + 2;
+}
+
+void oneshot_signals(void (*handler)(int))
+{
+    struct sigaction sa = {0};
+
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
 }

@@ -1,9 +1,10 @@
 /*
- * oneshot — the publishing side the one-shot commands (replay, backfill)
- * share: they produce a bounded set of records, wait for every delivery
- * report, dead-letter the records the broker refuses for good
- * (cdc/deadletter.h), and succeed only when each record, or its dead
- * letter, is acknowledged.
+ * oneshot — what the one-shot commands (replay, backfill) share: they
+ * produce a bounded set of records, wait for every delivery report,
+ * dead-letter the records the broker refuses for good (cdc/deadletter.h),
+ * and succeed only when each record, or its dead letter, is acknowledged;
+ * and their command lines start alike (--dry-run, options they refuse, the
+ * argument vector handed on to config_parse()).
  *
  * A oneshot is zeroed, then filled by its command: the producer (owned from
  * then on; NULL in a dry run, where records are only counted), the config
@@ -122,5 +123,34 @@ void oneshot_print_topics(const oneshot *o, FILE *out);
 
 /* Warn when acknowledgements came without an offset (inferred). */
 void oneshot_warn_inferred(const oneshot *o);
+
+/* ---- the command line both commands share -------------------------------- */
+
+/* Formats the message into err; returns 2 (bad usage). */
+int oneshot_usage_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* "--name VALUE" or "--name=VALUE": returns the value and advances *i, or
+ * NULL when argv[*i] is not that option (*missing when it lacks a value). */
+const char *oneshot_opt_value(int argc, char **argv, int *i, const char *name, bool *missing);
+
+/* Pure: the index in names[n] of the option arg is ("--name" or
+ * "--name=..."), or -1. */
+int oneshot_option_index(const char *arg, const char *const *names, size_t n);
+
+/* The argument vector handed on to config_parse(): "outbox-relay" first and
+ * room for argc + 3 more entries (oneshot_argv_dry_run() and the final
+ * NULL).  Returns it, or NULL when out of memory; free() it.  Its entries
+ * are borrowed. */
+char **oneshot_argv_new(int argc);
+
+/* A dry run produces nothing: "-b localhost:9092" goes right after argv[0],
+ * so the broker check passes and a -b given later on the line still wins.
+ * argv (from oneshot_argv_new) holds n entries; returns the new count. */
+int oneshot_argv_dry_run(char **argv, int n);
+
+/* SIGINT and SIGTERM call handler (it sets the stop flag); SIGPIPE is
+ * ignored. */
+void oneshot_signals(void (*handler)(int));
 
 #endif

@@ -4,7 +4,6 @@
 #include <libpq-fe.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,18 +26,6 @@
 
 #define STATUS_INTERVAL_MS 1000
 #define FINISH_TIMEOUT_MS 5000
-
-static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return 2;
-}
 
 static const char replay_usage[] =
     "usage: outbox-relay replay --anchor NAME --from LSN [--to LSN] [--dry-run] [run options]\n"
@@ -63,41 +50,16 @@ static const char replay_usage[] =
     "exit codes: 0 every event in the range acknowledged (or its dead letter), 1 runtime\n"
     "failure (run it again: consumers deduplicate on id), 2 bad usage or a refused range\n";
 
-/* "--name VALUE" or "--name=VALUE": returns the value and advances *i, or
- * NULL when argv[*i] is not that option. */
-static const char *opt_value(int argc, char **argv, int *i, const char *name, bool *missing)
-{
-    size_t n = strlen(name);
-    const char *arg = argv[*i];
-
-    *missing = false;
-    if (strncmp(arg, name, n) != 0)
-        return NULL;
-    if (arg[n] == '=')
-        return arg + n + 1;
-    if (arg[n] != '\0')
-        return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    (*i)++;
-    return argv[*i];
-}
-
 int replay_parse(int argc, char **argv, replay_args *a, char *err, size_t errlen)
 {
     static const char *const refused[] = {"--start-lsn", "--end-lsn", "--create-slot", "--http"};
-    static char argv0[] = "outbox-relay";
-    static char dry_b[] = "-b", dry_brokers[] = "localhost:9092";
     bool has_from = false, missing;
-    int n = 0;
+    int n = 1, ri;
 
     memset(a, 0, sizeof(*a));
-    a->argv_copy = calloc((size_t)argc + 4, sizeof(char *));
+    a->argv_copy = oneshot_argv_new(argc);
     if (!a->argv_copy)
-        return usage_fail(err, errlen, "out of memory");
-    a->argv_copy[n++] = argv0;
+        return oneshot_usage_fail(err, errlen, "out of memory");
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (strcmp(argv[i], "--") == 0)
@@ -110,59 +72,51 @@ int replay_parse(int argc, char **argv, replay_args *a, char *err, size_t errlen
             a->dry_run = true;
             continue;
         }
-        for (size_t r = 0; r < sizeof(refused) / sizeof(refused[0]); r++) {
-            size_t rl = strlen(refused[r]);
-            if (strncmp(argv[i], refused[r], rl) == 0 &&
-                (argv[i][rl] == '\0' || argv[i][rl] == '='))
-                return usage_fail(err, errlen,
-                                  "%s does not apply to replay: give the range with --from and "
-                                  "--to",
-                                  refused[r]);
-        }
-        if ((v = opt_value(argc, argv, &i, "--anchor", &missing)) != NULL) {
+        ri = oneshot_option_index(argv[i], refused, sizeof(refused) / sizeof(refused[0]));
+        if (ri >= 0)
+            return oneshot_usage_fail(err, errlen,
+                                      "%s does not apply to replay: give the range with --from "
+                                      "and --to",
+                                      refused[ri]);
+        if ((v = oneshot_opt_value(argc, argv, &i, "--anchor", &missing)) != NULL) {
             a->anchor_name = v;
             if (admin_anchor_slot(v, a->anchor, err, errlen) != 0)
                 return 2;
             continue;
         }
         if (missing)
-            return usage_fail(err, errlen, "option \"--anchor\" needs a value (see --help)");
-        if ((v = opt_value(argc, argv, &i, "--from", &missing)) != NULL) {
+            return oneshot_usage_fail(err, errlen,
+                                      "option \"--anchor\" needs a value (see --help)");
+        if ((v = oneshot_opt_value(argc, argv, &i, "--from", &missing)) != NULL) {
             if (lsn_parse(v, &a->from) != 0)
-                return usage_fail(err, errlen,
-                                  "malformed --from \"%s\": give an LSN like 0/16B3748", v);
+                return oneshot_usage_fail(err, errlen,
+                                          "malformed --from \"%s\": give an LSN like 0/16B3748", v);
             has_from = true;
             continue;
         }
         if (missing)
-            return usage_fail(err, errlen, "option \"--from\" needs a value (see --help)");
-        if ((v = opt_value(argc, argv, &i, "--to", &missing)) != NULL) {
+            return oneshot_usage_fail(err, errlen, "option \"--from\" needs a value (see --help)");
+        if ((v = oneshot_opt_value(argc, argv, &i, "--to", &missing)) != NULL) {
             if (lsn_parse(v, &a->to) != 0)
-                return usage_fail(err, errlen, "malformed --to \"%s\": give an LSN like 0/16B3748",
-                                  v);
+                return oneshot_usage_fail(err, errlen,
+                                          "malformed --to \"%s\": give an LSN like 0/16B3748", v);
             a->has_to = true;
             continue;
         }
         if (missing)
-            return usage_fail(err, errlen, "option \"--to\" needs a value (see --help)");
+            return oneshot_usage_fail(err, errlen, "option \"--to\" needs a value (see --help)");
         a->argv_copy[n++] = argv[i];
     }
     if (!a->anchor_name)
-        return usage_fail(err, errlen,
-                          "replay needs --anchor NAME (outbox-relay anchor list shows them)");
+        return oneshot_usage_fail(
+            err, errlen, "replay needs --anchor NAME (outbox-relay anchor list shows them)");
     if (!has_from)
-        return usage_fail(err, errlen,
-                          "replay needs --from LSN: the first commit LSN to publish again");
+        return oneshot_usage_fail(err, errlen,
+                                  "replay needs --from LSN: the first commit LSN to publish again");
     if (a->has_to && a->to < a->from)
-        return usage_fail(err, errlen, "--from is after --to: swap them");
-    if (a->dry_run) {
-        /* Nothing is produced: a placeholder satisfies the broker check
-         * and a -b given later on the line still wins. */
-        memmove(a->argv_copy + 3, a->argv_copy + 1, (size_t)(n - 1) * sizeof(char *));
-        a->argv_copy[1] = dry_b;
-        a->argv_copy[2] = dry_brokers;
-        n += 2;
-    }
+        return oneshot_usage_fail(err, errlen, "--from is after --to: swap them");
+    if (a->dry_run)
+        n = oneshot_argv_dry_run(a->argv_copy, n);
     a->argv_copy[n] = NULL;
     switch (config_parse(n, a->argv_copy, &a->cfg, err, errlen)) {
     case CONFIG_OK: return 0;
@@ -333,9 +287,7 @@ static void send_status(replayer *r, int64_t now)
     m[33] = 0;
     if (PQputCopyData(r->conn, (const char *)m, sizeof(m)) != 1 || PQflush(r->conn) < 0) {
         char e[512];
-        strlcpy(e, PQerrorMessage(r->conn), sizeof(e));
-        pgconn_one_line(e);
-        oneshot_fatal(&r->o, "cannot send status update: %s", e);
+        oneshot_fatal(&r->o, "cannot send status update: %s", pgconn_error(r->conn, e, sizeof(e)));
     }
     r->status_at = now;
     r->reply_requested = false;
@@ -603,9 +555,8 @@ static int connect_and_check(replayer *r, char *err, size_t errlen, int *code)
     *code = 1;
     r->conn = pgconn_open(a->cfg.conninfo, a->cfg.password, true, "outbox-relay-replay");
     if (!r->conn || PQstatus(r->conn) != CONNECTION_OK) {
-        strlcpy(qerr, r->conn ? PQerrorMessage(r->conn) : "out of memory", sizeof(qerr));
-        pgconn_one_line(qerr);
-        snprintf(err, errlen, "cannot connect to PostgreSQL: %s", qerr);
+        snprintf(err, errlen, "cannot connect to PostgreSQL: %s",
+                 pgconn_error(r->conn, qerr, sizeof(qerr)));
         return -1;
     }
     int v = PQserverVersion(r->conn);
@@ -784,9 +735,8 @@ static int run_loop(replayer *r)
         }
         if ((pfd[0].revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(r->conn)) {
             char e[512];
-            strlcpy(e, PQerrorMessage(r->conn), sizeof(e));
-            pgconn_one_line(e);
-            oneshot_fatal(&r->o, "replication connection lost: %s", e);
+            oneshot_fatal(&r->o, "replication connection lost: %s",
+                          pgconn_error(r->conn, e, sizeof(e)));
         }
     }
     return r->o.fatal[0] ? -1 : 0;
@@ -798,7 +748,6 @@ int replay_main(int argc, char **argv)
     replayer r = {0};
     char err[1024], b1[LSN_BUFSZ], b2[LSN_BUFSZ];
     int code = 1, prc;
-    struct sigaction sa = {0};
 
     prc = replay_parse(argc, argv, &a, err, sizeof(err));
     if (prc != 0) {
@@ -808,11 +757,7 @@ int replay_main(int argc, char **argv)
         return prc == 1 ? 0 : 2;
     }
     log_setup(a.cfg.log_level, a.cfg.log_json);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    oneshot_signals(on_signal);
 
     r.a = &a;
     r.cfg = &a.cfg;

@@ -194,6 +194,76 @@ static void test_clear_null(void **state)
     oneshot_clear(&o);
 }
 
+static void test_opt_value(void **state)
+{
+    (void)state;
+    char *argv[] = {"outbox-relay", "--from", "0/10", "--to=0/20", "--topic", "x", "--from"};
+    int argc = 7, i = 1;
+    bool missing;
+
+    assert_string_equal(oneshot_opt_value(argc, argv, &i, "--from", &missing), "0/10");
+    assert_false(missing);
+    assert_int_equal(i, 2);
+    i = 3;
+    assert_string_equal(oneshot_opt_value(argc, argv, &i, "--to", &missing), "0/20");
+    assert_int_equal(i, 3);
+    i = 4; /* --topic is not --to */
+    assert_null(oneshot_opt_value(argc, argv, &i, "--to", &missing));
+    assert_false(missing);
+    assert_int_equal(i, 4);
+    i = 6; /* last, without its value */
+    assert_null(oneshot_opt_value(argc, argv, &i, "--from", &missing));
+    assert_true(missing);
+    assert_int_equal(i, 6);
+}
+
+static void test_option_index(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"--start-lsn", "--http"};
+
+    assert_int_equal(oneshot_option_index("--start-lsn", names, 2), 0);
+    assert_int_equal(oneshot_option_index("--http=:8080", names, 2), 1);
+    assert_int_equal(oneshot_option_index("--https", names, 2), -1);
+    assert_int_equal(oneshot_option_index("--start", names, 2), -1);
+    assert_int_equal(oneshot_option_index("--http", names, 0), -1);
+}
+
+static void test_usage_fail(void **state)
+{
+    (void)state;
+    char err[32];
+
+    assert_int_equal(oneshot_usage_fail(err, sizeof(err), "bad %s", "--to"), 2);
+    assert_string_equal(err, "bad --to");
+}
+
+static void test_argv_dry_run(void **state)
+{
+    (void)state;
+    char arg_t[] = "-t", arg_tv[] = "public.outbox", arg_b[] = "-b", arg_bv[] = "k:9092";
+    char **v = oneshot_argv_new(4);
+    int n = 1;
+
+    assert_non_null(v);
+    assert_string_equal(v[0], "outbox-relay");
+    v[n++] = arg_t;
+    v[n++] = arg_tv;
+    v[n++] = arg_b;
+    v[n++] = arg_bv;
+    n = oneshot_argv_dry_run(v, n);
+    assert_int_equal(n, 7);
+    /* the placeholder first, so the -b given on the line comes later and wins */
+    assert_string_equal(v[1], "-b");
+    assert_string_equal(v[2], "localhost:9092");
+    assert_string_equal(v[3], "-t");
+    assert_string_equal(v[4], "public.outbox");
+    assert_string_equal(v[5], "-b");
+    assert_string_equal(v[6], "k:9092");
+    assert_null(v[7]); /* room for the final NULL */
+    free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -207,6 +277,10 @@ int main(void)
         cmocka_unit_test(test_acked_all),
         cmocka_unit_test(test_verdict),
         cmocka_unit_test(test_clear_null),
+        cmocka_unit_test(test_opt_value),
+        cmocka_unit_test(test_option_index),
+        cmocka_unit_test(test_usage_fail),
+        cmocka_unit_test(test_argv_dry_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
