@@ -79,7 +79,7 @@ void oneshot_on_report(const kafka_report *rep, void *arg)
 
     o->inflight_bytes = rep->len > o->inflight_bytes ? 0 : o->inflight_bytes - rep->len;
     switch (deadletter_classify(rep)) {
-    case DEADLETTER_ACKED:
+    case DEADLETTER_ACKED: o->acked++; break;
     case DEADLETTER_ACKED_NO_OFFSET:
         o->acked++;
         o->acked_no_offset++;

@@ -120,8 +120,17 @@ static void test_reports(void **state)
 
     oneshot_on_report(&ack, &o);
     assert_int_equal(o.acked, 1);
+    assert_int_equal(o.acked_no_offset, 0);
     assert_int_equal(o.failed, 0);
     assert_int_equal(o.inflight_bytes, 70);
+
+    /* acknowledged without an offset: counted as acknowledged, and apart */
+    ack.offset = -1001;
+    oneshot_on_report(&ack, &o);
+    assert_int_equal(o.acked, 2);
+    assert_int_equal(o.acked_no_offset, 1);
+    o.acked = 1;
+    o.inflight_bytes = 70;
 
     oneshot_on_report(&lost, &o);
     assert_int_equal(o.acked, 1);
