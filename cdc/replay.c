@@ -293,18 +293,6 @@ static void send_status(replayer *r, int64_t now)
     r->reply_requested = false;
 }
 
-/* Hand one record to the producer with ticket (dry run: count it).  Returns
- * 0, or -1 with r->o.fatal set. */
-static int produce_msg(replayer *r, const envelope_msg *m, uint64_t ticket)
-{
-    char err[512];
-
-    if (oneshot_produce(&r->o, m, ticket, err, sizeof(err)) == KAFKA_PRODUCE_OK)
-        return 0;
-    oneshot_fatal(&r->o, "cannot produce to \"%s\": %s", m->topic, err);
-    return -1;
-}
-
 /* ---- hooks of the shared publisher (cdc/oneshot.h) ------------------------ */
 
 static void on_idle(void *arg)
@@ -364,8 +352,27 @@ static void dead_letter(replayer *r, const relcache_entry *rel, const pgo_tuple 
         oneshot_fatal(&r->o, "cannot build dead-letter record: %s", err);
         return;
     }
-    if (produce_msg(r, &m, ++r->o.records) == 0)
+    enum kafka_produce_result pr = oneshot_produce(&r->o, &m, r->o.records + 1, err, sizeof(err));
+    if (pr == KAFKA_PRODUCE_REJECTED) {
+        /* The row itself is what the producer refuses (too large, as a
+         * rule): without its values, the reason and table still arrive. */
+        char why_more[768];
+        envelope_msg_clear(&m);
+        snprintf(why_more, sizeof(why_more), "%s (row values omitted: %s)", reason, err);
+        if (envelope_build_dead_letter(r->cfg->dlq_topic, rel, NULL, NULL, why_more, src,
+                                       original_topic, &m, err, sizeof(err)) != 0) {
+            oneshot_fatal(&r->o, "cannot build dead-letter record: %s", err);
+            return;
+        }
+        pr = oneshot_produce(&r->o, &m, r->o.records + 1, err, sizeof(err));
+    }
+    if (pr == KAFKA_PRODUCE_OK) {
+        r->o.records++;
         r->dead_lettered++;
+    } else {
+        oneshot_fatal(&r->o, "cannot produce to dead-letter topic \"%s\": %s", r->cfg->dlq_topic,
+                      err);
+    }
     envelope_msg_clear(&m);
 }
 
@@ -391,8 +398,18 @@ static void publish_event(replayer *r, const relcache_entry *rel, const pgo_tupl
             dead_letter(r, rel, tuple, row, err, src, NULL);
         return;
     }
-    if (produce_msg(r, &m, ++r->o.records) == 0)
+    switch (oneshot_produce(&r->o, &m, r->o.records + 1, err, sizeof(err))) {
+    case KAFKA_PRODUCE_OK:
+        r->o.records++;
         r->events++;
+        break;
+    case KAFKA_PRODUCE_REJECTED:
+        /* the producer refuses the record itself (larger than
+         * message.max.bytes, ...): dead-lettered, as the stream did */
+        dead_letter(r, rel, tuple, row, err, src, m.topic);
+        break;
+    default: oneshot_fatal(&r->o, "cannot produce to \"%s\": %s", m.topic, err); break;
+    }
     envelope_msg_clear(&m);
 }
 

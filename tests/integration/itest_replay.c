@@ -668,6 +668,52 @@ static void test_replay_fails_when_dead_letter_refused(void **state)
     expect((r = ADMIN("anchor", "anchor", "drop", "rdf", "-d", pg.conninfo), &r), 0, NULL);
 }
 
+/*
+ * The producer itself refuses a record (larger than message.max.bytes):
+ * replay dead-letters it without its values, as the stream does, publishes
+ * the other events of the range and exits 0.
+ */
+static void test_replay_dead_letters_oversize_record(void **state)
+{
+    (void)state;
+    char tmpl[160], topic[160], dlq[160], from[32], to[32];
+    hx_records recs = {0}, dl = {0};
+    cmd_result r;
+
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.rbig.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.rbig.bigreplay", hx_run_id());
+    snprintf(dlq, sizeof(dlq), "itest.%s.rbig.dead", hx_run_id());
+    expect((r = ADMIN("anchor", "anchor", "create", "rbig", "-d", pg.conninfo), &r), 0, NULL);
+    hx_lsn_format(lsn_of("SELECT pg_current_wal_insert_lsn()"), from, sizeof(from));
+    assert_int_equal(
+        hx_exec(conn, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES"
+                      " ('bigreplay', 'b1', 'Evt', '{\"n\": 1}'),"
+                      " ('bigreplay', 'b2', 'Evt', jsonb_build_object('big', repeat('x', 30000))),"
+                      " ('bigreplay', 'b3', 'Evt', '{\"n\": 3}')"),
+        0);
+    hx_lsn_format(lsn_of("SELECT pg_current_wal_insert_lsn()"), to, sizeof(to));
+    r = REPLAY("replay", "--anchor", "rbig", "--from", from, "--to", to, "--topic", tmpl,
+               "--dlq-topic", dlq, "-X", "message.max.bytes=20000", "-b", broker.bootstraps, "-d",
+               pg.conninfo);
+    if (r.rc != 0)
+        fprintf(stderr, "replay: exit %d\nstdout: %s\nstderr: %s\n", r.rc, r.out, r.err);
+    assert_int_equal(r.rc, 0);
+    cmd_free(&r);
+
+    const char *dt[] = {dlq}, *tt[] = {topic};
+    assert_int_equal(hx_consume(broker.bootstraps, dt, 1, 1, 30000, &dl), 1);
+    const hx_header *err = hx_record_header(&dl.v[0], "error");
+    assert_non_null(err);
+    assert_non_null(strstr(err->value, "omitted"));
+    assert_string_equal(hx_record_header(&dl.v[0], "table")->value, "public.outbox");
+    assert_int_equal(hx_consume(broker.bootstraps, tt, 1, 2, 30000, &recs), 2);
+    for (size_t i = 0; i < recs.n; i++)
+        assert_true(strcmp(recs.v[i].key, "b1") == 0 || strcmp(recs.v[i].key, "b3") == 0);
+    hx_records_free(&recs);
+    hx_records_free(&dl);
+    expect((r = ADMIN("anchor", "anchor", "drop", "rbig", "-d", pg.conninfo), &r), 0, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -677,6 +723,7 @@ int main(void)
         cmocka_unit_test(test_replay_matches_original),
         cmocka_unit_test(test_replay_dead_letters_refused_record),
         cmocka_unit_test(test_replay_fails_when_dead_letter_refused),
+        cmocka_unit_test(test_replay_dead_letters_oversize_record),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
