@@ -528,11 +528,8 @@ static void handle_insert(relay *r, const pgo_insert *ins, uint64_t lsn)
  */
 static void handle_message(relay *r, const pgo_message *msg, uint64_t lsn)
 {
-    char table[160], err[512];
-    relcache_attr att = {.name = "content", .type_oid = 25};
-    relcache_entry pseudo = {.qualname = table, .natts = 1, .atts = &att};
-    pgo_value col = {.kind = 't', .len = msg->len, .data = msg->content};
-    pgo_tuple tuple = {.ncols = 1, .cols = &col};
+    char err[512];
+    outbox_message_rel pm;
     outbox_message_row mr;
     envelope_source src;
 
@@ -552,13 +549,13 @@ static void handle_message(relay *r, const pgo_message *msg, uint64_t lsn)
         request_rewind(r, "transactional message outside a transaction");
         return;
     }
-    snprintf(table, sizeof(table), "message:%s", msg->prefix);
-    src = next_source(r, lsn ? lsn : msg->lsn, table);
+    outbox_message_rel_init(&pm, msg);
+    src = next_source(r, lsn ? lsn : msg->lsn, pm.table);
     if (outbox_from_message(msg->content, msg->len, &mr, err, sizeof(err)) != 0) {
-        dead_letter(r, DLQ_INVALID_ROW, &pseudo, &tuple, NULL, err, &src, NULL);
+        dead_letter(r, DLQ_INVALID_ROW, &pm.rel, &pm.tuple, NULL, err, &src, NULL);
         return;
     }
-    publish_event(r, &pseudo, &tuple, &mr.row, &src);
+    publish_event(r, &pm.rel, &pm.tuple, &mr.row, &src);
     outbox_message_row_clear(&mr);
 }
 

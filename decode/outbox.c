@@ -281,6 +281,22 @@ bool outbox_message_is_event(const pgo_message *m, const char *prefix)
            strcmp(m->prefix, prefix) == 0;
 }
 
+void outbox_message_rel_init(outbox_message_rel *m, const pgo_message *msg)
+{
+    memset(m, 0, sizeof *m);
+    snprintf(m->table, sizeof m->table, "message:%s", msg->prefix ? msg->prefix : "");
+    m->att.name = "content";
+    m->att.type_oid = 25; /* text */
+    m->rel.qualname = m->table;
+    m->rel.natts = 1;
+    m->rel.atts = &m->att;
+    m->col.kind = 't';
+    m->col.len = msg->len;
+    m->col.data = msg->content;
+    m->tuple.ncols = 1;
+    m->tuple.cols = &m->col;
+}
+
 void outbox_message_row_clear(outbox_message_row *m)
 {
     if (m == NULL)

@@ -126,6 +126,22 @@ int outbox_extract(const outbox_binding *b, const relcache_entry *rel, const pgo
  */
 bool outbox_message_is_event(const pgo_message *m, const char *prefix);
 
+/*
+ * A message seen as a relation, so it takes the row paths (--field,
+ * dead-letter records): the pseudo table "message:PREFIX" with the one text
+ * column "content" holding the message's content.  Points into msg and
+ * into itself: fill it in place with outbox_message_rel_init(), do not copy.
+ */
+typedef struct outbox_message_rel {
+    char table[160];
+    relcache_attr att;
+    relcache_entry rel;
+    pgo_value col;
+    pgo_tuple tuple;
+} outbox_message_rel;
+
+void outbox_message_rel_init(outbox_message_rel *m, const pgo_message *msg);
+
 /* A row made from a message, with the storage it points into. */
 typedef struct outbox_message_row {
     outbox_row row;

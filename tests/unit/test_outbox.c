@@ -835,9 +835,30 @@ static void test_from_message_alloc_failures(void **state)
     assert_true(n < 1000);
 }
 
+/* A message as the pseudo table "message:PREFIX" with one text column. */
+static void test_message_rel(void **state)
+{
+    (void)state;
+    static const char content[] = "{\"id\": 1}";
+    pgo_message msg = {.transactional = true, .prefix = "outbox", .content = content,
+                       .len = (uint32_t)(sizeof(content) - 1)};
+    outbox_message_rel pm;
+
+    outbox_message_rel_init(&pm, &msg);
+    assert_string_equal(pm.rel.qualname, "message:outbox");
+    assert_int_equal(pm.rel.natts, 1);
+    assert_string_equal(pm.rel.atts[0].name, "content");
+    assert_int_equal(pm.rel.atts[0].type_oid, 25);
+    assert_int_equal(pm.tuple.ncols, 1);
+    assert_int_equal(pm.tuple.cols[0].kind, 't');
+    assert_ptr_equal(pm.tuple.cols[0].data, content);
+    assert_int_equal(pm.tuple.cols[0].len, sizeof(content) - 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_message_rel),
         cmocka_unit_test(test_role_names),
         cmocka_unit_test(test_colmap_defaults),
         cmocka_unit_test(test_colmap_set),
