@@ -66,6 +66,11 @@ bool policy_finish_before_stop(bool connected, bool txn_open, bool need_rewind, 
     return connected && txn_open && !need_rewind && now_ms < deadline_ms;
 }
 
+bool policy_stop_overdue(int64_t now_ms, int64_t deadline_ms)
+{
+    return deadline_ms > 0 && now_ms >= deadline_ms;
+}
+
 bool policy_give_up(int64_t now_ms, int64_t progress_ms, int64_t give_up_ms)
 {
     return give_up_ms > 0 && now_ms - progress_ms >= give_up_ms;

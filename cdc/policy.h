@@ -75,6 +75,14 @@ bool policy_finish_before_stop(bool connected, bool txn_open, bool need_rewind, 
                                int64_t deadline_ms);
 
 /*
+ * Whether a stop has run out of time, so that work still waiting (a full
+ * producer queue) is abandoned.  deadline_ms 0: no stop seen yet, never
+ * overdue -- a signal that arrives while an event is being handed over has
+ * not started the clock, and must not cut that transaction short.
+ */
+bool policy_stop_overdue(int64_t now_ms, int64_t deadline_ms);
+
+/*
  * --give-up-after: whether the relay has gone give_up_ms without progress
  * (progress_ms: the last time it was streaming with nothing in flight or
  * saw the confirmed position advance).  give_up_ms 0: never.

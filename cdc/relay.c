@@ -148,6 +148,17 @@ static void request_rewind(relay *r, const char *fmt, ...)
     r->need_rewind = true;
 }
 
+/* A stop request was seen: start its clock (once). */
+static void see_stop(relay *r, int64_t now)
+{
+    if (r->stop_deadline != 0)
+        return;
+    r->stop_deadline = now + r->cfg->shutdown_timeout_ms; /* monotonic clock: > 0 */
+    if (r->txn_open && r->connected)
+        log_info("stop requested: reading to the end of the open transaction first (up to %d ms)",
+                 r->cfg->shutdown_timeout_ms);
+}
+
 static void note_fault(relay *r, enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -301,14 +312,16 @@ static enum kafka_produce_result produce_as(relay *r, const envelope_msg *m, uin
         hdrs[i].len = m->headers[i].len;
     }
     for (;;) {
-        if (stop_requested && stream_now_ms() >= r->stop_deadline) {
-            request_rewind(r, "stopping while the producer queue is full");
-            return KAFKA_PRODUCE_ERROR;
-        }
         pr = kafka_produce_ts(r->kp, m->topic, m->key, m->keylen, m->value, m->valuelen,
                               m->timestamp_ms, hdrs, (size_t)m->nheaders, ticket, err, errlen);
         if (pr != KAFKA_PRODUCE_QUEUE_FULL)
             break;
+        if (stop_requested)
+            see_stop(r, stream_now_ms());
+        if (policy_stop_overdue(stream_now_ms(), r->stop_deadline)) {
+            request_rewind(r, "stopping while the producer queue is full");
+            return KAFKA_PRODUCE_ERROR;
+        }
         struct pollfd pfd = {.fd = kafka_event_fd(r->kp), .events = POLLIN};
         (void)poll(&pfd, 1, 100);
         if (serve_producer(r) != 0)
@@ -1001,13 +1014,7 @@ int relay_run(const config *cfg)
         int more = 0;
 
         if (stop_requested) {
-            if (r.stop_deadline == 0) {
-                r.stop_deadline = now + cfg->shutdown_timeout_ms;
-                if (r.txn_open && r.connected)
-                    log_info("stop requested: reading to the end of the open transaction "
-                             "first (up to %d ms)",
-                             cfg->shutdown_timeout_ms);
-            }
+            see_stop(&r, now);
             if (!policy_finish_before_stop(r.connected, r.txn_open, r.need_rewind, now,
                                            r.stop_deadline)) {
                 exit_code = shutdown_relay(&r, "signal");

@@ -30,6 +30,7 @@ static char topic_tmpl[160];
 static PGconn *conn, *conn2;
 /* for failure messages: where the slot was after the stop, and a row's source position */
 static uint64_t stopped_at;
+static hx_proc stopped_relay; /* the run that was stopped: its log explains a failure */
 static char last_commit_lsn[6000][24];
 
 static int setup(void **state)
@@ -338,6 +339,7 @@ static void stop_and_resume(int T, const char *aggtype, const char *slot, int si
                 hx_lsn_format(c1, a, sizeof(a)), hx_lsn_format(committed_end, b, sizeof(b)));
     assert_int_equal(hx_proc_signal(&relay, sig), 0);
     expect_exit(&relay, sig == SIGTERM ? 0 : 128 + SIGKILL, 90000);
+    stopped_relay = relay;
     assert_int_equal(hx_slot_confirmed(conn, slot, &c1), 1);
     stopped_at = c1;
 
@@ -358,29 +360,28 @@ static void stop_and_resume(int T, const char *aggtype, const char *slot, int si
 
 static void test_sigterm_restart_exactly_once(void **state)
 {
-    const size_t N = 5010;
-    int *counts = calloc(N, sizeof(*counts));
+    enum { N = 5010 };
+    static int counts[N]; /* static: a failed assertion leaves the test without freeing */
     char a[32];
 
     (void)state;
-    assert_non_null(counts);
     stop_and_resume(2, "term", "f_term", SIGTERM, N, counts);
     for (size_t i = 0; i < N; i++)
-        if (counts[i] != 1)
+        if (counts[i] != 1) {
+            hx_proc_dump(&stopped_relay, "the run stopped with SIGTERM");
             fail_msg("after SIGTERM and restart row %zu (commit_lsn %s) was read %d times; "
                      "the slot was at %s after the stop",
                      i, last_commit_lsn[i], counts[i], hx_lsn_format(stopped_at, a, sizeof(a)));
-    free(counts);
+        }
 }
 
 static void test_kill9_restart_at_least_once(void **state)
 {
-    const size_t N = 5010;
-    int *counts = calloc(N, sizeof(*counts));
+    enum { N = 5010 };
+    static int counts[N];
     size_t dups = 0;
 
     (void)state;
-    assert_non_null(counts);
     stop_and_resume(3, "kill", "f_kill", SIGKILL, N, counts);
     for (size_t i = 0; i < N; i++) {
         if (counts[i] < 1)
@@ -388,46 +389,41 @@ static void test_kill9_restart_at_least_once(void **state)
         dups += (size_t)(counts[i] - 1);
     }
     fprintf(stderr, "kill -9: %zu duplicate deliveries (allowed)\n", dups);
-    free(counts);
 }
 
 /*
  * SIGTERM while a large transaction is being received: reading is held back
- * by a small in-flight cap and a slow broker, so the relay has published the
- * transaction's first events but not yet seen its commit.  A clean stop reads
- * on to the commit and drains it: the slot is confirmed past it and every row
- * is read exactly once (stopping inside would send the first events again).
+ * (extra: by a small in-flight cap, or by a producer queue smaller than it)
+ * with a slow broker, so the relay has published the transaction's first
+ * events but not yet seen its commit.  A clean stop reads on to the commit
+ * and drains it: the slot is confirmed past it and every row is read exactly
+ * once (stopping inside would send the first events again).
  */
-static void test_sigterm_inside_transaction(void **state)
+static void sigterm_inside(int T, const char *aggtype, const char *const *extra)
 {
-    const int T = 4;
-    const size_t N = 3000;
-    static const char *const slow[] = {"-X", "batch.num.messages=10", "-X",
-                                       "max.in.flight.requests.per.connection=1",
-                                       "--max-inflight", "100", "--shutdown-timeout", "60", NULL};
+    enum { N = 3000 };
+    static int counts[N]; /* static: a failed assertion leaves without freeing */
     char topic[200];
     const char *topics[1] = {topic};
     hx_records first = {0};
     hx_proc relay;
     uint64_t inside, confirmed;
-    int *counts = calloc(N, sizeof(*counts));
-    char a[32], b[32];
+    char a[32], b[32], slot[64];
 
-    (void)state;
     if (broker.external)
         skip();
-    assert_non_null(counts);
+    snprintf(slot, sizeof(slot), "f_%s", aggtype);
     conn = hx_connect(pg.conninfo);
     assert_non_null(conn);
-    create_slot(conn, "f_inside");
+    create_slot(conn, slot);
     assert_int_equal(hx_exec(conn, "BEGIN"), 0);
-    insert_rows(conn, T, "inside", 0, N, false);
+    insert_rows(conn, T, aggtype, 0, N, false);
     assert_int_equal(hx_current_lsn(conn, true, &inside), 0);
     assert_int_equal(hx_exec(conn, "COMMIT"), 0);
     assert_int_equal(hx_broker_cmd(&broker, "rtt all 20"), 0);
 
-    relay_start(&relay, "f_inside", "f_inside", false, 0, slow);
-    snprintf(topic, sizeof(topic), "itest.%s.faults.inside", hx_run_id());
+    relay_start(&relay, slot, slot, false, 0, extra);
+    snprintf(topic, sizeof(topic), "itest.%s.faults.%s", hx_run_id(), aggtype);
     /* short reads (the topic may not exist yet): the first records show
      * the transaction is on its way */
     for (int64_t until = hx_now_ms() + 60000; first.n == 0;) {
@@ -442,17 +438,45 @@ static void test_sigterm_inside_transaction(void **state)
     expect_exit(&relay, 0, 150000);
     assert_int_equal(hx_broker_cmd(&broker, "rtt all 0"), 0);
 
-    assert_int_equal(hx_slot_confirmed(conn, "f_inside", &confirmed), 1);
-    if (confirmed <= inside)
+    assert_int_equal(hx_slot_confirmed(conn, slot, &confirmed), 1);
+    if (confirmed <= inside) {
+        hx_proc_dump(&relay, "stopped inside the transaction");
         fail_msg("after a clean stop inside the transaction the slot is at %s, not past its "
                  "commit (rows end at %s)",
                  hx_lsn_format(confirmed, a, sizeof(a)), hx_lsn_format(inside, b, sizeof(b)));
-    read_back(T, "inside", N, N, 120000, counts);
+    }
+    read_back(T, aggtype, N, N, 120000, counts);
     for (size_t i = 0; i < N; i++)
-        if (counts[i] != 1)
+        if (counts[i] != 1) {
+            hx_proc_dump(&relay, "stopped inside the transaction");
             fail_msg("after SIGTERM inside the transaction row %zu was read %d times", i,
                      counts[i]);
-    free(counts);
+        }
+}
+
+/* Held back by --max-inflight: the signal lands while the relay waits to read. */
+static void test_sigterm_inside_transaction(void **state)
+{
+    static const char *const slow[] = {"-X", "batch.num.messages=10", "-X",
+                                       "max.in.flight.requests.per.connection=1",
+                                       "--max-inflight", "100", "--shutdown-timeout", "60", NULL};
+    (void)state;
+    sigterm_inside(4, "inside", slow);
+}
+
+/*
+ * Held back by librdkafka's own queue (smaller than --max-inflight): the
+ * signal lands while the relay waits to hand over an event.  That wait must
+ * not take the stop as overdue before its clock has started.
+ */
+static void test_sigterm_with_full_producer_queue(void **state)
+{
+    static const char *const full[] = {"-X", "batch.num.messages=10", "-X",
+                                       "max.in.flight.requests.per.connection=1", "-X",
+                                       "queue.buffering.max.messages=20", "--max-inflight",
+                                       "1000", "--shutdown-timeout", "60", NULL};
+    (void)state;
+    sigterm_inside(6, "queuefull", full);
 }
 
 /*
@@ -510,6 +534,7 @@ int main(void)
         cmocka_unit_test_teardown(test_sigterm_restart_exactly_once, teardown_conns),
         cmocka_unit_test_teardown(test_kill9_restart_at_least_once, teardown_conns),
         cmocka_unit_test_teardown(test_sigterm_inside_transaction, teardown_conns),
+        cmocka_unit_test_teardown(test_sigterm_with_full_producer_queue, teardown_conns),
         cmocka_unit_test_teardown(test_give_up_after, teardown_conns),
     };
     return cmocka_run_group_tests_name("faults", tests, setup, teardown);

@@ -124,6 +124,18 @@ static void test_finish_open_txn_before_stop(void **state)
     assert_false(policy_finish_before_stop(true, true, false, 100, 100));
 }
 
+static void test_stop_overdue(void **state)
+{
+    (void)state;
+    /* no stop seen yet (deadline unset): a signal that lands while an event
+     * is handed over must not abandon it, whatever the clock says */
+    assert_false(policy_stop_overdue(0, 0));
+    assert_false(policy_stop_overdue(123456789, 0));
+    assert_false(policy_stop_overdue(999, 1000));
+    assert_true(policy_stop_overdue(1000, 1000));
+    assert_true(policy_stop_overdue(5000, 1000));
+}
+
 static void test_give_up(void **state)
 {
     (void)state;
@@ -145,6 +157,7 @@ int main(void)
         cmocka_unit_test(test_backpressure),
         cmocka_unit_test(test_backoff_grows_capped_jittered),
         cmocka_unit_test(test_finish_open_txn_before_stop),
+        cmocka_unit_test(test_stop_overdue),
         cmocka_unit_test(test_give_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
