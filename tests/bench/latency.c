@@ -48,11 +48,19 @@
  *  - with -S SLOT: after the last event was received, how long until the
  *    slot's confirmed_flush_lsn reached the WAL insert position taken after
  *    the last commit (status updates confirming the slot).
+ *  - with -M HOST:PORT (the relay's --http address): commit -> delivery
+ *    report as the relay itself measures it (server commit timestamp to
+ *    the acknowledgement reaching the relay), from the difference of its
+ *    outbox_relay_commit_to_ack_seconds histogram between the end of the
+ *    warm-up and the end of the run.  The bucket bounds include 5 ms and
+ *    25 ms, so the share of events acknowledged within each is exact;
+ *    percentiles are interpolated linearly inside a bucket.
  *
  * Output: a human summary on stderr and one line on stdout (and appended to
  * RESULTS_FILE) of key=value pairs for scripts/bench.  Exit 0 when every
  * event arrived, 1 when some are missing, 2 on usage errors.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -65,6 +73,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -75,7 +84,7 @@
 #define MAX_PROPS 32
 
 typedef struct {
-    const char *conninfo, *brokers, *topic, *table, *slot, *label, *out;
+    const char *conninfo, *brokers, *topic, *table, *slot, *label, *out, *metrics;
     double rate, seconds, drain_seconds, warmup;
     int conns, payload_bytes;
     const char *props[MAX_PROPS][2];
@@ -407,13 +416,132 @@ static double confirm_lag_ms(int64_t last_recv_ns)
     return lag;
 }
 
+/* ---- the relay's own commit -> acknowledgement histogram ------------------ */
+
+#define MAX_BUCKETS 32
+
+typedef struct {
+    int n;                   /* buckets read; 0 = no snapshot */
+    double le[MAX_BUCKETS];  /* upper bounds, seconds (+Inf last) */
+    double cum[MAX_BUCKETS]; /* cumulative counts */
+} histo;
+
+/*
+ * GET http://HOSTPORT/metrics (loopback only: the relay's --http) and read
+ * the commit_to_ack_seconds buckets.  Returns 0 on success.
+ */
+static int scrape(const char *hostport, histo *h)
+{
+    char host[64], req[128], *buf = NULL, *line;
+    size_t len = 0, cap = 0;
+    const char *colon = strrchr(hostport, ':');
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    int fd, rc = -1;
+
+    memset(h, 0, sizeof(*h));
+    if (!colon || (size_t)(colon - hostport) >= sizeof(host))
+        return -1;
+    memcpy(host, hostport, (size_t)(colon - hostport));
+    host[colon - hostport] = '\0';
+    sa.sin_port = htons((uint16_t)atoi(colon + 1));
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1 || (ntohl(sa.sin_addr.s_addr) >> 24) != 127)
+        return -1;
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+        goto out;
+    snprintf(req, sizeof(req), "GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n", hostport);
+    if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+        goto out;
+    for (;;) {
+        if (cap - len < 4096) {
+            char *nb = realloc(buf, cap + 65536);
+            if (!nb)
+                goto out;
+            buf = nb;
+            cap += 65536;
+        }
+        ssize_t got = read(fd, buf + len, cap - len - 1);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            goto out;
+        if (got == 0)
+            break;
+        len += (size_t)got;
+    }
+    buf[len] = '\0';
+    for (line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        static const char pfx[] = "outbox_relay_commit_to_ack_seconds_bucket{le=\"";
+        char *q;
+        if (strncmp(line, pfx, sizeof(pfx) - 1) != 0 || h->n >= MAX_BUCKETS)
+            continue;
+        line += sizeof(pfx) - 1;
+        h->le[h->n] = strncmp(line, "+Inf", 4) == 0 ? 1e300 : strtod(line, NULL);
+        q = strstr(line, "} ");
+        if (!q)
+            continue;
+        h->cum[h->n++] = strtod(q + 2, NULL);
+    }
+    rc = h->n > 0 ? 0 : -1;
+out:
+    close(fd);
+    free(buf);
+    return rc;
+}
+
+typedef struct {
+    double count, within5, within25; /* events; shares in [0,1] */
+    double p50, p95, p99;            /* ms, interpolated */
+} ack_stats;
+
+/* Quantile q of the histogram b - a, linear inside the bucket (ms). */
+static double histo_quantile(const histo *a, const histo *b, double q, double total)
+{
+    double want = q * total, prev_le = 0, prev_c = 0;
+    for (int i = 0; i < b->n; i++) {
+        double c = b->cum[i] - (a->n == b->n ? a->cum[i] : 0);
+        if (c >= want) {
+            if (b->le[i] >= 1e300)
+                return prev_le * 1000; /* beyond the last bound: report it as a floor */
+            double f = c > prev_c ? (want - prev_c) / (c - prev_c) : 1;
+            return (prev_le + f * (b->le[i] - prev_le)) * 1000;
+        }
+        prev_le = b->le[i];
+        prev_c = c;
+    }
+    return -1;
+}
+
+static ack_stats histo_diff(const histo *a, const histo *b)
+{
+    ack_stats r = {0};
+    if (!b->n || (a->n && a->n != b->n))
+        return r;
+    r.count = b->cum[b->n - 1] - (a->n ? a->cum[a->n - 1] : 0);
+    if (r.count <= 0)
+        return r;
+    for (int i = 0; i < b->n; i++) {
+        double c = b->cum[i] - (a->n ? a->cum[i] : 0);
+        if (b->le[i] > 0.00499 && b->le[i] < 0.00501)
+            r.within5 = c / r.count;
+        if (b->le[i] > 0.02499 && b->le[i] < 0.02501)
+            r.within25 = c / r.count;
+    }
+    r.p50 = histo_quantile(a, b, 0.50, r.count);
+    r.p95 = histo_quantile(a, b, 0.95, r.count);
+    r.p99 = histo_quantile(a, b, 0.99, r.count);
+    return r;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
             "usage: latency -d CONNINFO -b BROKERS -t TOPIC [-T TABLE] [-r RATE] [-s SECONDS]\n"
             "               [-c CONNECTIONS] [-p PAYLOAD_BYTES] [-S SLOT] [-w DRAIN_SECONDS]\n"
             "               [-W WARMUP_SECONDS] [-l LABEL] [-o RESULTS_FILE]\n"
-            "               [-X CONSUMER_PROP=VALUE]...\n");
+            "               [-M RELAY_HTTP_HOST:PORT] [-X CONSUMER_PROP=VALUE]...\n");
 }
 
 int main(int argc, char **argv)
@@ -427,6 +555,8 @@ int main(int argc, char **argv)
     int64_t *vals[M_COUNT];
     size_t nv[M_COUNT] = {0};
     pct p[M_COUNT];
+    histo h0 = {0}, h1 = {0};
+    ack_stats ack = {0};
     struct sigaction sa = {0};
 
     opt.table = "public.outbox";
@@ -437,7 +567,7 @@ int main(int argc, char **argv)
     opt.drain_seconds = 20;
     opt.warmup = 2;
     opt.label = "latency";
-    while ((c = getopt(argc, argv, "d:b:t:T:r:s:c:p:S:w:W:l:o:X:h")) != -1) {
+    while ((c = getopt(argc, argv, "d:b:t:T:r:s:c:p:S:w:W:l:o:M:X:h")) != -1) {
         switch (c) {
         case 'd': opt.conninfo = optarg; break;
         case 'b': opt.brokers = optarg; break;
@@ -452,6 +582,7 @@ int main(int argc, char **argv)
         case 'W': opt.warmup = atof(optarg); break;
         case 'l': opt.label = optarg; break;
         case 'o': opt.out = optarg; break;
+        case 'M': opt.metrics = optarg; break;
         case 'X': {
             char *eq = strchr(optarg, '=');
             if (!eq || opt.nprops == MAX_PROPS) {
@@ -502,6 +633,13 @@ int main(int argc, char **argv)
         gargs[i] = (gen_arg){.index = i, .start_ns = start, .note = note};
         pthread_create(&gen[i], NULL, generator, &gargs[i]);
     }
+    if (opt.metrics) {
+        /* the warm-up's events are acknowledged a few ms after the last is due */
+        sleep_until_ns(start + (int64_t)((double)nwarm * 1e9 / opt.rate));
+        if (scrape(opt.metrics, &h0) != 0)
+            fprintf(stderr, "latency: cannot read the histogram at http://%s/metrics\n",
+                    opt.metrics);
+    }
     for (int i = 0; i < opt.conns; i++)
         pthread_join(gen[i], NULL);
     end_ns = now_ns();
@@ -517,6 +655,14 @@ int main(int argc, char **argv)
     pthread_join(cons, NULL);
     if (ca.rc)
         rc = 1;
+    if (opt.metrics && h0.n) {
+        usleep(200 * 1000); /* every report is in: the consumer saw every event */
+        if (scrape(opt.metrics, &h1) == 0)
+            ack = histo_diff(&h0, &h1);
+        else
+            fprintf(stderr, "latency: cannot read the histogram at http://%s/metrics\n",
+                    opt.metrics);
+    }
 
     for (int64_t s = 0; s < nevents; s++) {
         event_obs *o = &obs[s];
@@ -557,16 +703,24 @@ int main(int argc, char **argv)
             p[M_PRE].p50, p[M_PRE].p99, p[M_POST].p50, p[M_POST].p99);
     if (opt.slot)
         fprintf(stderr, "  last event received -> slot confirmed: %.1f ms\n", lag);
+    if (ack.count > 0)
+        fprintf(stderr,
+                "  commit_time->ack (relay's histogram, %.0f events)  p50 %.2f  p95 %.2f  p99 "
+                "%.2f ms; within 5 ms %.2f%%, within 25 ms %.2f%%\n",
+                ack.count, ack.p50, ack.p95, ack.p99, ack.within5 * 100, ack.within25 * 100);
 
-    char line[1024];
+    char line[1400];
     snprintf(line, sizeof(line),
              "label=%s rate=%.0f achieved=%.0f events=%" PRId64 " received=%ld missing=%ld dup=%ld "
              "sched_lag_ms=%.1f p50=%.2f p95=%.2f p99=%.2f max=%.2f srv_p50=%.2f srv_p99=%.2f "
-             "pre_p50=%.1f pre_p99=%.1f post_p50=%.1f post_p99=%.1f confirm_lag_ms=%.1f\n",
+             "pre_p50=%.1f pre_p99=%.1f post_p50=%.1f post_p99=%.1f confirm_lag_ms=%.1f "
+             "ack_n=%.0f ack_p50=%.2f ack_p95=%.2f ack_p99=%.2f ack_in5=%.2f ack_in25=%.2f\n",
              opt.label, opt.rate, achieved, nevents, (long)atomic_load(&received), missing,
              (long)atomic_load(&duplicates), atomic_load(&max_sched_lag_us) / 1000.0, p[M_E2E].p50,
              p[M_E2E].p95, p[M_E2E].p99, p[M_E2E].max, p[M_SRV].p50, p[M_SRV].p99, p[M_PRE].p50,
-             p[M_PRE].p99, p[M_POST].p50, p[M_POST].p99, lag);
+             p[M_PRE].p99, p[M_POST].p50, p[M_POST].p99, lag, ack.count,
+             ack.count > 0 ? ack.p50 : -1, ack.count > 0 ? ack.p95 : -1,
+             ack.count > 0 ? ack.p99 : -1, ack.within5 * 100, ack.within25 * 100);
     fputs(line, stdout);
     if (opt.out) {
         FILE *f = fopen(opt.out, "a");
