@@ -655,14 +655,6 @@ int main(int argc, char **argv)
     pthread_join(cons, NULL);
     if (ca.rc)
         rc = 1;
-    if (opt.metrics && h0.n) {
-        usleep(200 * 1000); /* every report is in: the consumer saw every event */
-        if (scrape(opt.metrics, &h1) == 0)
-            ack = histo_diff(&h0, &h1);
-        else
-            fprintf(stderr, "latency: cannot read the histogram at http://%s/metrics\n",
-                    opt.metrics);
-    }
 
     for (int64_t s = 0; s < nevents; s++) {
         event_obs *o = &obs[s];
@@ -682,7 +674,17 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < M_COUNT; i++)
         p[i] = percentiles(vals[i], nv[i]);
-    double lag = confirm_lag_ms(last_recv);
+    double lag = confirm_lag_ms(last_recv); /* first: it times from the last receipt */
+    if (opt.metrics && h0.n) {
+        /* every report is in (the consumer saw every event); the relay
+         * refreshes what --http serves every 500 ms */
+        usleep(600 * 1000);
+        if (scrape(opt.metrics, &h1) == 0)
+            ack = histo_diff(&h0, &h1);
+        else
+            fprintf(stderr, "latency: cannot read the histogram at http://%s/metrics\n",
+                    opt.metrics);
+    }
     double achieved = (double)nevents / ((double)(end_ns - start) / 1e9);
     long missing = (long)(nevents - atomic_load(&received));
 
