@@ -46,8 +46,10 @@
  *    envelope, walsender); CreateTime -> received: linger, the broker round
  *    trip with acks=all, and the consumer's fetch.  Millisecond resolution.
  *  - with -S SLOT: after the last event was received, how long until the
- *    slot's confirmed_flush_lsn reached the WAL insert position taken after
- *    the last commit (status updates confirming the slot).
+ *    slot's confirmed_flush_lsn passed the latest source.commit_lsn the
+ *    consumer saw (status updates confirming the slot after the
+ *    acknowledgement); without envelopes, the WAL insert position taken
+ *    after the last commit.
  *  - with -M HOST:PORT (the relay's --http address): commit -> delivery
  *    report as the relay itself measures it (server commit timestamp to
  *    the acknowledgement reaching the relay), from the difference of its
@@ -107,6 +109,7 @@ static atomic_long max_sched_lag_us;
 static atomic_int gen_done;
 static volatile sig_atomic_t interrupted;
 static char last_lsn[64];
+static uint64_t max_commit_lsn; /* the latest source.commit_lsn received (consumer thread) */
 
 static void on_signal(int sig)
 {
@@ -305,6 +308,11 @@ static void handle_message(const rd_kafka_message_t *m, int64_t t)
         atomic_fetch_add(&duplicates, 1);
     } else {
         json_t *ct = json_object_get(json_object_get(v, "source"), "commit_time");
+        json_t *cl = json_object_get(json_object_get(v, "source"), "commit_lsn");
+        unsigned hi, lo;
+        if (json_is_string(cl) && sscanf(json_string_value(cl), "%X/%X", &hi, &lo) == 2 &&
+            ((uint64_t)hi << 32 | lo) > max_commit_lsn)
+            max_commit_lsn = (uint64_t)hi << 32 | lo;
         obs[seq].recv_ns = t;
         obs[seq].create_ms = rd_kafka_message_timestamp(m, &tstype);
         if (json_is_string(ct))
@@ -333,7 +341,8 @@ static void *consumer(void *p)
     }
     atomic_store(&ca->ready, 1);
     while (!interrupted) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 50);
+        /* short: once every event is in, the confirm lag is timed from here */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 2);
         int64_t t = now_ns();
         if (m) {
             if (!m->err)
@@ -383,23 +392,29 @@ static pct percentiles(int64_t *v, size_t n)
 
 enum { M_E2E, M_SRV, M_PRE, M_POST, M_COUNT };
 
-static double confirm_lag_ms(int64_t last_recv_ns)
+/* conn: opened beforehand, so that connecting is not counted. */
+static double confirm_lag_ms(PGconn *conn, int64_t last_recv_ns)
 {
-    PGconn *conn;
     char sql[256];
-    const char *params[2] = {opt.slot, last_lsn};
+    char target[64];
+    const char *params[2] = {opt.slot, target};
     int64_t deadline = now_ns() + 10 * (int64_t)1000000000;
     double lag = -1;
 
-    if (!opt.slot || !last_lsn[0] || !last_recv_ns)
+    if (!opt.slot || !last_recv_ns || (!max_commit_lsn && !last_lsn[0]))
         return -1;
-    conn = PQconnectdb(opt.conninfo);
-    if (PQstatus(conn) != CONNECTION_OK) {
-        PQfinish(conn);
+    if (max_commit_lsn)
+        snprintf(target, sizeof(target), "%X/%X", (unsigned)(max_commit_lsn >> 32),
+                 (unsigned)max_commit_lsn);
+    else
+        snprintf(target, sizeof(target), "%s", last_lsn);
+    if (PQstatus(conn) != CONNECTION_OK)
         return -1;
-    }
     snprintf(sql, sizeof(sql),
-             "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1");
+             max_commit_lsn ? "SELECT confirmed_flush_lsn > $2::pg_lsn FROM pg_replication_slots "
+                              "WHERE slot_name = $1"
+                            : "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots "
+                              "WHERE slot_name = $1");
     while (now_ns() < deadline && !interrupted) {
         PGresult *res = PQexecParams(conn, sql, 2, NULL, params, NULL, NULL, 0);
         int64_t t = now_ns();
@@ -412,7 +427,6 @@ static double confirm_lag_ms(int64_t last_recv_ns)
         }
         usleep(2000);
     }
-    PQfinish(conn);
     return lag;
 }
 
@@ -556,6 +570,7 @@ int main(int argc, char **argv)
     size_t nv[M_COUNT] = {0};
     pct p[M_COUNT];
     histo h0 = {0}, h1 = {0};
+    PGconn *slot_conn = NULL;
     ack_stats ack = {0};
     struct sigaction sa = {0};
 
@@ -644,24 +659,28 @@ int main(int argc, char **argv)
         pthread_join(gen[i], NULL);
     end_ns = now_ns();
     if (opt.slot) {
-        PGconn *conn = PQconnectdb(opt.conninfo);
-        PGresult *res = PQexec(conn, "SELECT pg_current_wal_insert_lsn()");
+        PGresult *res;
+        slot_conn = PQconnectdb(opt.conninfo);
+        res = PQexec(slot_conn, "SELECT pg_current_wal_insert_lsn()");
         if (PQresultStatus(res) == PGRES_TUPLES_OK)
             snprintf(last_lsn, sizeof(last_lsn), "%s", PQgetvalue(res, 0, 0));
         PQclear(res);
-        PQfinish(conn);
     }
     atomic_store(&gen_done, 1);
     pthread_join(cons, NULL);
     if (ca.rc)
         rc = 1;
+    /* at once: the lag is timed from the last receipt */
+    for (int64_t s = 0; s < nevents; s++)
+        if (obs[s].commit_ns && obs[s].recv_ns > last_recv)
+            last_recv = obs[s].recv_ns;
+    double lag = slot_conn ? confirm_lag_ms(slot_conn, last_recv) : -1;
+    PQfinish(slot_conn);
 
     for (int64_t s = 0; s < nevents; s++) {
         event_obs *o = &obs[s];
         if (!o->commit_ns || !o->recv_ns)
             continue;
-        if (o->recv_ns > last_recv)
-            last_recv = o->recv_ns;
         if (s < nwarm)
             continue;
         vals[M_E2E][nv[M_E2E]++] = (o->recv_ns - o->commit_ns) / 1000;
@@ -674,7 +693,6 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < M_COUNT; i++)
         p[i] = percentiles(vals[i], nv[i]);
-    double lag = confirm_lag_ms(last_recv); /* first: it times from the last receipt */
     if (opt.metrics && h0.n) {
         /* every report is in (the consumer saw every event); the relay
          * refreshes what --http serves every 500 ms */
