@@ -510,12 +510,18 @@ typedef struct {
     double p50, p95, p99;            /* ms, interpolated */
 } ack_stats;
 
+/* Cumulative count of bucket i in b - a (a: no snapshot, or the same buckets). */
+static double histo_cum(const histo *a, const histo *b, int i)
+{
+    return b->cum[i] - (a->n ? a->cum[i] : 0);
+}
+
 /* Quantile q of the histogram b - a, linear inside the bucket (ms). */
 static double histo_quantile(const histo *a, const histo *b, double q, double total)
 {
     double want = q * total, prev_le = 0, prev_c = 0;
     for (int i = 0; i < b->n; i++) {
-        double c = b->cum[i] - (a->n == b->n ? a->cum[i] : 0);
+        double c = histo_cum(a, b, i);
         if (c >= want) {
             if (b->le[i] >= 1e300)
                 return prev_le * 1000; /* beyond the last bound: report it as a floor */
@@ -533,11 +539,11 @@ static ack_stats histo_diff(const histo *a, const histo *b)
     ack_stats r = {0};
     if (!b->n || (a->n && a->n != b->n))
         return r;
-    r.count = b->cum[b->n - 1] - (a->n ? a->cum[a->n - 1] : 0);
+    r.count = histo_cum(a, b, b->n - 1);
     if (r.count <= 0)
         return r;
     for (int i = 0; i < b->n; i++) {
-        double c = b->cum[i] - (a->n ? a->cum[i] : 0);
+        double c = histo_cum(a, b, i);
         if (b->le[i] > 0.00499 && b->le[i] < 0.00501)
             r.within5 = c / r.count;
         if (b->le[i] > 0.02499 && b->le[i] < 0.02501)
