@@ -43,7 +43,18 @@ struct kafka_producer {
     /* topics already produced to (see warm_topic()) */
     char **seen;
     size_t nseen, last_seen;
+
+    /* message.timeout.ms, enforced here over the whole queue (see
+     * kafka_stalled()); librdkafka's own is set to 0 (never) */
+    int64_t timeout_ms;
+    size_t outstanding;  /* produced, report not yet served */
+    int64_t progress_ms; /* last report served, or the produce that ended an idle spell */
+    bool timing_out;     /* purged for a stall: its purge reports say so */
+    char timeout_reason[200];
 };
+
+/* librdkafka's default message.timeout.ms, when the configuration does not say. */
+#define KAFKA_DEFAULT_TIMEOUT_MS 300000
 
 /* Topics whose metadata is fetched on first use; beyond that many distinct
  * topics (a template with {aggregate_id}) the warm-up is skipped. */
@@ -251,13 +262,19 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         kp->brokers_down = false;
         kp->acked_since_error = true;
     }
-    if (!kp->fn)
-        return;
-    rep.len = m->key_len + m->len;
     rep.ticket = (uint64_t)(uintptr_t)m->_private;
     rep.err = m->err;
     rep.errstr = m->err ? rd_kafka_err2str(m->err) : NULL;
-    rep.permanent = m->err ? is_permanent(kp, m->err) : false;
+    if (kp->timing_out &&
+        (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)) {
+        rep.err = RD_KAFKA_RESP_ERR__MSG_TIMED_OUT;
+        rep.errstr = kp->timeout_reason;
+    }
+    if (kp->outstanding > 0 && --kp->outstanding == 0)
+        kp->timing_out = false;
+    if (!kp->fn)
+        return;
+    rep.permanent = rep.err ? is_permanent(kp, rep.err) : false;
     rep.partition = m->partition;
     rep.offset = m->offset;
     rep.len = m->len + m->key_len;
@@ -352,6 +369,17 @@ kafka_producer *kafka_producer_new(const char *brokers, const kafka_prop *props,
         snprintf(err, errlen,
                  "acks=0: the broker would acknowledge nothing, and the slot is confirmed only "
                  "on acknowledgements; leave acks at its default (all)");
+        goto fail;
+    }
+
+    /* message.timeout.ms (or its alias delivery.timeout.ms) is ours to
+     * enforce: see kafka_stalled() for why librdkafka must not */
+    kp->timeout_ms = KAFKA_DEFAULT_TIMEOUT_MS;
+    vlen = sizeof(val);
+    if (rd_kafka_conf_get(conf, "message.timeout.ms", val, &vlen) == RD_KAFKA_CONF_OK)
+        kp->timeout_ms = strtoll(val, NULL, 10);
+    if (rd_kafka_conf_set(conf, "message.timeout.ms", "0", why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+        snprintf(err, errlen, "cannot set message.timeout.ms: %s", why);
         goto fail;
     }
 
@@ -492,6 +520,8 @@ enum kafka_produce_result kafka_produce_ts(kafka_producer *kp, const char *topic
                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
                            RD_KAFKA_V_OPAQUE((void *)(uintptr_t)ticket), RD_KAFKA_V_END);
     if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (kp->outstanding++ == 0)
+            kp->progress_ms = now_ms(); /* the stall clock starts with the first waiting message */
         warm_topic(kp, topic);
         return KAFKA_PRODUCE_OK;
     }
@@ -511,6 +541,34 @@ enum kafka_produce_result kafka_produce_ts(kafka_producer *kp, const char *topic
     }
 }
 
+bool kafka_stalled(int64_t now, int64_t progress_ms, size_t outstanding, int64_t timeout_ms)
+{
+    return timeout_ms > 0 && outstanding > 0 && now - progress_ms >= timeout_ms;
+}
+
+/*
+ * No report for message.timeout.ms while messages wait: fail every one of
+ * them at once, as timed out.  Nothing of this producer is left to be
+ * sent, so what the brokers hold of each partition is a prefix of what was
+ * produced to it.  (librdkafka's own per-message timeout fails the oldest
+ * messages and then sends the younger ones behind them, under a bumped
+ * idempotence epoch: a caller that sends the failed ones again would put
+ * them after their successors.)  Reports are served by the caller's loop.
+ */
+static void time_out_all(kafka_producer *kp)
+{
+    snprintf(kp->timeout_reason, sizeof(kp->timeout_reason),
+             "no delivery report for %lld ms (message.timeout.ms) with %zu message(s) waiting: "
+             "all of them timed out",
+             (long long)(now_ms() - kp->progress_ms), kp->outstanding);
+    kp->timing_out = true;
+    if (rd_kafka_purge(kp->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT) != 0)
+        kp->timing_out = false;
+    /* their reports: served now, while fn is set */
+    while (rd_kafka_poll(kp->rk, 0) > 0)
+        ;
+}
+
 int kafka_poll(kafka_producer *kp, kafka_report_fn fn, void *arg, char *err, size_t errlen)
 {
     uint64_t junk;
@@ -525,6 +583,11 @@ int kafka_poll(kafka_producer *kp, kafka_report_fn fn, void *arg, char *err, siz
      * leave nothing behind */
     while (rd_kafka_poll(kp->rk, 0) > 0)
         ;
+    if (kp->served > 0)
+        kp->progress_ms = now_ms();
+    else if (!kp->timing_out &&
+             kafka_stalled(now_ms(), kp->progress_ms, kp->outstanding, kp->timeout_ms))
+        time_out_all(kp);
     kp->fn = NULL;
     kp->fn_arg = NULL;
     check_fault_over(kp);
@@ -537,6 +600,7 @@ int kafka_poll(kafka_producer *kp, kafka_report_fn fn, void *arg, char *err, siz
 
 int kafka_purge(kafka_producer *kp)
 {
+    kp->timing_out = false;
     return rd_kafka_purge(kp->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT) ? -1 : 0;
 }
 

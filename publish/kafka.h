@@ -116,9 +116,29 @@ typedef void (*kafka_report_fn)(const kafka_report *rep, void *arg);
  * report.  Returns the number of reports served, or -1 when the producer hit
  * a fatal error (idempotence broken, e.g.): err says why and the producer
  * must be purged and recreated.
+ *
+ * Also enforces message.timeout.ms (see kafka_stalled()): call it at least
+ * about once a second while messages wait, even when the event fd stays
+ * quiet.  When it fires, every waiting message is reported at once with
+ * RD_KAFKA_RESP_ERR__MSG_TIMED_OUT.
  */
 int kafka_poll(kafka_producer *kp, kafka_report_fn fn, void *arg, char *err,
                size_t errlen) OBX_WUR;
+
+/*
+ * The producer's delivery timeout, a pure decision: messages wait
+ * (outstanding > 0) and no delivery report came for timeout_ms since
+ * progress_ms (the last report served, or the produce that found nothing
+ * waiting).  timeout_ms 0 never times out.
+ *
+ * message.timeout.ms (alias delivery.timeout.ms, default 300000) means
+ * this here, not librdkafka's per-message timeout, which is turned off:
+ * that one fails the oldest messages of a partition and then sends the
+ * younger ones behind them, so a caller that sends the failed ones again
+ * puts them after their successors (per-aggregate order broken).  Failing
+ * everything at once leaves nothing to overtake.
+ */
+bool kafka_stalled(int64_t now_ms, int64_t progress_ms, size_t outstanding, int64_t timeout_ms);
 
 /* Purge queued and in-flight messages; their reports then arrive with an
  * error via kafka_poll().  Returns 0 or -1. */

@@ -135,10 +135,9 @@ static size_t wait_reports(kafka_producer *kp, struct got *g, size_t want, int t
         struct pollfd pfd = {.fd = kafka_event_fd(kp), .events = POLLIN};
         if (left <= 0)
             break;
-        int rc = poll(&pfd, 1, (int)left);
-        assert_true(rc >= 0);
-        if (rc == 0)
-            break;
+        /* kafka_poll() also enforces message.timeout.ms: call it often
+         * even while the fd stays quiet */
+        assert_true(poll(&pfd, 1, left < 100 ? (int)left : 100) >= 0);
         int served = kafka_poll(kp, collect, g, err, sizeof(err));
         if (served < 0)
             fail_msg("kafka_poll: %s", err);
@@ -401,6 +400,75 @@ static void test_brokers_down_transient(void **state)
         assert_true(g->err[i] != 0);
         assert_false(g->permanent[i]);
     }
+    kafka_producer_free(kp);
+    kafka_set_logger(NULL);
+    cluster_stop(&c);
+    free(g);
+}
+
+static void test_stalled_decision(void **state)
+{
+    (void)state;
+    assert_false(kafka_stalled(5000, 1000, 0, 2000)); /* nothing waits */
+    assert_false(kafka_stalled(5000, 1000, 3, 0));    /* 0: never */
+    assert_false(kafka_stalled(2999, 1000, 3, 2000));
+    assert_true(kafka_stalled(3000, 1000, 3, 2000));
+    assert_true(kafka_stalled(90000, 1000, 1, 2000));
+    assert_false(kafka_stalled(1000, 1500, 3, 2000)); /* progress after now: not stalled */
+}
+
+/*
+ * A message produced after one that times out must never be delivered
+ * ahead of it.  librdkafka's own per-message timeout does exactly that: B,
+ * younger than message.timeout.ms when A expires, would be sent once a
+ * broker is back.  Here the timeout fails both at once.  (The alias
+ * delivery.timeout.ms sets the same property.)
+ */
+static void test_timeout_fails_everything_at_once(void **state)
+{
+    (void)state;
+    struct cluster c;
+    struct got *g = calloc(1, sizeof(*g));
+    char topic[128];
+    kafka_prop props[] = {{"delivery.timeout.ms", "2000"}, {"reconnect.backoff.max.ms", "200"}};
+
+    cluster_start(&c);
+    NEED_MOCK(&c);
+    topic_name(topic, sizeof(topic), "timeout-all");
+    assert_int_equal(rd_kafka_mock_topic_create(c.mc, topic, 1, 3), 0);
+    kafka_set_logger(quiet_log);
+    kafka_producer *kp = producer(c.bootstraps, props, 2);
+    produce_ok(kp, topic, "k", "warm", NULL, 0, 1);
+    assert_int_equal(wait_reports(kp, g, 1, 10000), 1);
+    assert_int_equal(g->err[0], 0);
+
+    for (int b = 1; b <= 3; b++)
+        assert_int_equal(rd_kafka_mock_broker_set_down(c.mc, b), 0);
+    int64_t t0 = mono_ms();
+    produce_ok(kp, topic, "k", "A", NULL, 0, 2);
+    assert_int_equal(wait_reports(kp, g, 2, 1200), 1); /* nothing yet */
+    produce_ok(kp, topic, "k", "B", NULL, 0, 3);
+    assert_true(wait_reports(kp, g, 2, 6000) >= 2);
+    int64_t took = mono_ms() - t0;
+    /* the brokers are back the moment A is reported */
+    for (int b = 1; b <= 3; b++)
+        assert_int_equal(rd_kafka_mock_broker_set_up(c.mc, b), 0);
+    assert_true(took >= 1900 && took < 6000);
+    /* B is reported with A, timed out too; it never reaches the broker */
+    assert_int_equal(wait_reports(kp, g, 3, 3000), 3);
+    for (size_t i = 1; i < 3; i++) {
+        assert_int_equal(g->err[i], RD_KAFKA_RESP_ERR__MSG_TIMED_OUT);
+        assert_false(g->permanent[i]);
+    }
+    assert_true((g->ticket[1] == 2 && g->ticket[2] == 3) ||
+                (g->ticket[1] == 3 && g->ticket[2] == 2));
+    assert_int_equal(kafka_outq_len(kp), 0);
+
+    /* and the producer delivers again */
+    produce_ok(kp, topic, "k", "C", NULL, 0, 4);
+    assert_int_equal(wait_reports(kp, g, 4, 10000), 4);
+    assert_int_equal(g->ticket[3], 4);
+    assert_int_equal(g->err[3], 0);
     kafka_producer_free(kp);
     kafka_set_logger(NULL);
     cluster_stop(&c);
@@ -756,6 +824,8 @@ int main(void)
         cmocka_unit_test(test_message_too_large_local),
         cmocka_unit_test(test_message_too_large_broker),
         cmocka_unit_test(test_brokers_down_transient),
+        cmocka_unit_test(test_stalled_decision),
+        cmocka_unit_test(test_timeout_fails_everything_at_once),
         cmocka_unit_test(test_purge_reports_everything),
         cmocka_unit_test(test_flush_serves_reports),
         cmocka_unit_test(test_flush_times_out),
