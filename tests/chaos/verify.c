@@ -63,6 +63,8 @@ typedef struct {
     int32_t partition;
     const char *topic;
     bool seen;
+    int64_t last_off; /* offset of the aggregate's previous record */
+    int64_t max_off;  /* offset of its highest seq so far */
 } agg_state;
 
 static uint64_t hash_id(const char *s)
@@ -422,13 +424,18 @@ int main(int argc, char **argv)
                     f.order++;
                     if (f.evidence_order++ < MAX_EVIDENCE)
                         fprintf(stderr, "verify: order: agg %d seq %" PRId64 " (%s [%" PRId32
-                                        "] @%" PRId64 ") after seq %" PRId64 " ([%" PRId32 "])\n",
+                                        "] @%" PRId64 ") after seq %" PRId64 " ([%" PRId32
+                                        "] @%" PRId64 "; previous record @%" PRId64 ")\n",
                                 e->agg, seq, rd_kafka_topic_name(m->rkt), m->partition,
-                                m->offset, as->last_seq, as->partition);
+                                m->offset, as->last_seq, as->partition, as->max_off,
+                                as->last_off);
                 }
                 as->seen = true;
-                if (seq > as->last_seq)
+                as->last_off = m->offset;
+                if (seq > as->last_seq) {
                     as->last_seq = seq;
+                    as->max_off = m->offset;
+                }
                 as->partition = m->partition;
                 as->topic = parts->elems[pi].topic;
             }
