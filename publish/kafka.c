@@ -557,7 +557,8 @@ bool kafka_stalled(int64_t now, int64_t progress_ms, size_t outstanding, int64_t
  * produced to it.  (librdkafka's own per-message timeout fails the oldest
  * messages and then sends the younger ones behind them, under a bumped
  * idempotence epoch: a caller that sends the failed ones again would put
- * them after their successors.)  Reports are served by the caller's loop.
+ * them after their successors.)  Their reports are served at once,
+ * through the caller's fn (kafka_poll() calls this while it is set).
  */
 static void time_out_all(kafka_producer *kp)
 {
@@ -568,7 +569,6 @@ static void time_out_all(kafka_producer *kp)
     kp->timing_out = true;
     if (rd_kafka_purge(kp->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT) != 0)
         kp->timing_out = false;
-    /* their reports: served now, while fn is set */
     while (rd_kafka_poll(kp->rk, 0) > 0)
         ;
 }
