@@ -79,6 +79,15 @@ static void cluster_stop(struct cluster *c)
         }                                                                                          \
     } while (0)
 
+/* Take every broker of the mock cluster down, or bring them back. */
+static void all_brokers(struct cluster *c, bool up)
+{
+    for (int b = 1; b <= 3; b++)
+        assert_int_equal(up ? rd_kafka_mock_broker_set_up(c->mc, b)
+                            : rd_kafka_mock_broker_set_down(c->mc, b),
+                         0);
+}
+
 /* A topic name unique to this process and test, for real clusters too. */
 static void topic_name(char *buf, size_t len, const char *what)
 {
@@ -388,8 +397,7 @@ static void test_brokers_down_transient(void **state)
     assert_int_equal(wait_reports(kp, g, 1, 10000), 1);
     assert_int_equal(g->err[0], 0);
 
-    for (int b = 1; b <= 3; b++)
-        assert_int_equal(rd_kafka_mock_broker_set_down(c.mc, b), 0);
+    all_brokers(&c, false);
     int64_t t0 = mono_ms();
     for (int i = 0; i < N; i++)
         produce_ok(kp, topic, "k", "during", NULL, 0, (uint64_t)(200 + i));
@@ -442,8 +450,7 @@ static void test_timeout_fails_everything_at_once(void **state)
     assert_int_equal(wait_reports(kp, g, 1, 10000), 1);
     assert_int_equal(g->err[0], 0);
 
-    for (int b = 1; b <= 3; b++)
-        assert_int_equal(rd_kafka_mock_broker_set_down(c.mc, b), 0);
+    all_brokers(&c, false);
     int64_t t0 = mono_ms();
     produce_ok(kp, topic, "k", "A", NULL, 0, 2);
     assert_int_equal(wait_reports(kp, g, 2, 1200), 1); /* nothing yet */
@@ -451,8 +458,7 @@ static void test_timeout_fails_everything_at_once(void **state)
     assert_true(wait_reports(kp, g, 2, 6000) >= 2);
     int64_t took = mono_ms() - t0;
     /* the brokers are back the moment A is reported */
-    for (int b = 1; b <= 3; b++)
-        assert_int_equal(rd_kafka_mock_broker_set_up(c.mc, b), 0);
+    all_brokers(&c, true);
     assert_true(took >= 1900 && took < 6000);
     /* B is reported with A, timed out too; it never reaches the broker */
     assert_int_equal(wait_reports(kp, g, 3, 3000), 3);
@@ -462,7 +468,9 @@ static void test_timeout_fails_everything_at_once(void **state)
     }
     assert_true((g->ticket[1] == 2 && g->ticket[2] == 3) ||
                 (g->ticket[1] == 3 && g->ticket[2] == 2));
-    assert_int_equal(kafka_outq_len(kp), 0);
+    /* (not kafka_outq_len(): it also counts error events librdkafka queues
+     * as the brokers come back; each message has one report, and both are
+     * in) */
 
     /* and the producer delivers again */
     produce_ok(kp, topic, "k", "C", NULL, 0, 4);
@@ -496,8 +504,7 @@ static void test_purge_reports_everything(void **state)
 
     /* brokers away: messages stay queued or in flight (default timeout
      * is minutes), until the purge */
-    for (int b = 1; b <= 3; b++)
-        assert_int_equal(rd_kafka_mock_broker_set_down(c.mc, b), 0);
+    all_brokers(&c, false);
     for (int i = 0; i < N; i++)
         produce_ok(kp, topic, "k", "stuck", NULL, 0, (uint64_t)i);
     wait_reports(kp, g, 1, 200);
@@ -554,8 +561,7 @@ static void test_flush_times_out(void **state)
     NEED_MOCK(&c);
     topic_name(topic, sizeof(topic), "flush-timeout");
     kafka_set_logger(quiet_log);
-    for (int b = 1; b <= 3; b++)
-        assert_int_equal(rd_kafka_mock_broker_set_down(c.mc, b), 0);
+    all_brokers(&c, false);
     kafka_producer *kp = producer(c.bootstraps, NULL, 0);
     produce_ok(kp, topic, "k", "v", NULL, 0, 1);
     int64_t t0 = mono_ms();
