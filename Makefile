@@ -89,9 +89,9 @@ demo: deps
 	bash scripts/demo
 
 BENCH_BIN := $(BUILD)/bench/latency $(BUILD)/bench/poller
-$(BUILD)/bench/%: tests/bench/%.c
+$(BUILD)/bench/%: tests/bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lpq -lrdkafka -ljansson -lpthread -lm
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) -lpq -lrdkafka -ljansson -lpthread -lm
 
 bench: deps
 	$(MAKE) outbox-relay $(MOCKBROKER) $(BENCH_BIN)

@@ -567,9 +567,8 @@ static void time_out_all(kafka_producer *kp)
              "no delivery report for %lld ms (message.timeout.ms) with %zu message(s) waiting: "
              "all of them timed out",
              (long long)(now_ms() - kp->progress_ms), kp->outstanding);
-    kp->timing_out = true;
-    if (rd_kafka_purge(kp->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT) != 0)
-        kp->timing_out = false;
+    /* the purge reports reach dr_cb only through rd_kafka_poll() below */
+    kp->timing_out = kafka_purge(kp) == 0;
     while (rd_kafka_poll(kp->rk, 0) > 0)
         ;
 }

@@ -82,6 +82,8 @@
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 
+#include "decode/lsn.h"
+
 #define MAX_CONNS 32
 #define MAX_PROPS 32
 
@@ -309,10 +311,10 @@ static void handle_message(const rd_kafka_message_t *m, int64_t t)
     } else {
         json_t *ct = json_object_get(json_object_get(v, "source"), "commit_time");
         json_t *cl = json_object_get(json_object_get(v, "source"), "commit_lsn");
-        unsigned hi, lo;
-        if (json_is_string(cl) && sscanf(json_string_value(cl), "%X/%X", &hi, &lo) == 2 &&
-            ((uint64_t)hi << 32 | lo) > max_commit_lsn)
-            max_commit_lsn = (uint64_t)hi << 32 | lo;
+        uint64_t lsn;
+        if (json_is_string(cl) && lsn_parse(json_string_value(cl), &lsn) == 0 &&
+            lsn > max_commit_lsn)
+            max_commit_lsn = lsn;
         obs[seq].recv_ns = t;
         obs[seq].create_ms = rd_kafka_message_timestamp(m, &tstype);
         if (json_is_string(ct))
@@ -396,7 +398,8 @@ enum { M_E2E, M_SRV, M_PRE, M_POST, M_COUNT };
 static double confirm_lag_ms(PGconn *conn, int64_t last_recv_ns)
 {
     char sql[256];
-    char target[64];
+    char target[sizeof(last_lsn)];
+    _Static_assert(sizeof(last_lsn) >= LSN_BUFSZ, "an LSN fits");
     const char *params[2] = {opt.slot, target};
     int64_t deadline = now_ns() + 10 * (int64_t)1000000000;
     double lag = -1;
@@ -404,17 +407,16 @@ static double confirm_lag_ms(PGconn *conn, int64_t last_recv_ns)
     if (!opt.slot || !last_recv_ns || (!max_commit_lsn && !last_lsn[0]))
         return -1;
     if (max_commit_lsn)
-        snprintf(target, sizeof(target), "%X/%X", (unsigned)(max_commit_lsn >> 32),
-                 (unsigned)max_commit_lsn);
+        lsn_format(max_commit_lsn, target);
     else
         snprintf(target, sizeof(target), "%s", last_lsn);
     if (PQstatus(conn) != CONNECTION_OK)
         return -1;
+    /* past the commit's start, or at least at the insert position */
     snprintf(sql, sizeof(sql),
-             max_commit_lsn ? "SELECT confirmed_flush_lsn > $2::pg_lsn FROM pg_replication_slots "
-                              "WHERE slot_name = $1"
-                            : "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots "
-                              "WHERE slot_name = $1");
+             "SELECT confirmed_flush_lsn %s $2::pg_lsn FROM pg_replication_slots "
+             "WHERE slot_name = $1",
+             max_commit_lsn ? ">" : ">=");
     while (now_ns() < deadline && !interrupted) {
         PGresult *res = PQexecParams(conn, sql, 2, NULL, params, NULL, NULL, 0);
         int64_t t = now_ns();

@@ -175,6 +175,27 @@ static void produce_ok(kafka_producer *kp, const char *topic, const char *key, c
         fail_msg("kafka_produce: %d %s", r, err);
 }
 
+/*
+ * A producer on a new mock topic whose first message (ticket) is
+ * acknowledged: the topic's metadata is in before a fault is injected.
+ * g holds that one report.
+ */
+static kafka_producer *delivering_producer(struct cluster *c, const char *topic, int partitions,
+                                           const kafka_prop *props, size_t nprops, struct got *g,
+                                           uint64_t ticket)
+{
+    kafka_producer *kp;
+
+    assert_int_equal(rd_kafka_mock_topic_create(c->mc, topic, partitions, 3), 0);
+    kafka_set_logger(quiet_log);
+    kp = producer(c->bootstraps, props, nprops);
+    produce_ok(kp, topic, "k", "before", NULL, 0, ticket);
+    assert_int_equal(wait_reports(kp, g, 1, 10000), 1);
+    assert_int_equal(g->ticket[0], ticket);
+    assert_int_equal(g->err[0], 0);
+    return kp;
+}
+
 /* ---- tests ---- */
 
 static void test_free_null(void **state)
@@ -382,20 +403,14 @@ static void test_brokers_down_transient(void **state)
     struct cluster c;
     struct got *g = calloc(1, sizeof(*g));
     char topic[128];
-    /* librdkafka scans for timed-out messages when the broker thread wakes,
-     * and a down broker's thread sleeps up to reconnect.backoff.max.ms
-     * (10 s by default) between attempts: bound it so the test is quick */
+    /* the producer times everything out after 2 s without a report; a
+     * short reconnect backoff brings the connections back quickly */
     kafka_prop props[] = {{"message.timeout.ms", "2000"}, {"reconnect.backoff.max.ms", "500"}};
 
     cluster_start(&c);
     NEED_MOCK(&c);
     topic_name(topic, sizeof(topic), "down");
-    assert_int_equal(rd_kafka_mock_topic_create(c.mc, topic, 3, 3), 0);
-    kafka_set_logger(quiet_log);
-    kafka_producer *kp = producer(c.bootstraps, props, 2);
-    produce_ok(kp, topic, "k", "before", NULL, 0, 100);
-    assert_int_equal(wait_reports(kp, g, 1, 10000), 1);
-    assert_int_equal(g->err[0], 0);
+    kafka_producer *kp = delivering_producer(&c, topic, 3, props, 2, g, 100);
 
     all_brokers(&c, false);
     int64_t t0 = mono_ms();
@@ -443,12 +458,7 @@ static void test_timeout_fails_everything_at_once(void **state)
     cluster_start(&c);
     NEED_MOCK(&c);
     topic_name(topic, sizeof(topic), "timeout-all");
-    assert_int_equal(rd_kafka_mock_topic_create(c.mc, topic, 1, 3), 0);
-    kafka_set_logger(quiet_log);
-    kafka_producer *kp = producer(c.bootstraps, props, 2);
-    produce_ok(kp, topic, "k", "warm", NULL, 0, 1);
-    assert_int_equal(wait_reports(kp, g, 1, 10000), 1);
-    assert_int_equal(g->err[0], 0);
+    kafka_producer *kp = delivering_producer(&c, topic, 1, props, 2, g, 1);
 
     all_brokers(&c, false);
     int64_t t0 = mono_ms();
@@ -495,11 +505,7 @@ static void test_purge_reports_everything(void **state)
     cluster_start(&c);
     NEED_MOCK(&c);
     topic_name(topic, sizeof(topic), "purge");
-    assert_int_equal(rd_kafka_mock_topic_create(c.mc, topic, 3, 3), 0);
-    kafka_set_logger(quiet_log);
-    kafka_producer *kp = producer(c.bootstraps, NULL, 0);
-    produce_ok(kp, topic, "k", "before", NULL, 0, 1000);
-    assert_int_equal(wait_reports(kp, g, 1, 10000), 1);
+    kafka_producer *kp = delivering_producer(&c, topic, 3, NULL, 0, g, 1000);
     g->n = 0;
 
     /* brokers away: messages stay queued or in flight (default timeout
