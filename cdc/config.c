@@ -408,7 +408,7 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
         case 'b': cfg->brokers = optarg; break;
         case 'X':
             if (strcmp(optarg, "list") == 0) {
-                kafka_list_properties(stdout);
+                sink_list_properties(stdout);
                 return CONFIG_EXIT;
             }
             rc = add_prop(cfg, optarg, err, errlen);
@@ -584,7 +584,7 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
             have_bootstrap = true;
     if (!have_bootstrap)
         return fail(err, errlen, "no Kafka brokers: give --brokers HOST:PORT[,HOST:PORT...]");
-    if (kafka_config_check(cfg->brokers, cfg->props, cfg->nprops, cerr, sizeof(cerr)) != 0)
+    if (sink_config_check(cfg->brokers, cfg->props, cfg->nprops, cerr, sizeof(cerr)) != 0)
         return fail(err, errlen, "%s", cerr);
     return CONFIG_OK;
 }
