@@ -950,7 +950,7 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, char
             /* from the file or the environment: checked here, so the error
              * names its line or variable */
             if (rc == CONFIG_OK && cfg->layers->cur_where &&
-                kafka_config_check(NULL, &cfg->props[cfg->nprops - 1], 1, cerr, sizeof(cerr)) != 0)
+                sink_config_check(NULL, &cfg->props[cfg->nprops - 1], 1, cerr, sizeof(cerr)) != 0)
                 return fail(err, errlen, "%s", cerr);
             break;
         case OPT_TOPIC:
