@@ -926,6 +926,32 @@ static int topic_expand(const char *tmpl, const outbox_row *row, const envelope_
     return 0;
 }
 
+int envelope_topic_for(const char *tmpl, const char *aggregate_type, const char *aggregate_id,
+                       const char *type, const char *table, char *out, size_t outlen, char *err,
+                       size_t errlen)
+{
+    outbox_row row;
+    envelope_source src;
+    char buf[TOPIC_MAX + 1];
+    const char *v[3] = {aggregate_type, aggregate_id, type};
+    const enum outbox_role r[3] = {OB_AGGREGATE_TYPE, OB_AGGREGATE_ID, OB_TYPE};
+
+    memset(&row, 0, sizeof row);
+    memset(&src, 0, sizeof src);
+    for (int i = 0; i < 3; i++) {
+        row.f[r[i]].present = v[i] != NULL;
+        row.f[r[i]].data = v[i];
+        row.f[r[i]].len = v[i] != NULL ? strlen(v[i]) : 0;
+    }
+    src.table = table;
+    if (topic_expand(tmpl, &row, &src, buf, err, errlen) != 0)
+        return -1;
+    if (strlen(buf) >= outlen)
+        return fail(err, errlen, "topic buffer too small");
+    memcpy(out, buf, strlen(buf) + 1);
+    return 0;
+}
+
 /* ---- messages ----------------------------------------------------------- */
 
 void envelope_msg_clear(envelope_msg *msg)

@@ -50,6 +50,16 @@ const char *envelope_format_name(enum envelope_format fmt);
  */
 int envelope_topic_check(const char *tmpl, char *err, size_t errlen) OBX_WUR;
 
+/*
+ * The topic tmpl names for a row with these values (NULL: the column is
+ * NULL or absent), table as "schema.table", into out (250 bytes hold every
+ * topic).  Returns 0, or -1 with err when the expanded name is not a valid
+ * Kafka topic.  For `check`, which predicts the topics of existing rows.
+ */
+int envelope_topic_for(const char *tmpl, const char *aggregate_type, const char *aggregate_id,
+                       const char *type, const char *table, char *out, size_t outlen, char *err,
+                       size_t errlen) OBX_WUR;
+
 /* ---- router knobs ------------------------------------------------------- */
 
 /*
