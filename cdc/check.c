@@ -9,7 +9,7 @@
 #include "cdc/config.h"
 #include "cdc/pgconn.h"
 #include "publish/probe.h"
-#include "schema/envelope.h"
+#include "schema/topic.h"
 
 #define CHECK_MAX_TOPICS 100
 /* What an envelope adds to the row's text: names, source, headers. */
@@ -415,8 +415,14 @@ static void scan_rows(checker *c, size_t ti)
         const char *v[3];
         for (int k = 0; k < 3; k++)
             v[k] = PQgetisnull(res, r, k) ? NULL : PQgetvalue(res, r, k);
-        if (envelope_topic_for(c->cfg->topic, v[0], v[1], v[2], tab->qualname, topic, sizeof(topic),
-                               terr, sizeof(terr)) != 0) {
+        outbox_row row;
+        memset(&row, 0, sizeof(row));
+        for (int k = 0; k < 3; k++) {
+            row.f[roles[k]].present = v[k] != NULL;
+            row.f[roles[k]].data = v[k];
+            row.f[roles[k]].len = v[k] ? strlen(v[k]) : 0;
+        }
+        if (topic_expand(c->cfg->topic, &row, tab->qualname, topic, terr, sizeof(terr)) != 0) {
             char fix[512];
             snprintf(fix, sizeof(fix),
                      "change --topic, or the rows' values: such rows go to the dead-letter "

@@ -944,14 +944,14 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
         case 'b': cfg->brokers = optarg; break;
         case 'X':
             if (strcmp(optarg, "list") == 0) {
-                kafka_list_properties(stdout);
+                sink_list_properties(stdout);
                 return CONFIG_EXIT;
             }
             rc = add_prop(cfg, optarg, err, errlen);
             /* from the file or the environment: checked here, so the error
              * names its line or variable */
             if (rc == CONFIG_OK && cfg->layers->cur_where &&
-                kafka_config_check(NULL, &cfg->props[cfg->nprops - 1], 1, cerr, sizeof(cerr)) != 0)
+                sink_config_check(NULL, &cfg->props[cfg->nprops - 1], 1, cerr, sizeof(cerr)) != 0)
                 return fail(err, errlen, "%s", cerr);
             break;
         case OPT_TOPIC:
@@ -1136,7 +1136,7 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
         goto checked;
     if (!have_bootstrap)
         return fail(err, errlen, "no Kafka brokers: give --brokers HOST:PORT[,HOST:PORT...]");
-    if (kafka_config_check(cfg->brokers, cfg->props, cfg->nprops, cerr, sizeof(cerr)) != 0)
+    if (sink_config_check(cfg->brokers, cfg->props, cfg->nprops, cerr, sizeof(cerr)) != 0)
         return fail(err, errlen, "%s", cerr);
 checked:
     if (cfg->layers->print) {

@@ -1,5 +1,5 @@
 /*
- * config — the command line (the contract of DESIGN.md) parsed into one
+ * config — the command line (the contract README.md documents) parsed into one
  * struct, validated without touching the database or the broker.
  *
  * Strings in a config point into argv or into storage the config owns;
@@ -14,7 +14,7 @@
 
 #include "cdc/log.h"
 #include "decode/outbox.h"
-#include "publish/kafka.h"
+#include "publish/sink.h"
 #include "schema/envelope.h"
 
 #define CONFIG_MAX_TABLES 64
@@ -37,7 +37,7 @@ typedef struct config {
     size_t ntables;
     bool create_slot;
     const char *brokers;
-    kafka_prop props[CONFIG_MAX_PROPS];
+    sink_prop props[CONFIG_MAX_PROPS];
     size_t nprops;
     const char *topic;
     enum envelope_format format;
