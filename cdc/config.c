@@ -87,6 +87,7 @@ static const char usage_text[] =
     "usage: outbox-relay [run] [options]\n"
     "       outbox-relay replay --anchor NAME --from LSN [--to LSN] [--dry-run] [options]\n"
     "       outbox-relay backfill [--where SQL] [--since TIMESTAMP] [--dry-run] [options]\n"
+    "       outbox-relay check [--json] [--warn-bytes SIZE] [options]\n"
     "       outbox-relay anchor create|list|advance|drop ...\n"
     "       outbox-relay status [--json] [-d CONNINFO] [--slot NAME]\n"
     "\n"
@@ -851,8 +852,8 @@ static int parse_log_level(const char *s, int *level)
     return -1;
 }
 
-static enum config_result parse_layered(int argc, char **argv, config *cfg, char *err,
-                                        size_t errlen)
+static enum config_result parse_layered(int argc, char **argv, config *cfg, unsigned flags,
+                                        char *err, size_t errlen)
 {
     int c, rc, verbosity = 0, longindex, level = LOG_LEVEL_INFO;
     char cerr[512];
@@ -1073,10 +1074,13 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, char
         if (strcmp(cfg->props[i].name, "bootstrap.servers") == 0 ||
             strcmp(cfg->props[i].name, "metadata.broker.list") == 0)
             have_bootstrap = true;
+    if (!have_bootstrap && (flags & CONFIG_NO_BROKERS_OK))
+        goto checked;
     if (!have_bootstrap)
         return fail(err, errlen, "no Kafka brokers: give --brokers HOST:PORT[,HOST:PORT...]");
     if (sink_config_check(cfg->brokers, cfg->props, cfg->nprops, cerr, sizeof(cerr)) != 0)
         return fail(err, errlen, "%s", cerr);
+checked:
     if (cfg->layers->print) {
         print_config(cfg, stdout);
         return CONFIG_EXIT;
@@ -1085,6 +1089,12 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, char
 }
 
 enum config_result config_parse(int argc, char **argv, config *cfg, char *err, size_t errlen)
+{
+    return config_parse_flags(argc, argv, cfg, 0, err, errlen);
+}
+
+enum config_result config_parse_flags(int argc, char **argv, config *cfg, unsigned flags, char *err,
+                                      size_t errlen)
 {
     enum config_result rc;
 
@@ -1101,7 +1111,7 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
     rc = layers_build(cfg->layers, argc, argv, &cfg->config_file, err, errlen);
     if (rc != CONFIG_OK)
         return rc;
-    rc = parse_layered(cfg->layers->argc, cfg->layers->argv, cfg, err, errlen);
+    rc = parse_layered(cfg->layers->argc, cfg->layers->argv, cfg, flags, err, errlen);
     if (rc == CONFIG_USAGE && cfg->layers->in_loop && cfg->layers->cur_where &&
         strncmp(err, cfg->layers->cur_where, strlen(cfg->layers->cur_where)) != 0) {
         char msg[1024];

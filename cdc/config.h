@@ -89,6 +89,12 @@ enum config_result {
  */
 enum config_result config_parse(int argc, char **argv, config *cfg, char *err, size_t errlen);
 
+/* config_parse() with flags: CONFIG_NO_BROKERS_OK accepts a configuration
+ * without brokers (`check` reports it instead). */
+#define CONFIG_NO_BROKERS_OK 1u
+enum config_result config_parse_flags(int argc, char **argv, config *cfg, unsigned flags, char *err,
+                                      size_t errlen);
+
 void config_free(config *cfg);
 
 /*

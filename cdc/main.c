@@ -10,6 +10,7 @@
 
 #include "cdc/admin.h"
 #include "cdc/backfill.h"
+#include "cdc/check.h"
 #include "cdc/config.h"
 #include "cdc/log.h"
 #include "cdc/relay.h"
@@ -39,10 +40,13 @@ int main(int argc, char **argv)
     setproctitle_init(argc, argv, environ);
     /* Sub-commands take a conninfo too: show only their name from here on. */
     if (argc > 1 && (strcmp(argv[1], "anchor") == 0 || strcmp(argv[1], "status") == 0 ||
-                     strcmp(argv[1], "replay") == 0 || strcmp(argv[1], "backfill") == 0))
+                     strcmp(argv[1], "replay") == 0 || strcmp(argv[1], "backfill") == 0 ||
+                     strcmp(argv[1], "check") == 0))
         setproctitle("%s", argv[1]);
     if (argc > 1 && (strcmp(argv[1], "anchor") == 0 || strcmp(argv[1], "status") == 0))
         return admin_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "check") == 0)
+        return check_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "replay") == 0) {
         sink_set_logger(producer_log);
         return replay_main(argc - 1, argv + 1);
