@@ -23,9 +23,7 @@
 
 #include "cdc/metrics.h"
 
-#ifndef OBX_WUR
-#define OBX_WUR __attribute__((warn_unused_result))
-#endif
+#include "base/compiler.h"
 
 /*
  * Limits against idle and slow clients (every connection counts, probes
