@@ -187,6 +187,7 @@ static void check_recovered(relay *r, int64_t now)
     log_info("recovered from: %s (%u repeat%s)", r->fault, r->fault_repeats,
              r->fault_repeats == 1 ? "" : "s");
     r->reconnect_attempt = 0; /* the next fault starts with a short backoff again */
+    metrics_clear_error(r->m); /* /status shows a fault only while it lasts */
     r->fault[0] = '\0';
     r->fault_repeats = 0;
 }
