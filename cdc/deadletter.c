@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "schema/pgtypes.h"
+#include "base/pgtypes.h"
 #include "decode/lsn.h"
 #include "decode/pgoutput.h"
 #include "decode/relcache.h"
@@ -82,9 +82,9 @@ void deadletter_refused_free(deadletter_refused *f)
 int deadletter_build(const deadletter_refused *f, const char *dlq_topic,
                      const envelope_source *base, envelope_msg *out, char *err, size_t errlen)
 {
-    relcache_attr atts[3] = {{.name = "topic", .type_oid = PGTYPE_TEXT},
-                             {.name = "key", .type_oid = PGTYPE_TEXT},
-                             {.name = "value", .type_oid = PGTYPE_TEXT}};
+    relcache_attr atts[3] = {{.name = "topic", .type_oid = PG_OID_TEXT},
+                             {.name = "key", .type_oid = PG_OID_TEXT},
+                             {.name = "value", .type_oid = PG_OID_TEXT}};
     relcache_entry pseudo = {.qualname = "delivery", .natts = 3, .atts = atts};
     pgo_value cols[3] = {
         {.kind = 't', .len = (uint32_t)strlen(f->topic), .data = f->topic},
