@@ -250,7 +250,8 @@ static void on_report(const sink_report *rep, void *arg)
     } else {
         rc = watermark_fail(r->wm, ticket);
         if (rc == 0)
-            request_rewind(r, "delivery failed: %s", rep->errstr ? rep->errstr : "unknown error");
+            request_rewind(r, "delivery to \"%s\" failed: %s", rep->topic ? rep->topic : "?",
+                           rep->errstr ? rep->errstr : "unknown error");
     }
     if (rc == 0)
         metrics_event_reported(r->m, ticket, v == SINK_DELIVERED, metrics_now_us());
