@@ -29,7 +29,9 @@
  *
  * One documented exception: a number beyond double range (1e400) is valid
  * JSON that PostgreSQL's json and numeric accept and the builder embeds
- * digit for digit, but jansson cannot hold it ("real number overflow").
+ * digit for digit (a payload, a json --field, or a numeric/float --field
+ * written as a JSON number), but jansson cannot hold it ("real number
+ * overflow").
  * jansson stops at such a number before reading the rest, so an input
  * holding one (huge_number) is not judged against jansson; it still goes
  * through the builder under the sanitizers.  And one jansson leniency:
@@ -599,14 +601,11 @@ static void whole_row(const piece *pc, piece tail, const uint8_t *ctl)
         extras[i].type_oid = extra_oids[sel & 7];
         extras[i].data = (sel & 7) == 7 ? NULL : (pc[7 + i].data ? pc[7 + i].data : "");
         extras[i].len = (sel & 7) == 7 ? 0 : pc[7 + i].len;
-        if (extras[i].data != NULL &&
-            (extras[i].type_oid == OID_JSON || extras[i].type_oid == OID_JSONB)) {
-            json_t *j = jload((piece){extras[i].data, extras[i].len}, &overflow);
-
-            json_decref(j);
-            if (overflow)
-                return; /* jansson cannot read the record back */
-        }
+        /* json and number columns are embedded as written: one beyond
+         * double range makes a record jansson cannot read back */
+        if (extras[i].data != NULL && extras[i].type_oid != OID_BOOL &&
+            extras[i].type_oid != OID_TEXT && huge_number((piece){extras[i].data, extras[i].len}))
+            return;
     }
     opts.topic_tmpl = tmpl ? tmpl : ctl[1] & 0x80 ? "events" : "outbox.{aggregate_type}.{type}";
     opts.fields = fields;
