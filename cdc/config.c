@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/scrub.h"
 #include "cdc/cfgfile.h"
 #include "cdc/http.h"
 #include "decode/lsn.h"
@@ -223,12 +224,14 @@ static int add_prop(config *cfg, const char *arg, char *err, size_t errlen)
                     arg);
     if (cfg->nprops == CONFIG_MAX_PROPS)
         return fail(err, errlen, "too many -X options (at most %d)", CONFIG_MAX_PROPS);
-    name = strndup(arg, (size_t)(eq - arg));
+    /* a copy: main() scrubs passwords out of argv (sasl.password=...) */
+    name = strdup(arg);
     if (!name)
         return fail(err, errlen, "out of memory");
+    name[eq - arg] = '\0';
     cfg->prop_storage[cfg->nprops] = name;
     cfg->props[cfg->nprops].name = name;
-    cfg->props[cfg->nprops].value = eq + 1;
+    cfg->props[cfg->nprops].value = name + (eq - arg) + 1;
     cfg->nprops++;
     return CONFIG_OK;
 }
@@ -304,67 +307,6 @@ int config_read_password_file(const char *path, char **password, char *err, size
     }
     *password = line;
     return 0;
-}
-
-/* Stars over s[0..n). */
-static void stars(char *s, size_t n)
-{
-    memset(s, '*', n);
-}
-
-int config_scrub_conninfo(char *s)
-{
-    int count = 0;
-
-    if (!s)
-        return 0;
-    /* URI: scheme://user:PASSWORD@host... */
-    char *scheme = strstr(s, "://");
-    if (scheme) {
-        char *auth = scheme + 3;
-        char *end = auth + strcspn(auth, "/?#");
-        char *at = NULL;
-        for (char *p = auth; p < end; p++)
-            if (*p == '@')
-                at = p;
-        if (at) {
-            char *colon = memchr(auth, ':', (size_t)(at - auth));
-            if (colon && at > colon + 1) {
-                stars(colon + 1, (size_t)(at - colon - 1));
-                count++;
-            }
-        }
-    }
-    /* keyword form and URI query parameter: password=VALUE or 'VALUE' */
-    for (char *p = s; (p = strcasestr(p, "password")) != NULL;) {
-        char *q = p + 8;
-        bool keyword_start = p == s || p[-1] == ' ' || p[-1] == '\t' || p[-1] == '?' ||
-                             p[-1] == '&';
-        while (*q == ' ' || *q == '\t')
-            q++;
-        if (!keyword_start || *q != '=') {
-            p += 8;
-            continue;
-        }
-        q++;
-        while (*q == ' ' || *q == '\t')
-            q++;
-        char *v = q;
-        if (*v == '\'') {
-            v++;
-            for (q = v; *q && *q != '\''; q++)
-                if (*q == '\\' && q[1])
-                    q++;
-        } else {
-            q = v + strcspn(v, scheme ? "&# \t" : " \t");
-        }
-        if (q > v) {
-            stars(v, (size_t)(q - v));
-            count++;
-        }
-        p = *q ? q + 1 : q;
-    }
-    return count;
 }
 
 /* ---- layers: the file and the environment under the command line ---------- */
@@ -566,7 +508,7 @@ static int check_entry(cfgfile_entry *e, bool from_file, char *err, size_t errle
     }
     if (from_file && strcmp(e->key, "dbname") == 0) {
         char *copy = strdup(e->value);
-        int n = copy ? config_scrub_conninfo(copy) : 0;
+        int n = copy ? scrub_passwords(copy) : 0;
         free(copy);
         if (n > 0)
             return entry_fail(
@@ -844,7 +786,7 @@ static void print_config(const config *cfg, FILE *out)
             if (strcmp(name, "dbname") == 0 && rec->value) {
                 shown = strdup(rec->value);
                 if (shown)
-                    (void)config_scrub_conninfo(shown);
+                    (void)scrub_passwords(shown);
             }
             print_line(out, name,
                        shown        ? shown

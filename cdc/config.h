@@ -98,15 +98,6 @@ enum config_result config_parse_flags(int argc, char **argv, config *cfg, unsign
 void config_free(config *cfg);
 
 /*
- * Overwrite, in place, every password a conninfo string or URI carries
- * ("password=..." / "password='...'" keywords, "user:PASSWORD@" and
- * "?password=..." in URIs) with '*', keeping the length.  Returns how many
- * were scrubbed.  main() runs it over argv so /proc/PID/cmdline and ps
- * never show a password given on the command line.
- */
-int config_scrub_conninfo(char *s);
-
-/*
  * --password-file: the first line of path, without its newline, replaces
  * *password (the old one wiped and freed).  Returns 0, or -1 with err
  * naming the fix (unreadable or empty file).

@@ -15,6 +15,7 @@
 #include "cdc/log.h"
 #include "cdc/relay.h"
 #include "cdc/replay.h"
+#include "base/scrub.h"
 #include "publish/sink.h"
 
 static void producer_log(int level, const char *fac, const char *msg)
@@ -74,7 +75,7 @@ int main(int argc, char **argv)
     }
     cfg.conninfo = conninfo;
     for (int i = 1; i < argc; i++)
-        (void)config_scrub_conninfo(argv[i]);
+        (void)scrub_passwords(argv[i]);
     setproctitle("starting, slot %s", cfg.slot);
     log_setup(cfg.log_level, cfg.log_json);
     sink_set_logger(producer_log);

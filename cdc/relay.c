@@ -21,6 +21,8 @@
 #include "cdc/log.h"
 #include "cdc/metrics.h"
 #include "cdc/policy.h"
+#include "cdc/reload.h"
+#include "cdc/setup.h"
 #include "cdc/stream.h"
 #include "cdc/watermark.h"
 #include "decode/lsn.h"
@@ -186,6 +188,7 @@ static void check_recovered(relay *r, int64_t now)
     log_info("recovered from: %s (%u repeat%s)", r->fault, r->fault_repeats,
              r->fault_repeats == 1 ? "" : "s");
     r->reconnect_attempt = 0; /* the next fault starts with a short backoff again */
+    metrics_clear_error(r->m); /* /status shows a fault only while it lasts */
     r->fault[0] = '\0';
     r->fault_repeats = 0;
 }
@@ -247,7 +250,8 @@ static void on_report(const sink_report *rep, void *arg)
     } else {
         rc = watermark_fail(r->wm, ticket);
         if (rc == 0)
-            request_rewind(r, "delivery failed: %s", rep->errstr ? rep->errstr : "unknown error");
+            request_rewind(r, "delivery to \"%s\" failed: %s", rep->topic ? rep->topic : "?",
+                           rep->errstr ? rep->errstr : "unknown error");
     }
     if (rc == 0)
         metrics_event_reported(r->m, ticket, v == SINK_DELIVERED, metrics_now_us());
@@ -475,7 +479,7 @@ static int try_connect(relay *r, bool first, int64_t now)
 
     /* After a rewind: from the slot, but never before --start-lsn. */
     uint64_t resume = restart ? (r->cfg->has_start_lsn ? r->cfg->start_lsn : 0) : r->received;
-    s = stream_start(r->st, resume, first, &r->info, err, sizeof(err));
+    s = setup_start(r->st, r->cfg, resume, first, &r->info, err, sizeof(err));
     if (s == STREAM_OK) {
         if (restart) {
             watermark_reset(r->wm, r->info.start_lsn);
@@ -633,6 +637,7 @@ int relay_run(const config *cfg)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    reload_signals();
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 
     r.cfg = cfg;
@@ -695,6 +700,8 @@ int relay_run(const config *cfg)
                 left = 1000;
             struct timespec ts = {left / 1000, (left % 1000) * 1000000};
             nanosleep(&ts, NULL);
+            if (reload_pending())
+                reload_apply(cfg);
             if (r.http &&
                 http_server_update(r.http, r.m, obx_now_ms(), metrics_now_us()) != 0)
                 log_debug("cannot render metrics");
@@ -710,6 +717,8 @@ int relay_run(const config *cfg)
         int64_t now = obx_now_ms();
         int more = 0;
 
+        if (reload_pending())
+            reload_apply(cfg);
         if (stop_requested) {
             see_stop(&r, now);
             if (!policy_finish_before_stop(r.connected, r.p.txn_open, r.need_rewind, now,
