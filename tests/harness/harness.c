@@ -383,7 +383,9 @@ int hx_pg_start(hx_pg *pg, const char *name, const char *extra_conf, bool with_s
 {
     char port[32];
     char confenv[1024];
-    char *argv[] = {"bash", pgtmp_path, "start", pg->dir, NULL};
+    const char *major = getenv("OBX_PGVERSION");
+    char *argv[] = {"bash", pgtmp_path, "start", pg->dir, major && *major ? (char *)major : NULL,
+                    NULL};
     char *env[] = {confenv, NULL};
     int rc;
 

@@ -14,7 +14,8 @@
  * Environment: OBX_TEST_TMP (where clusters and logs go; else a mkdtemp
  * directory), OBX_ROOT (repository root, default "."), OBX_RELAY (default
  * ./outbox-relay), OBX_MOCKBROKER (default build/mockbroker), KAFKA_BROKERS
- * (use that cluster instead of starting the mock broker).
+ * (use that cluster instead of starting the mock broker), OBX_PGVERSION
+ * (the PostgreSQL major version clusters run, 13 to 18; default: Debian's).
  *
  * Functions returning int return 0 on success and -1 on failure, after
  * printing the cause to stderr (prefixed "harness: ").
