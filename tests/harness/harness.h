@@ -67,6 +67,16 @@ typedef struct hx_pg {
 int hx_pg_start(hx_pg *pg, const char *name, const char *extra_conf, bool with_schema) HX_WUR;
 void hx_pg_stop(hx_pg *pg);
 
+/*
+ * Run the cluster's own pg_ctl (the build that started it) with action,
+ * e.g. "-m fast stop", "start", "-m immediate stop", waiting for it (-w, at
+ * most 60 s).  0 or -1.
+ */
+int hx_pg_ctl(const hx_pg *pg, const char *action) HX_WUR;
+
+/* The server's version number (e.g. 170010), or -1. */
+int hx_pg_version(const hx_pg *pg);
+
 /* Conninfo for another database of the cluster (static buffer per call site: copy it). */
 void hx_pg_conninfo(const hx_pg *pg, const char *dbname, char *buf, size_t len);
 
