@@ -106,3 +106,12 @@ bool policy_give_up(int64_t now_ms, int64_t progress_ms, int64_t give_up_ms)
 {
     return give_up_ms > 0 && now_ms - progress_ms >= give_up_ms;
 }
+
+int policy_proto_version(int server_version, int decoder_max)
+{
+    int v = server_version >= 160000   ? 4
+            : server_version >= 150000 ? 3
+            : server_version >= 140000 ? 2
+                                       : 1;
+    return v < decoder_max ? v : decoder_max;
+}

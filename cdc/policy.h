@@ -138,4 +138,13 @@ bool policy_stop_overdue(int64_t now_ms, int64_t deadline_ms);
  */
 bool policy_give_up(int64_t now_ms, int64_t progress_ms, int64_t give_up_ms);
 
+/*
+ * The pgoutput proto_version to ask a server for (server_version as
+ * PQserverVersion gives it, e.g. 170010): the highest it speaks, capped at
+ * what the decoder reads -- 1 on 13 (no streaming, no messages), 2 on 14,
+ * 3 on 15, 4 on 16 and later.  A higher one than the server's is an
+ * error at START_REPLICATION.
+ */
+int policy_proto_version(int server_version, int decoder_max);
+
 #endif

@@ -14,6 +14,7 @@
 
 #include "cdc/deadletter.h"
 #include "cdc/log.h"
+#include "cdc/policy.h"
 #include "cdc/oneshot.h"
 #include "cdc/pgconn.h"
 #include "cdc/progress.h"
@@ -574,9 +575,7 @@ static int connect_and_check(replayer *r, char *err, size_t errlen, int *code)
         return -1;
     }
     int v = PQserverVersion(r->conn);
-    r->proto_version = v >= 160000 ? 4 : v >= 150000 ? 3 : v >= 140000 ? 2 : 1;
-    if (r->proto_version > PGO_MAX_PROTO_VERSION)
-        r->proto_version = PGO_MAX_PROTO_VERSION;
+    r->proto_version = policy_proto_version(v, PGO_MAX_PROTO_VERSION);
     if (v < 120000) {
         *code = 2;
         snprintf(err, errlen, "replay needs PostgreSQL 12 or later (the server is %d)", v);

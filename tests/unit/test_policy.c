@@ -153,6 +153,21 @@ static void test_stall_ignores_keepalives_without_request(void **state)
     assert_int_equal(feed(&w, &now, POLICY_STALL_REQUESTS - 1, 10, 900, true, 500), 0);
 }
 
+static void test_proto_version(void **state)
+{
+    (void)state;
+    assert_int_equal(policy_proto_version(100023, 4), 1);
+    assert_int_equal(policy_proto_version(130023, 4), 1);
+    assert_int_equal(policy_proto_version(140000, 4), 2);
+    assert_int_equal(policy_proto_version(140023, 4), 2);
+    assert_int_equal(policy_proto_version(150018, 4), 3);
+    assert_int_equal(policy_proto_version(160000, 4), 4);
+    assert_int_equal(policy_proto_version(170010, 4), 4);
+    assert_int_equal(policy_proto_version(180004, 4), 4);
+    assert_int_equal(policy_proto_version(190000, 4), 4); /* 5 would need a new decoder */
+    assert_int_equal(policy_proto_version(170010, 3), 3);
+}
+
 static void test_park_stream(void **state)
 {
     (void)state;
@@ -284,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_stall_not_for_slow_requests),
         cmocka_unit_test(test_stall_ignores_keepalives_without_request),
         cmocka_unit_test(test_park_stream),
+        cmocka_unit_test(test_proto_version),
         cmocka_unit_test(test_advance_sends_soon_but_batched),
         cmocka_unit_test(test_interval_capped_for_wal_sender_timeout),
         cmocka_unit_test(test_clock_backwards),
