@@ -543,6 +543,17 @@ enum stream_status stream_start(stream *st, uint64_t resume_lsn, bool first, str
     if (resume_lsn > info->start_lsn)
         info->start_lsn = resume_lsn;
 
+    /*
+     * Stream on a fresh connection: on PostgreSQL 16 and later, relation
+     * data the checks above cached in this backend (read with today's
+     * catalog) outlive the switch to the historic catalog of decoding, and
+     * decoding a row written before the table was rewritten (ALTER COLUMN
+     * ... TYPE) then fails with "could not open toast relation".
+     */
+    PQfinish(st->conn);
+    st->conn = NULL;
+    if ((rc = connect_db(st, err, errlen)) != STREAM_OK)
+        goto out;
     if ((rc = set_session(st, err, errlen)) != STREAM_OK)
         goto out;
 
