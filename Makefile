@@ -124,6 +124,8 @@ install: outbox-relay
 		$(DESTDIR)$(PREFIX)/share/outbox-relay/envelope.schema.json
 	install -D -m 0644 scripts/outbox-relay.service \
 		$(DESTDIR)$(PREFIX)/share/outbox-relay/outbox-relay.service
+	install -D -m 0644 scripts/outbox-relay.conf \
+		$(DESTDIR)$(PREFIX)/share/outbox-relay/outbox-relay.conf
 
 PREFIX ?= /usr/local
 

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "cdc/deadletter.h"
 #include "cdc/log.h"
 #include "cdc/oneshot.h"
@@ -17,7 +18,7 @@
 #include "cdc/progress.h"
 #include "decode/lsn.h"
 #include "decode/outbox.h"
-#include "publish/kafka.h"
+#include "publish/sink.h"
 #include "schema/envelope.h"
 
 #define CURSOR_NAME "outbox_relay_backfill"
@@ -165,10 +166,6 @@ typedef struct bf_table {
     uint64_t total;  /* rows matching the filters, counted in the snapshot */
 } bf_table;
 
-enum dlq_reason { DLQ_UNMAPPED, DLQ_INVALID_ROW, DLQ_INVALID_RECORD, DLQ_REJECTED, DLQ_N };
-static const char *const dlq_names[DLQ_N] = {"unmapped_column", "invalid_row", "invalid_record",
-                                             "rejected"};
-
 typedef struct backfiller {
     const backfill_args *a;
     const config *cfg;
@@ -180,26 +177,16 @@ typedef struct backfiller {
     size_t ntables;
 
     uint64_t total, rows;          /* expected (count) and read */
-    uint64_t events; /* among o.records */
-    uint64_t dlq[DLQ_N];
-    uint64_t traceparents_dropped;
 
     progress prog;
 } backfiller;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- progress ------------------------------------------------------------ */
 
 /* Rate and ETA are in rows read. */
 static void show_progress(backfiller *b, bool force)
 {
-    int64_t now = now_ms();
+    int64_t now = obx_now_ms();
     char head[160], line[256];
 
     if (!progress_due(&b->prog, now, force))
@@ -213,20 +200,6 @@ static void show_progress(backfiller *b, bool force)
     progress_show(&b->prog, now, line);
 }
 
-/* ---- producing ----------------------------------------------------------- */
-
-static void log_dead_letter(backfiller *b, enum dlq_reason why, const char *table,
-                            const char *reason)
-{
-    /* The first of each reason is logged; the summary counts them all. */
-    if (b->dlq[why]++ == 0) {
-        progress_clear(&b->prog);
-        log_warn("dead-lettering rows for %s to \"%s\"%s; first in \"%s\": %s", dlq_names[why],
-                 b->cfg->dlq_topic, b->a->dry_run ? " (dry run: counted only)" : "", table,
-                 reason);
-    }
-}
-
 /* ---- hooks of the shared publisher (cdc/oneshot.h) ------------------------ */
 
 static void on_idle(void *arg)
@@ -234,58 +207,14 @@ static void on_idle(void *arg)
     show_progress(arg, false);
 }
 
-static void on_refused(void *arg, const deadletter_refused *f)
-{
-    log_dead_letter(arg, DLQ_REJECTED, f->table[0] ? f->table : "delivery", f->reason);
-}
-
-static void on_dead_lettered(void *arg, const deadletter_refused *f, enum kafka_produce_result pr,
-                             const char *err)
+static void on_before_log(void *arg)
 {
     backfiller *b = arg;
-    (void)f;
-    if (pr != KAFKA_PRODUCE_OK)
-        oneshot_fatal(&b->o, "cannot dead-letter a record the broker refused: %s", err);
+    progress_clear(&b->prog);
 }
 
-/* A row that cannot become an event goes to the dead-letter topic, as the
- * daemon sends it; if even that cannot be produced the backfill fails. */
-static void dead_letter(backfiller *b, enum dlq_reason why, const relcache_entry *rel,
-                        const pgo_tuple *tuple, const outbox_row *row, const char *reason,
-                        const envelope_source *src, const char *original_topic)
-{
-    envelope_msg m = {0};
-    char err[512];
-    enum kafka_produce_result pr;
-
-    log_dead_letter(b, why, rel->qualname, reason);
-    if (envelope_build_dead_letter(b->cfg->dlq_topic, rel, tuple, row, reason, src,
-                                   original_topic, &m, err, sizeof(err)) != 0) {
-        oneshot_fatal(&b->o, "cannot build dead-letter record: %s", err);
-        return;
-    }
-    pr = oneshot_produce(&b->o, &m, b->o.records + 1, err, sizeof(err));
-    if (pr == KAFKA_PRODUCE_REJECTED) {
-        /* The row itself is what the producer refuses (too large, as a
-         * rule): without its values, the reason and table still arrive. */
-        char why_more[768];
-        envelope_msg_clear(&m);
-        snprintf(why_more, sizeof(why_more), "%s (row values omitted: %s)", reason, err);
-        if (envelope_build_dead_letter(b->cfg->dlq_topic, rel, NULL, NULL, why_more, src,
-                                       original_topic, &m, err, sizeof(err)) != 0) {
-            oneshot_fatal(&b->o, "cannot build dead-letter record: %s", err);
-            return;
-        }
-        pr = oneshot_produce(&b->o, &m, b->o.records + 1, err, sizeof(err));
-    }
-    if (pr == KAFKA_PRODUCE_OK)
-        b->o.records++;
-    else
-        oneshot_fatal(&b->o, "cannot produce to dead-letter topic \"%s\": %s", b->cfg->dlq_topic, err);
-    envelope_msg_clear(&m);
-}
-
-/* One row through the relay's path: extract, fields, envelope, produce. */
+/* One row through the relay's path (cdc/pipeline.h): extract, fields,
+ * envelope, produce, or its dead letter. */
 static void publish_row(backfiller *b, bf_table *t, PGresult *res, int r)
 {
     pgo_tuple tuple = {.ncols = t->rel.natts, .cols = t->vals};
@@ -294,11 +223,6 @@ static void publish_row(backfiller *b, bf_table *t, PGresult *res, int r)
                            .db = b->dbname,
                            .table = t->ct->qualname,
                            .slot = b->cfg->slot};
-    envelope_extra extras[ENVELOPE_MAX_FIELDS];
-    size_t nextras = 0;
-    envelope_msg m = {0};
-    outbox_row row;
-    char err[512];
 
     for (int c = 0; c < t->rel.natts; c++) {
         if (PQgetisnull(res, r, c))
@@ -308,41 +232,7 @@ static void publish_row(backfiller *b, bf_table *t, PGresult *res, int r)
                                      .len = (uint32_t)PQgetlength(res, r, c),
                                      .data = PQgetvalue(res, r, c)};
     }
-    if (outbox_extract(&t->binding, &t->rel, &tuple, &row, err, sizeof(err)) != 0) {
-        dead_letter(b, DLQ_INVALID_ROW, &t->rel, &tuple, NULL, err, &src, NULL);
-        return;
-    }
-    if (envelope_fields_resolve(b->cfg->fields, b->cfg->nfields, &t->rel, &tuple, extras, &nextras,
-                                err, sizeof(err)) != 0) {
-        dead_letter(b, DLQ_INVALID_RECORD, &t->rel, &tuple, &row, err, &src, NULL);
-        return;
-    }
-    errno = 0;
-    if (envelope_build_opts(&b->cfg->envelope, &row, extras, nextras, &src, &m, err,
-                            sizeof(err)) != 0) {
-        if (errno == ENOMEM) /* a good row must not be dead-lettered for our own failure */
-            oneshot_fatal(&b->o, "cannot build record: %s", err);
-        else
-            dead_letter(b, DLQ_INVALID_RECORD, &t->rel, &tuple, &row, err, &src, NULL);
-        return;
-    }
-    if (m.dropped_traceparent && b->traceparents_dropped++ == 0) {
-        progress_clear(&b->prog);
-        log_warn("dropping malformed traceparent values (not W3C trace context); first in "
-                 "\"%s\"",
-                 t->ct->qualname);
-    }
-    switch (oneshot_produce(&b->o, &m, b->o.records + 1, err, sizeof(err))) {
-    case KAFKA_PRODUCE_OK:
-        b->o.records++;
-        b->events++;
-        break;
-    case KAFKA_PRODUCE_REJECTED:
-        dead_letter(b, DLQ_REJECTED, &t->rel, &tuple, &row, err, &src, m.topic);
-        break;
-    default: oneshot_fatal(&b->o, "producer refused a record: %s", err); break;
-    }
-    envelope_msg_clear(&m);
+    pipeline_tuple(&b->o.p, &t->binding, &t->rel, &tuple, &src);
 }
 
 /* ---- the database side ---------------------------------------------------- */
@@ -747,21 +637,16 @@ done:
 
 static void summary(backfiller *b)
 {
-    char dl[160] = "";
-    size_t off = 0;
-    double secs = (double)(now_ms() - b->prog.started_ms) / 1000.0;
+    char dl[160];
+    double secs = (double)(obx_now_ms() - b->prog.started_ms) / 1000.0;
 
-    for (int i = 0; i < DLQ_N; i++)
-        if (b->dlq[i] && off < sizeof(dl))
-            off += (size_t)snprintf(dl + off, sizeof(dl) - off, "%s%s %llu", off ? ", " : "",
-                                    dlq_names[i], (unsigned long long)b->dlq[i]);
+    pipeline_dlq_summary(&b->o.p, dl, sizeof(dl));
     log_info("backfill %s: %llu rows of %zu table(s) read in %.1f s, %llu events %s, %llu "
              "dead-lettered%s%s%s",
              b->a->dry_run ? "dry run done" : "done", (unsigned long long)b->rows, b->ntables,
-             secs, (unsigned long long)b->events,
+             secs, (unsigned long long)b->o.p.published,
              b->a->dry_run ? "would be published (nothing published)" : "published and acknowledged",
-             (unsigned long long)(b->dlq[0] + b->dlq[1] + b->dlq[2] + b->dlq[3]), dl[0] ? " (" : "",
-             dl, dl[0] ? ")" : "");
+             (unsigned long long)b->o.p.dead_lettered, dl[0] ? " (" : "", dl, dl[0] ? ")" : "");
 }
 
 int backfill_main(int argc, char **argv)
@@ -785,11 +670,8 @@ int backfill_main(int argc, char **argv)
     b.cfg = &a.cfg;
     b.o.cfg = &a.cfg;
     b.o.stop = &backfill_stop;
-    b.o.hooks = (oneshot_hooks){.idle = on_idle,
-                                .refused = on_refused,
-                                .dead_lettered = on_dead_lettered,
-                                .arg = &b};
-    progress_init(&b.prog, "backfill", isatty(STDERR_FILENO) && !a.cfg.log_json, now_ms());
+    b.o.hooks = (oneshot_hooks){.idle = on_idle, .before_log = on_before_log, .arg = &b};
+    progress_init(&b.prog, "backfill", isatty(STDERR_FILENO) && !a.cfg.log_json, obx_now_ms());
     b.ntables = a.cfg.ntables;
     b.tables = calloc(b.ntables, sizeof(*b.tables));
     if (!b.tables) {
@@ -812,20 +694,21 @@ int backfill_main(int argc, char **argv)
     }
     code = 1;
     if (!a.dry_run) {
-        b.o.kp = kafka_producer_new(a.cfg.brokers, a.cfg.props, a.cfg.nprops, err, sizeof(err));
-        if (!b.o.kp) {
+        b.o.sk = sink_open(a.cfg.brokers, a.cfg.props, a.cfg.nprops, err, sizeof(err));
+        if (!b.o.sk) {
             log_error("%s", err);
             code = 2;
             goto out;
         }
     }
+    oneshot_init(&b.o, b.dbname, a.dry_run);
     {
         char ts[PGTIME_BUFSZ];
         log_info("backfilling %llu rows of %zu table(s) from the snapshot of %s%s",
                  (unsigned long long)b.total, b.ntables, pgtime_format(b.snapshot_ts, ts),
                  a.dry_run ? " (dry run: nothing is published)" : "");
     }
-    progress_init(&b.prog, "backfill", b.prog.tty, now_ms());
+    progress_init(&b.prog, "backfill", b.prog.tty, obx_now_ms());
     for (size_t i = 0; i < b.ntables; i++)
         if (backfill_table(&b, &b.tables[i], err, sizeof(err)) != 0) {
             progress_clear(&b.prog);
@@ -839,7 +722,7 @@ int backfill_main(int argc, char **argv)
         PQfinish(b.conn);
         b.conn = NULL;
     }
-    if (b.o.kp) {
+    if (b.o.sk) {
         (void)oneshot_flush(&b.o, NULL);
         if (backfill_stop)
             oneshot_fatal(&b.o, "interrupted");
@@ -860,7 +743,6 @@ int backfill_main(int argc, char **argv)
         goto out;
     }
     oneshot_print_topics(&b.o, stdout);
-    oneshot_warn_inferred(&b.o);
     summary(&b);
     code = 0;
 out:

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cdc/cfgfile.h"
 #include "cdc/http.h"
 #include "decode/lsn.h"
 
@@ -37,6 +38,9 @@ enum {
     OPT_TOMBSTONE,
     OPT_MSG_TIMESTAMP,
     OPT_PASSWORD_FILE,
+    OPT_CONFIG,
+    OPT_PRINT_CONFIG,
+    OPT_LOG_LEVEL,
 };
 
 static const struct option long_options[] = {
@@ -65,6 +69,9 @@ static const struct option long_options[] = {
     {"tombstone-on-empty-payload", no_argument, NULL, OPT_TOMBSTONE},
     {"message-timestamp", required_argument, NULL, OPT_MSG_TIMESTAMP},
     {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -82,6 +89,10 @@ static const char usage_text[] =
     "       outbox-relay anchor create|list|advance|drop ...\n"
     "       outbox-relay status [--json] [-d CONNINFO] [--slot NAME]\n"
     "\n"
+    "      --config FILE         read options from FILE (key = value lines, the long\n"
+    "                            option names as keys, kafka.PROP for -X); OUTBOX_RELAY_*\n"
+    "                            variables too; command line > environment > file\n"
+    "      --print-config        print the effective configuration and each value's source\n"
     "  -d, --dbname CONNINFO     libpq conninfo string or URI; PG* variables apply\n"
     "      --password-file FILE  read the database password from FILE (first line)\n"
     "  -S, --slot NAME           replication slot               (default outbox_relay)\n"
@@ -117,6 +128,7 @@ static const char usage_text[] =
     "      --give-up-after S     exit 1 after S seconds without progress (default 0: never)\n"
     "      --http ADDR:PORT      /metrics, /status, /healthz, /readyz (e.g. 127.0.0.1:9187)\n"
     "      --log-format text|json\n"
+    "      --log-level LEVEL     error, warn, info or debug (default info; -v, -q shift it)\n"
     "  -v, --verbose  -q, --quiet  --version  --help\n"
     "\n"
     "exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration or usage\n";
@@ -354,6 +366,522 @@ int config_scrub_conninfo(char *s)
     return count;
 }
 
+/* ---- layers: the file and the environment under the command line ---------- */
+
+#define NOPTS (sizeof(long_options) / sizeof(long_options[0]) - 1)
+
+/* Options whose repetitions make a list: a higher source replaces it. */
+static const char *const list_options[] = {"table", "column", "field"};
+
+/* Options a file or the environment cannot set. */
+static const char *const cli_only_options[] = {"help", "version", "config", "print-config",
+                                               "kafka"};
+
+enum { SRC_FILE, SRC_ENV, SRC_CLI };
+
+typedef struct config_record {
+    int idx;           /* into long_options */
+    const char *value; /* the option's argument ("NAME=VALUE" for -X); NULL: a flag */
+    const char *where; /* NULL: the command line */
+} config_record;
+
+typedef struct synth {
+    char *arg;         /* "--name=value" (owned) */
+    const char *where; /* borrowed from the entries */
+} synth;
+
+struct config_layers {
+    cfgfile_entries file, env;
+    char **argv; /* the merged vector: argv[0], file, environment, command line */
+    int argc;
+    synth *synth;
+    size_t nsynth;
+    config_record *rec;
+    size_t nrec, caprec;
+    const char *cur_where; /* the source of the option being parsed */
+    bool in_loop;
+    bool print;
+};
+
+static bool in_list(const char *name, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(name, list[i]) == 0)
+            return true;
+    return false;
+}
+
+#define IN_LIST(name, list) in_list((name), (list), sizeof(list) / sizeof((list)[0]))
+
+static int option_index(const char *name)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (strcmp(long_options[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int option_index_of_val(int val)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (long_options[i].val == val)
+            return (int)i;
+    return -1;
+}
+
+bool config_secret_prop(const char *name)
+{
+    return strstr(name, "password") || strstr(name, "secret") || strcmp(name, "ssl.key.pem") == 0 ||
+           strcmp(name, "sasl.oauthbearer.config") == 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no",
+                                                                                "off", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The first line of path, without its line end, into *out (owned). */
+static int read_first_line(const char *path, char **out, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+
+    if (!f)
+        return fail(err, errlen, "cannot read \"%s\": %s", path, strerror(errno));
+    n = getline(&line, &cap, f);
+    fclose(f);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    if (n <= 0) {
+        free(line);
+        return fail(err, errlen, "\"%s\" is empty: put the value on its first line", path);
+    }
+    *out = line;
+    return 0;
+}
+
+static int add_record(struct config_layers *l, int idx, const char *value, const char *where)
+{
+    if (l->nrec == l->caprec) {
+        size_t cap = l->caprec ? l->caprec * 2 : 32;
+        config_record *r = realloc(l->rec, cap * sizeof(*r));
+        if (!r)
+            return -1;
+        l->rec = r;
+        l->caprec = cap;
+    }
+    l->rec[l->nrec++] = (config_record){.idx = idx, .value = value, .where = where};
+    return 0;
+}
+
+static int add_synth(struct config_layers *l, const char *name, const char *value,
+                     const char *where)
+{
+    char *arg;
+
+    if (asprintf(&arg, "--%s=%s", name, value) < 0)
+        return -1;
+    l->synth[l->nsynth++] = (synth){.arg = arg, .where = where};
+    l->argv[l->argc++] = arg;
+    return 0;
+}
+
+/*
+ * Check an entry of the file or the environment; returns its option index,
+ * -2 for a kafka.PROP entry, or -1 with err.  A kafka.PROP.file entry
+ * becomes kafka.PROP with the file's first line as its value.
+ */
+static int entry_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* fail() for check_entry(): returns -1. */
+static int entry_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int check_entry(cfgfile_entry *e, bool from_file, char *err, size_t errlen)
+{
+    char where[300], envname[300];
+    int idx;
+
+    if (from_file)
+        snprintf(where, sizeof(where), "%s", e->where);
+    else
+        snprintf(where, sizeof(where), "environment variable %s", e->where + 4);
+    if (strncmp(e->key, "kafka.", 6) == 0) {
+        const char *name = e->key + 6;
+        size_t n = strlen(name);
+        if (n == 0 || name[0] == '.')
+            return entry_fail(err, errlen, "%s: give a librdkafka property after \"kafka.\"",
+                              where);
+        if (n > 5 && strcmp(name + n - 5, ".file") == 0) {
+            char *v = NULL, ferr[512];
+            if (read_first_line(e->value, &v, ferr, sizeof(ferr)) != 0)
+                return entry_fail(err, errlen, "%s: %s", where, ferr);
+            free(e->value);
+            e->value = v;
+            e->key[6 + n - 5] = '\0';
+        } else if (from_file && config_secret_prop(name)) {
+            cfgfile_env_name(e->key, envname, sizeof(envname));
+            return entry_fail(err, errlen,
+                              "%s: %s is a secret and does not belong in the file: write "
+                              "\"%s.file = PATH\" (a file only the relay can read) or set %s",
+                              where, e->key, e->key, envname);
+        }
+        return -2;
+    }
+    idx = option_index(e->key);
+    if (idx < 0 || IN_LIST(e->key, cli_only_options))
+        return entry_fail(err, errlen,
+                          idx < 0
+                              ? "%s: unknown option \"%s\" (keys are the long options of --help, "
+                                "and kafka.PROPERTY for -X)"
+                              : "%s: \"%s\" can only be given on the command line",
+                          where, e->key);
+    if (long_options[idx].has_arg == no_argument) {
+        bool b;
+        if (parse_bool(e->value, &b) != 0)
+            return entry_fail(err, errlen, "%s: %s takes true or false, not \"%s\"", where, e->key,
+                              e->value);
+    }
+    if (from_file && strcmp(e->key, "dbname") == 0) {
+        char *copy = strdup(e->value);
+        int n = copy ? config_scrub_conninfo(copy) : 0;
+        free(copy);
+        if (n > 0)
+            return entry_fail(
+                err, errlen,
+                "%s: the conninfo carries a password, which does not belong in the file: "
+                "write \"password-file = PATH\" (or use PGPASSFILE / "
+                "OUTBOX_RELAY_DBNAME) and drop it from dbname",
+                where);
+    }
+    return idx;
+}
+
+/* The highest source (SRC_*) that gives option idx, or -1. */
+static int highest_source(const bool *in_file, const bool *in_env, const bool *in_cli, int idx)
+{
+    return in_cli[idx] ? SRC_CLI : in_env[idx] ? SRC_ENV : in_file[idx] ? SRC_FILE : -1;
+}
+
+/*
+ * Build l->argv: argv[0], then what the file and the environment give (as
+ * "--name=value"), then the command line argv[1..argc).  Fills *config_file.
+ */
+static int layers_build(struct config_layers *l, int argc, char **argv, const char **config_file,
+                        char *err, size_t errlen)
+{
+    bool in_file[NOPTS], in_env[NOPTS], in_cli[NOPTS];
+    char **scan = NULL;
+    size_t max;
+    int c, rc = CONFIG_USAGE;
+    extern char **environ;
+
+    memset(in_file, 0, sizeof(in_file));
+    memset(in_env, 0, sizeof(in_env));
+    memset(in_cli, 0, sizeof(in_cli));
+
+    /* Which options the command line gives, and --config (errors are the
+     * real pass's to report). */
+    scan = malloc(((size_t)argc + 1) * sizeof(*scan));
+    if (!scan)
+        return fail(err, errlen, "out of memory");
+    memcpy(scan, argv, (size_t)argc * sizeof(*scan));
+    scan[argc] = NULL;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, scan, ":d:S:P:t:b:X:vq", long_options, NULL)) != -1) {
+        int idx = option_index_of_val(c);
+        if (idx < 0)
+            continue;
+        in_cli[idx] = true;
+        if (c == OPT_CONFIG)
+            *config_file = optarg;
+        if (c == OPT_PRINT_CONFIG)
+            l->print = true;
+    }
+    free(scan);
+
+    if (cfgfile_from_env(environ, &l->env, err, errlen) != 0)
+        return CONFIG_USAGE;
+    if (!*config_file) {
+        const char *p = getenv(CFGFILE_ENV_PREFIX "CONFIG");
+        if (p && *p)
+            *config_file = p;
+    }
+    if (*config_file && cfgfile_read(*config_file, &l->file, err, errlen) != 0)
+        return CONFIG_USAGE;
+
+    max = (size_t)argc + l->file.n + 1;
+    for (size_t i = 0; i < l->env.n; i++) {
+        max++;
+        for (const char *p = l->env.v[i].value; *p; p++)
+            max += *p == ',';
+    }
+    l->argv = calloc(max, sizeof(*l->argv));
+    l->synth = calloc(max, sizeof(*l->synth));
+    if (!l->argv || !l->synth)
+        return fail(err, errlen, "out of memory");
+
+    /* First pass: check every entry, note which options each source gives,
+     * refuse a single-valued option twice in the file. */
+    for (int s = SRC_FILE; s <= SRC_ENV; s++) {
+        cfgfile_entries *es = s == SRC_FILE ? &l->file : &l->env;
+        bool *in = s == SRC_FILE ? in_file : in_env;
+        for (size_t i = 0; i < es->n; i++) {
+            int idx = check_entry(&es->v[i], s == SRC_FILE, err, errlen);
+            if (idx == -1)
+                return CONFIG_USAGE;
+            if (idx == -2)
+                continue;
+            if (s == SRC_FILE && in[idx] && !IN_LIST(long_options[idx].name, list_options)) {
+                for (size_t j = 0; j < i; j++)
+                    if (strcmp(es->v[j].key, es->v[i].key) == 0)
+                        return fail(err, errlen, "%s: %s is already set on line %d", es->v[i].where,
+                                    es->v[i].key, es->v[j].line);
+            }
+            in[idx] = true;
+        }
+    }
+
+    /* Second pass: the merged vector. */
+    l->argv[l->argc++] = argv[0];
+    for (int s = SRC_FILE; s <= SRC_ENV; s++) {
+        cfgfile_entries *es = s == SRC_FILE ? &l->file : &l->env;
+        for (size_t i = 0; i < es->n; i++) {
+            const cfgfile_entry *e = &es->v[i];
+            const char *name = e->key, *value = e->value;
+            int idx;
+            if (strncmp(e->key, "kafka.", 6) == 0) {
+                char *kv;
+                if (asprintf(&kv, "%s=%s", e->key + 6, e->value) < 0)
+                    return fail(err, errlen, "out of memory");
+                rc = add_synth(l, "kafka", kv, e->where);
+                explicit_bzero(kv, strlen(kv));
+                free(kv);
+                if (rc != 0)
+                    return fail(err, errlen, "out of memory");
+                continue;
+            }
+            idx = option_index(name);
+            if (highest_source(in_file, in_env, in_cli, idx) != s &&
+                (IN_LIST(name, list_options) || long_options[idx].has_arg == no_argument))
+                continue;
+            if (long_options[idx].has_arg == no_argument) {
+                bool b = false;
+                (void)parse_bool(value, &b);
+                if (!b) {
+                    if (add_record(l, idx, "false", e->where) != 0)
+                        return fail(err, errlen, "out of memory");
+                    continue;
+                }
+                if (asprintf(&l->synth[l->nsynth].arg, "--%s", name) < 0)
+                    return fail(err, errlen, "out of memory");
+                l->synth[l->nsynth].where = e->where;
+                l->argv[l->argc++] = l->synth[l->nsynth++].arg;
+                continue;
+            }
+            if (s == SRC_ENV && IN_LIST(name, list_options)) {
+                /* a list in one variable: comma-separated */
+                char *copy = strdup(value), *save = NULL;
+                if (!copy)
+                    return fail(err, errlen, "out of memory");
+                for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                    while (*t == ' ')
+                        t++;
+                    if (*t && add_synth(l, name, t, e->where) != 0) {
+                        free(copy);
+                        return fail(err, errlen, "out of memory");
+                    }
+                }
+                free(copy);
+                continue;
+            }
+            if (add_synth(l, name, value, e->where) != 0)
+                return fail(err, errlen, "out of memory");
+        }
+    }
+    for (int i = 1; i < argc; i++)
+        l->argv[l->argc++] = argv[i];
+    l->argv[l->argc] = NULL;
+    return CONFIG_OK;
+}
+
+static void layers_free(struct config_layers *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->nsynth; i++) {
+        explicit_bzero(l->synth[i].arg, strlen(l->synth[i].arg));
+        free(l->synth[i].arg);
+    }
+    free(l->synth);
+    free(l->argv);
+    free(l->rec);
+    cfgfile_entries_free(&l->file);
+    cfgfile_entries_free(&l->env);
+    free(l);
+}
+
+/* Called for each option the parse loop takes: its source, for messages
+ * and --print-config. */
+static void layers_note(struct config_layers *l, int c, int longindex, char **argv, const char *arg)
+{
+    int idx = option_index_of_val(c);
+
+    l->cur_where = NULL;
+    if (longindex >= 0 && optind >= 1)
+        for (size_t i = 0; i < l->nsynth; i++)
+            if (argv[optind - 1] == l->synth[i].arg)
+                l->cur_where = l->synth[i].where;
+    if (idx >= 0)
+        (void)add_record(l, idx, arg, l->cur_where);
+}
+
+/* What an option is when nothing sets it, for --print-config; NULL: unset. */
+static const char *default_of(const char *name)
+{
+    static const char *const defaults[][2] = {
+        {"slot", "outbox_relay"},
+        {"publication", "outbox_pub"},
+        {"table", "public.outbox"},
+        {"create-slot", "false"},
+        {"topic", "outbox.event.{aggregate_type}"},
+        {"format", "envelope"},
+        {"tombstone-on-empty-payload", "false"},
+        {"message-timestamp", "none"},
+        {"dlq-topic", "outbox.dlq"},
+        {"status-interval", "1"},
+        {"max-inflight", "10000"},
+        {"max-inflight-bytes", "24M"},
+        {"shutdown-timeout", "10"},
+        {"give-up-after", "0"},
+        {"log-format", "text"},
+        {"log-level", "info"},
+        {"verbose", "false"},
+        {"quiet", "false"},
+    };
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+        if (strcmp(defaults[i][0], name) == 0)
+            return defaults[i][1];
+    return NULL;
+}
+
+/* "key = value  # source", the value quoted when the file syntax needs it. */
+static void print_line(FILE *out, const char *key, const char *value, const char *where)
+{
+    size_t n = strlen(value);
+    bool quote = n == 0 || value[0] == ' ' || value[0] == '\t' || value[0] == '"' ||
+                 value[n - 1] == ' ' || value[n - 1] == '\t' || strstr(value, " #") ||
+                 strstr(value, "\t#");
+
+    fprintf(out, "%s = ", key);
+    if (quote) {
+        fputc('"', out);
+        for (const char *p = value; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                fputc('\\', out);
+            fputc(*p, out);
+        }
+        fputc('"', out);
+    } else {
+        fputs(value, out);
+    }
+    fprintf(out, "  # %s\n", where);
+}
+
+static const char *source_name(const char *where)
+{
+    return where ? where : "command line";
+}
+
+static void print_config(const config *cfg, FILE *out)
+{
+    const struct config_layers *l = cfg->layers;
+
+    fprintf(out,
+            "# outbox-relay %s: effective configuration (command line > environment > "
+            "file > default)\n",
+            OUTBOX_RELAY_VERSION);
+    fprintf(out, "# config file: %s\n", cfg->config_file ? cfg->config_file : "none");
+    for (size_t i = 0; i < NOPTS; i++) {
+        const char *name = long_options[i].name;
+        bool any = false, list = IN_LIST(name, list_options);
+        if (IN_LIST(name, cli_only_options))
+            continue;
+        for (size_t r = 0; r < l->nrec; r++) {
+            const config_record *rec = &l->rec[r];
+            char *shown = NULL;
+            bool later = false;
+            if (rec->idx != (int)i)
+                continue;
+            for (size_t q = r + 1; q < l->nrec && !list; q++)
+                later = later || l->rec[q].idx == (int)i;
+            if (later)
+                continue;
+            any = true;
+            if (strcmp(name, "dbname") == 0 && rec->value) {
+                shown = strdup(rec->value);
+                if (shown)
+                    (void)config_scrub_conninfo(shown);
+            }
+            print_line(out, name,
+                       shown        ? shown
+                       : rec->value ? rec->value
+                                    : "true",
+                       source_name(rec->where));
+            free(shown);
+        }
+        if (!any) {
+            const char *d = default_of(name);
+            if (d)
+                print_line(out, name, d, "default");
+            else
+                fprintf(out, "# %s is not set\n", name);
+        }
+    }
+    /* -X: the last value of each property */
+    int kidx = option_index("kafka");
+    for (size_t r = 0; r < l->nrec; r++) {
+        const config_record *rec = &l->rec[r];
+        const char *eq;
+        bool later = false;
+        if (rec->idx != kidx || !rec->value || !(eq = strchr(rec->value, '=')))
+            continue;
+        for (size_t q = r + 1; q < l->nrec; q++) {
+            const char *v = l->rec[q].value;
+            later = later || (l->rec[q].idx == kidx && v &&
+                              strncmp(v, rec->value, (size_t)(eq - rec->value + 1)) == 0);
+        }
+        if (later)
+            continue;
+        char key[300];
+        snprintf(key, sizeof(key), "kafka.%.*s", (int)(eq - rec->value), rec->value);
+        print_line(out, key, config_secret_prop(key + 6) ? "********" : eq + 1,
+                   source_name(rec->where));
+    }
+}
+
 static void config_defaults(config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -370,23 +898,30 @@ static void config_defaults(config *cfg)
     cfg->log_level = LOG_LEVEL_INFO;
 }
 
-enum config_result config_parse(int argc, char **argv, config *cfg, char *err, size_t errlen)
+static int parse_log_level(const char *s, int *level)
 {
-    int c, rc, verbosity = 0;
-    char cerr[512];
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *level = i;
+            return 0;
+        }
+    return -1;
+}
 
-    config_defaults(cfg);
-    if (argc > 1 && argv[1][0] != '-') {
-        if (strcmp(argv[1], "run") != 0)
-            return fail(err, errlen, "unknown sub-command \"%s\": use run (see --help)", argv[1]);
-        argv++;
-        argc--;
-    }
+static enum config_result parse_layered(int argc, char **argv, config *cfg, char *err,
+                                        size_t errlen)
+{
+    int c, rc, verbosity = 0, longindex, level = LOG_LEVEL_INFO;
+    char cerr[512];
 
     optind = 0; /* GNU: full re-initialisation, so tests can parse twice */
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":d:S:P:t:b:X:vq", long_options, NULL)) != -1) {
+    cfg->layers->in_loop = true;
+    while ((longindex = -1,
+            c = getopt_long(argc, argv, ":d:S:P:t:b:X:vq", long_options, &longindex)) != -1) {
         rc = CONFIG_OK;
+        layers_note(cfg->layers, c, longindex, argv, optarg);
         switch (c) {
         case 'd': cfg->conninfo = optarg; break;
         case 'S':
@@ -408,10 +943,15 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
         case 'b': cfg->brokers = optarg; break;
         case 'X':
             if (strcmp(optarg, "list") == 0) {
-                kafka_list_properties(stdout);
+                sink_list_properties(stdout);
                 return CONFIG_EXIT;
             }
             rc = add_prop(cfg, optarg, err, errlen);
+            /* from the file or the environment: checked here, so the error
+             * names its line or variable */
+            if (rc == CONFIG_OK && cfg->layers->cur_where &&
+                sink_config_check(NULL, &cfg->props[cfg->nprops - 1], 1, cerr, sizeof(cerr)) != 0)
+                return fail(err, errlen, "%s", cerr);
             break;
         case OPT_TOPIC:
             if (envelope_topic_check(optarg, cerr, sizeof(cerr)) != 0)
@@ -432,6 +972,13 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
             cfg->nfields++;
             break;
         case OPT_TOMBSTONE: cfg->tombstone_on_empty = true; break;
+        case OPT_CONFIG:
+        case OPT_PRINT_CONFIG: break; /* taken by layers_build() */
+        case OPT_LOG_LEVEL:
+            if (parse_log_level(optarg, &level) != 0)
+                return fail(err, errlen, "unknown --log-level \"%s\": use error, warn, info or debug",
+                            optarg);
+            break;
         case OPT_PASSWORD_FILE:
             if (config_read_password_file(optarg, &cfg->password, err, errlen) != 0)
                 return CONFIG_USAGE;
@@ -538,6 +1085,7 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
         if (rc != CONFIG_OK)
             return rc;
     }
+    cfg->layers->in_loop = false;
     if (optind < argc)
         return fail(err, errlen, "unexpected argument \"%s\" (see --help)", argv[optind]);
 
@@ -573,9 +1121,10 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
     if (envelope_opts_check(&cfg->envelope, cerr, sizeof(cerr)) != 0)
         return fail(err, errlen, "%s", cerr);
 
-    cfg->log_level = verbosity > 0   ? LOG_LEVEL_DEBUG
-                     : verbosity < 0 ? LOG_LEVEL_WARN
-                                     : LOG_LEVEL_INFO;
+    level += verbosity;
+    cfg->log_level = level > LOG_LEVEL_DEBUG   ? LOG_LEVEL_DEBUG
+                     : level < LOG_LEVEL_ERROR ? LOG_LEVEL_ERROR
+                                               : (enum log_level)level;
 
     bool have_bootstrap = cfg->brokers != NULL;
     for (size_t i = 0; i < cfg->nprops; i++)
@@ -584,9 +1133,44 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
             have_bootstrap = true;
     if (!have_bootstrap)
         return fail(err, errlen, "no Kafka brokers: give --brokers HOST:PORT[,HOST:PORT...]");
-    if (kafka_config_check(cfg->brokers, cfg->props, cfg->nprops, cerr, sizeof(cerr)) != 0)
+    if (sink_config_check(cfg->brokers, cfg->props, cfg->nprops, cerr, sizeof(cerr)) != 0)
         return fail(err, errlen, "%s", cerr);
+    if (cfg->layers->print) {
+        print_config(cfg, stdout);
+        return CONFIG_EXIT;
+    }
     return CONFIG_OK;
+}
+
+enum config_result config_parse(int argc, char **argv, config *cfg, char *err, size_t errlen)
+{
+    enum config_result rc;
+
+    config_defaults(cfg);
+    if (argc > 1 && argv[1][0] != '-') {
+        if (strcmp(argv[1], "run") != 0)
+            return fail(err, errlen, "unknown sub-command \"%s\": use run (see --help)", argv[1]);
+        argv++;
+        argc--;
+    }
+    cfg->layers = calloc(1, sizeof(*cfg->layers));
+    if (!cfg->layers)
+        return fail(err, errlen, "out of memory");
+    rc = layers_build(cfg->layers, argc, argv, &cfg->config_file, err, errlen);
+    if (rc != CONFIG_OK)
+        return rc;
+    rc = parse_layered(cfg->layers->argc, cfg->layers->argv, cfg, err, errlen);
+    if (rc == CONFIG_USAGE && cfg->layers->in_loop && cfg->layers->cur_where &&
+        strncmp(err, cfg->layers->cur_where, strlen(cfg->layers->cur_where)) != 0) {
+        char msg[1024];
+        snprintf(msg, sizeof(msg), "%s", err);
+        snprintf(err, errlen, "%s%s: %s",
+                 strncmp(cfg->layers->cur_where, "env ", 4) == 0 ? "environment variable " : "",
+                 strncmp(cfg->layers->cur_where, "env ", 4) == 0 ? cfg->layers->cur_where + 4
+                                                                 : cfg->layers->cur_where,
+                 msg);
+    }
+    return rc;
 }
 
 void config_free(config *cfg)
@@ -603,4 +1187,6 @@ void config_free(config *cfg)
         cfg->prop_storage[i] = NULL;
     }
     cfg->nprops = 0;
+    layers_free(cfg->layers);
+    cfg->layers = NULL;
 }

@@ -1,5 +1,5 @@
 /*
- * config — the command line (the contract of DESIGN.md) parsed into one
+ * config — the command line (the contract README.md documents) parsed into one
  * struct, validated without touching the database or the broker.
  *
  * Strings in a config point into argv or into storage the config owns;
@@ -14,7 +14,7 @@
 
 #include "cdc/log.h"
 #include "decode/outbox.h"
-#include "publish/kafka.h"
+#include "publish/sink.h"
 #include "schema/envelope.h"
 
 #define CONFIG_MAX_TABLES 64
@@ -37,7 +37,7 @@ typedef struct config {
     size_t ntables;
     bool create_slot;
     const char *brokers;
-    kafka_prop props[CONFIG_MAX_PROPS];
+    sink_prop props[CONFIG_MAX_PROPS];
     size_t nprops;
     const char *topic;
     enum envelope_format format;
@@ -63,6 +63,8 @@ typedef struct config {
     bool log_json;
     enum log_level log_level;
     char *prop_storage[CONFIG_MAX_PROPS]; /* owned copies of -X name parts */
+    const char *config_file;              /* --config or OUTBOX_RELAY_CONFIG: NULL = none */
+    struct config_layers *layers; /* owned: the file's and the environment's entries (config.c) */
 } config;
 
 enum config_result {
@@ -74,7 +76,16 @@ enum config_result {
 /*
  * Parse argv (the optional leading "run" sub-command included) into cfg and
  * validate everything that can be checked offline, librdkafka properties
- * included.  Help and version text go to out.
+ * included.  Help and version text go to stdout.
+ *
+ * Under the command line lie the OUTBOX_RELAY_* environment and the file of
+ * --config (or OUTBOX_RELAY_CONFIG), see cdc/cfgfile.h: a single value from
+ * a higher source wins; --table, --column and --field from a higher source
+ * replace the lower ones' lists; -X properties (kafka.PROP) merge, property
+ * by property.  A secret written in the file is refused (a *.file key or
+ * the environment carries it).  A problem in the file is reported as
+ * "FILE:LINE: message".  --print-config prints the effective configuration
+ * with each value's source, secrets masked, and returns CONFIG_EXIT.
  */
 enum config_result config_parse(int argc, char **argv, config *cfg, char *err, size_t errlen);
 
@@ -98,5 +109,9 @@ int config_read_password_file(const char *path, char **password, char *err, size
 
 /* Parse a size with an optional k/M/G suffix (powers of 1024). 0 or -1. */
 int config_parse_size(const char *s, uint64_t *out) OBX_WUR;
+
+/* Whether a librdkafka property holds a secret (a password, a private key,
+ * a client secret): masked when printed, refused as a literal in a file. */
+bool config_secret_prop(const char *name);
 
 #endif

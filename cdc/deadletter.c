@@ -4,17 +4,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/pgtypes.h"
 #include "decode/lsn.h"
 #include "decode/pgoutput.h"
 #include "decode/relcache.h"
 
-enum deadletter_verdict deadletter_classify(const kafka_report *rep)
+enum sink_verdict deadletter_classify(const sink_report *rep)
 {
-    if (rep->err == 0)
-        return rep->offset >= 0 ? DEADLETTER_ACKED : DEADLETTER_ACKED_NO_OFFSET;
-    if (rep->permanent && !(rep->ticket & DEADLETTER_TICKET))
-        return DEADLETTER_REFUSED;
-    return DEADLETTER_FAILED;
+    if (rep->verdict == SINK_REFUSED && (rep->ticket & DEADLETTER_TICKET))
+        return SINK_RETRY;
+    return rep->verdict;
 }
 
 /* len bytes of p and a NUL, or NULL when out of memory. */
@@ -29,7 +28,7 @@ static char *copy_bytes(const void *p, size_t len)
     return s;
 }
 
-deadletter_refused *deadletter_refused_new(const kafka_report *rep, const void *lsn, size_t lsnlen,
+deadletter_refused *deadletter_refused_new(const sink_report *rep, const void *lsn, size_t lsnlen,
                                            const void *table, size_t tablelen, uint64_t epoch)
 {
     deadletter_refused *f = calloc(1, sizeof(*f));
@@ -83,9 +82,9 @@ void deadletter_refused_free(deadletter_refused *f)
 int deadletter_build(const deadletter_refused *f, const char *dlq_topic,
                      const envelope_source *base, envelope_msg *out, char *err, size_t errlen)
 {
-    relcache_attr atts[3] = {{.name = "topic", .type_oid = 25},
-                             {.name = "key", .type_oid = 25},
-                             {.name = "value", .type_oid = 25}};
+    relcache_attr atts[3] = {{.name = "topic", .type_oid = PG_OID_TEXT},
+                             {.name = "key", .type_oid = PG_OID_TEXT},
+                             {.name = "value", .type_oid = PG_OID_TEXT}};
     relcache_entry pseudo = {.qualname = "delivery", .natts = 3, .atts = atts};
     pgo_value cols[3] = {
         {.kind = 't', .len = (uint32_t)strlen(f->topic), .data = f->topic},
@@ -106,15 +105,15 @@ int deadletter_build(const deadletter_refused *f, const char *dlq_topic,
                                       err, errlen);
 }
 
-int deadletter_queue_report(deadletter_queue *q, const kafka_report *rep, uint64_t epoch)
+int deadletter_queue_report(deadletter_queue *q, const sink_report *rep, uint64_t epoch)
 {
     const void *lsn = NULL, *table = NULL;
     size_t lsnlen = 0, tablelen = 0;
     deadletter_refused *f;
 
-    if (kafka_report_header(rep, "lsn", &lsn, &lsnlen) != 0)
+    if (sink_report_header(rep, "lsn", &lsn, &lsnlen) != 0)
         lsn = NULL;
-    if (kafka_report_header(rep, "table", &table, &tablelen) != 0)
+    if (sink_report_header(rep, "table", &table, &tablelen) != 0)
         table = NULL;
     f = deadletter_refused_new(rep, lsn, lsnlen, table, tablelen, epoch);
     if (!f)

@@ -25,7 +25,7 @@
 #include <stdint.h>
 
 #include "decode/outbox.h"
-#include "publish/kafka.h"
+#include "publish/sink.h"
 #include "schema/envelope.h"
 
 /* A dead-letter record for a refused record carries the refused record's
@@ -34,19 +34,10 @@
 /* Refused values up to this size are kept in their dead-letter record. */
 #define DEADLETTER_VALUE_MAX (64 * 1024)
 
-/* What a delivery report means for the record it is about. */
-enum deadletter_verdict {
-    DEADLETTER_ACKED,           /* written, at a known offset */
-    DEADLETTER_ACKED_NO_OFFSET, /* "acknowledged" without an offset: inferred by the
-                                   producer, not proof it was written */
-    DEADLETTER_REFUSED,         /* refused for good: dead-letter it */
-    DEADLETTER_FAILED,          /* not delivered (or a dead letter refused): not ours to
-                                   dead-letter; send again or give up */
-};
-
-/* The verdict on rep: a permanent error is REFUSED unless rep is itself a
- * dead letter (its ticket has DEADLETTER_TICKET). */
-enum deadletter_verdict deadletter_classify(const kafka_report *rep);
+/* The verdict on rep (the sink's, publish/sink.h), except that a dead
+ * letter (its ticket has DEADLETTER_TICKET) refused in turn is SINK_RETRY:
+ * never another dead letter. */
+enum sink_verdict deadletter_classify(const sink_report *rep);
 
 /* A record the broker refused for good. */
 typedef struct deadletter_refused {
@@ -70,7 +61,7 @@ typedef struct deadletter_refused {
  * values (either may be NULL: none).  Returns a new entry, or NULL when out
  * of memory.
  */
-deadletter_refused *deadletter_refused_new(const kafka_report *rep, const void *lsn, size_t lsnlen,
+deadletter_refused *deadletter_refused_new(const sink_report *rep, const void *lsn, size_t lsnlen,
                                            const void *table, size_t tablelen, uint64_t epoch);
 
 /* NULL does nothing. */
@@ -96,7 +87,7 @@ typedef struct deadletter_queue {
 
 /* Queue the refused record of rep (from inside the report callback).
  * Returns 0, or -1 when out of memory (nothing queued). */
-int deadletter_queue_report(deadletter_queue *q, const kafka_report *rep, uint64_t epoch) OBX_WUR;
+int deadletter_queue_report(deadletter_queue *q, const sink_report *rep, uint64_t epoch) OBX_WUR;
 
 /* Takes ownership of f. */
 void deadletter_queue_push(deadletter_queue *q, deadletter_refused *f);

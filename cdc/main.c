@@ -14,9 +14,9 @@
 #include "cdc/log.h"
 #include "cdc/relay.h"
 #include "cdc/replay.h"
-#include "publish/kafka.h"
+#include "publish/sink.h"
 
-static void kafka_log(int level, const char *fac, const char *msg)
+static void producer_log(int level, const char *fac, const char *msg)
 {
     enum log_level l = level <= 3 ? LOG_LEVEL_ERROR : level <= 4 ? LOG_LEVEL_WARN
                        : level <= 6                            ? LOG_LEVEL_INFO
@@ -43,11 +43,11 @@ int main(int argc, char **argv)
     if (argc > 1 && (strcmp(argv[1], "anchor") == 0 || strcmp(argv[1], "status") == 0))
         return admin_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "replay") == 0) {
-        kafka_set_logger(kafka_log);
+        sink_set_logger(producer_log);
         return replay_main(argc - 1, argv + 1);
     }
     if (argc > 1 && strcmp(argv[1], "backfill") == 0) {
-        kafka_set_logger(kafka_log);
+        sink_set_logger(producer_log);
         return backfill_main(argc - 1, argv + 1);
     }
 
@@ -73,7 +73,7 @@ int main(int argc, char **argv)
         (void)config_scrub_conninfo(argv[i]);
     setproctitle("starting, slot %s", cfg.slot);
     log_setup(cfg.log_level, cfg.log_json);
-    kafka_set_logger(kafka_log);
+    sink_set_logger(producer_log);
     rc = relay_run(&cfg);
     config_free(&cfg);
     explicit_bzero(conninfo, strlen(conninfo));

@@ -178,6 +178,11 @@ void metrics_dead_lettered(metrics *m, enum metrics_dlq_reason why)
         m->dead_lettered[why]++;
 }
 
+const char *metrics_dlq_reason_name(enum metrics_dlq_reason why)
+{
+    return (unsigned)why < METRICS_DLQ_NREASONS ? dlq_names[why] : "unknown";
+}
+
 void metrics_rewound(metrics *m)
 {
     m->rewinds++;

@@ -30,7 +30,7 @@ enum metrics_state {
     METRICS_NSTATES
 };
 
-/* The relay's dead-letter reasons, in the order of its enum dlq_reason. */
+/* Why rows went to the dead-letter topic: the one list (cdc/pipeline.c counts them). */
 enum metrics_dlq_reason {
     METRICS_DLQ_UNMAPPED_COLUMN = 0,
     METRICS_DLQ_INVALID_ROW,
@@ -160,6 +160,9 @@ void metrics_inflight_reset(metrics *m);
 void metrics_observe_latency(metrics *m, double seconds);
 
 void metrics_dead_lettered(metrics *m, enum metrics_dlq_reason why);
+
+/* "unmapped_column", "invalid_row", ...: the reason's label. */
+const char *metrics_dlq_reason_name(enum metrics_dlq_reason why);
 void metrics_rewound(metrics *m);
 void metrics_reconnected(metrics *m, enum metrics_target target);
 

@@ -7,14 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "cdc/log.h"
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static bool stopped(const oneshot *o)
 {
@@ -25,10 +19,10 @@ void oneshot_clear(oneshot *o)
 {
     if (!o)
         return;
-    if (o->kp && kafka_flush(o->kp, 0, oneshot_on_report, o) != 0)
-        log_debug("%d messages unacknowledged at exit", kafka_outq_len(o->kp));
-    kafka_producer_free(o->kp);
-    o->kp = NULL;
+    if (o->sk && sink_flush(o->sk, 0, oneshot_on_report, o) != 0)
+        log_debug("%d messages unacknowledged at exit", sink_queue_len(o->sk));
+    sink_free(o->sk);
+    o->sk = NULL;
     deadletter_queue_clear(&o->refused);
     for (size_t i = 0; i < o->ntopics; i++)
         free(o->topics[i].topic);
@@ -73,126 +67,164 @@ void oneshot_note_failure(oneshot *o, const char *topic, const char *errstr)
                  topic ? topic : "?", errstr ? errstr : "unknown error");
 }
 
-void oneshot_on_report(const kafka_report *rep, void *arg)
+void oneshot_on_report(const sink_report *rep, void *arg)
 {
     oneshot *o = arg;
 
     o->inflight_bytes = rep->len > o->inflight_bytes ? 0 : o->inflight_bytes - rep->len;
     switch (deadletter_classify(rep)) {
-    case DEADLETTER_ACKED: o->acked++; break;
-    case DEADLETTER_ACKED_NO_OFFSET:
-        o->acked++;
-        o->acked_no_offset++;
-        break;
-    case DEADLETTER_REFUSED:
+    case SINK_DELIVERED: o->acked++; break;
+    case SINK_REFUSED:
         /* its dead-letter record's delivery will count for it */
         if (deadletter_queue_report(&o->refused, rep, 0) != 0)
-            oneshot_note_failure(o, rep->topic, rep->errstr);
+            oneshot_note_failure(o, rep->topic, "out of memory keeping a refused record");
         break;
-    case DEADLETTER_FAILED:
-        oneshot_note_failure(o, rep->topic, rep->errstr);
-        break;
-    }
-}
-
-/* Dead-letter the records the broker refused for good, as the daemon does
- * (deadletter_build), with the refused record's ticket. */
-static void dead_letter_refused(oneshot *o)
-{
-    deadletter_refused *f;
-
-    o->draining_refused = true;
-    while (!o->fatal[0] && (f = deadletter_queue_pop(&o->refused))) {
-        envelope_msg m = {0};
-        char err[512];
-
-        if (o->hooks.refused)
-            o->hooks.refused(o->hooks.arg, f);
-        if (deadletter_build(f, o->cfg->dlq_topic, &o->dl_base, &m, err, sizeof(err)) != 0) {
-            oneshot_fatal(o, "cannot build dead-letter record: %s", err);
+    case SINK_RETRY:
+        if (rep->inferred) {
+            o->inferred++;
+            oneshot_note_failure(o, rep->topic,
+                                 "acknowledged without an offset (inferred by the producer, not "
+                                 "proof it was written)");
         } else {
-            enum kafka_produce_result pr =
-                oneshot_produce(o, &m, f->ticket | DEADLETTER_TICKET, err, sizeof(err));
-            if (o->hooks.dead_lettered)
-                o->hooks.dead_lettered(o->hooks.arg, f, pr, err);
+            oneshot_note_failure(o, rep->topic, rep->errstr);
         }
-        envelope_msg_clear(&m);
-        deadletter_refused_free(f);
+        break;
     }
-    o->draining_refused = false;
 }
 
 void oneshot_serve(oneshot *o)
 {
     char err[512];
-    if (o->kp && kafka_poll(o->kp, oneshot_on_report, o, err, sizeof(err)) < 0)
+    if (o->sk && sink_poll(o->sk, oneshot_on_report, o, err, sizeof(err)) < 0)
         oneshot_fatal(o, "producer failed: %s", err);
-    /* Not from inside dead_letter_refused(): its own produce waits here. */
-    if (!deadletter_queue_empty(&o->refused) && !o->draining_refused)
-        dead_letter_refused(o);
+    /* Not from inside the dead-lettering: its own produce waits here. */
+    if (!deadletter_queue_empty(&o->refused) && !o->draining_refused) {
+        o->draining_refused = true;
+        pipeline_dead_letter_refused(&o->p, &o->refused, 0, &o->dl_base);
+        o->draining_refused = false;
+    }
 }
 
-enum kafka_produce_result oneshot_produce(oneshot *o, const envelope_msg *m, uint64_t ticket,
-                                          char *err, size_t errlen)
+enum sink_produce_result oneshot_produce(oneshot *o, const envelope_msg *m, uint64_t ticket,
+                                         char *err, size_t errlen)
 {
-    kafka_header hdrs[ENVELOPE_MAX_HEADERS];
+    sink_header hdrs[ENVELOPE_MAX_HEADERS];
+    sink_msg sm;
     uint64_t max_bytes;
-    enum kafka_produce_result pr;
+    enum sink_produce_result pr;
 
-    if (!o->kp) {
+    if (!o->sk) {
         oneshot_count_topic(o, m->topic);
-        return KAFKA_PRODUCE_OK;
+        return SINK_PRODUCE_OK;
     }
+    pipeline_sink_msg(m, hdrs, &sm);
     max_bytes = o->max_inflight_bytes ? o->max_inflight_bytes : o->cfg->max_inflight_bytes;
-    for (int i = 0; i < m->nheaders; i++) {
-        hdrs[i].name = m->headers[i].name;
-        hdrs[i].value = m->headers[i].value;
-        hdrs[i].len = m->headers[i].len;
-    }
     for (;;) {
         /* Bounded like the relay: at the bound wait for reports. */
-        bool full = kafka_outq_len(o->kp) >= (int)o->cfg->max_inflight_events ||
+        bool full = sink_queue_len(o->sk) >= (int)o->cfg->max_inflight_events ||
                     o->inflight_bytes >= max_bytes;
         if (o->fatal[0]) {
             snprintf(err, errlen, "%s", o->fatal);
-            return KAFKA_PRODUCE_ERROR;
+            return SINK_PRODUCE_ERROR;
         }
         if (!full) {
-            pr = kafka_produce_ts(o->kp, m->topic, m->key, m->keylen, m->value, m->valuelen,
-                                  m->timestamp_ms, hdrs, (size_t)m->nheaders, ticket, err, errlen);
-            if (pr != KAFKA_PRODUCE_QUEUE_FULL)
+            pr = sink_produce(o->sk, &sm, ticket, err, errlen);
+            if (pr != SINK_PRODUCE_QUEUE_FULL)
                 break;
         }
         if (stopped(o)) {
             oneshot_fatal(o, "interrupted");
             snprintf(err, errlen, "%s", o->fatal);
-            return KAFKA_PRODUCE_ERROR;
+            return SINK_PRODUCE_ERROR;
         }
-        struct pollfd pfd = {.fd = kafka_event_fd(o->kp), .events = POLLIN};
+        struct pollfd pfd = {.fd = sink_event_fd(o->sk), .events = POLLIN};
         (void)poll(&pfd, 1, 100);
         oneshot_serve(o);
         if (o->hooks.idle)
             o->hooks.idle(o->hooks.arg);
     }
-    if (pr == KAFKA_PRODUCE_OK) {
+    if (pr == SINK_PRODUCE_OK) {
         o->inflight_bytes += m->valuelen + m->keylen;
         oneshot_count_topic(o, m->topic);
     }
     return pr;
 }
 
+/* ---- the pipeline's hooks: records go through oneshot_produce() ------------ */
+
+static enum sink_produce_result hook_produce(void *arg, const envelope_msg *m,
+                                             const deadletter_refused *for_refused, char *err,
+                                             size_t errlen)
+{
+    oneshot *o = arg;
+    enum sink_produce_result pr;
+
+    if (for_refused) /* stands for a record already counted */
+        return oneshot_produce(o, m, for_refused->ticket | DEADLETTER_TICKET, err, errlen);
+    pr = oneshot_produce(o, m, o->records + 1, err, errlen);
+    if (pr == SINK_PRODUCE_OK)
+        o->records++;
+    return pr;
+}
+
+static void hook_fail(void *arg, const char *reason)
+{
+    oneshot_fatal(arg, "%s", reason);
+}
+
+static bool hook_failed(void *arg)
+{
+    const oneshot *o = arg;
+    return o->fatal[0] != '\0';
+}
+
+static enum pipeline_txn hook_begin(void *arg, const pgo_begin *b)
+{
+    oneshot *o = arg;
+    return o->hooks.begin ? o->hooks.begin(o->hooks.arg, b) : PIPELINE_TXN_PUBLISH;
+}
+
+static void hook_commit(void *arg, const pgo_commit *c)
+{
+    oneshot *o = arg;
+    if (o->hooks.commit)
+        o->hooks.commit(o->hooks.arg, c);
+}
+
+static void hook_before_log(void *arg)
+{
+    oneshot *o = arg;
+    if (o->hooks.before_log)
+        o->hooks.before_log(o->hooks.arg);
+}
+
+void oneshot_init(oneshot *o, const char *db, bool dry_run)
+{
+    o->p = (pipeline){.cfg = o->cfg,
+                      .sk = o->sk,
+                      .db = db,
+                      .dry_run = dry_run,
+                      .hooks = {.produce = hook_produce,
+                                .fail = hook_fail,
+                                .failed = hook_failed,
+                                .begin = hook_begin,
+                                .commit = hook_commit,
+                                .before_log = hook_before_log,
+                                .arg = o}};
+}
+
 bool oneshot_flush(oneshot *o, int *waited_ms)
 {
     int wait = o->cfg->shutdown_timeout_ms > ONESHOT_FLUSH_MIN_MS ? o->cfg->shutdown_timeout_ms
                                                                   : ONESHOT_FLUSH_MIN_MS;
-    int64_t deadline = now_ms() + wait;
+    int64_t deadline = obx_now_ms() + wait;
 
     if (waited_ms)
         *waited_ms = wait;
     /* Refused records are dead-lettered as their reports arrive, which
      * produces more: flush until nothing is queued nor waiting. */
-    while (o->kp && !o->fatal[0] && !stopped(o) && now_ms() < deadline) {
-        if (kafka_flush(o->kp, 200, oneshot_on_report, o) == 0 &&
+    while (o->sk && !o->fatal[0] && !stopped(o) && obx_now_ms() < deadline) {
+        if (sink_flush(o->sk, 200, oneshot_on_report, o) == 0 &&
             deadletter_queue_empty(&o->refused))
             return true;
         oneshot_serve(o);
@@ -211,7 +243,7 @@ bool oneshot_complete(const oneshot *o)
 {
     if (o->fatal[0])
         return false;
-    return !o->kp || oneshot_acked_all(o->records, o->acked, o->failed, kafka_outq_len(o->kp));
+    return !o->sk || oneshot_acked_all(o->records, o->acked, o->failed, sink_queue_len(o->sk));
 }
 
 uint64_t oneshot_missing(const oneshot *o)
@@ -223,16 +255,6 @@ void oneshot_print_topics(const oneshot *o, FILE *out)
 {
     for (size_t i = 0; i < o->ntopics; i++)
         fprintf(out, "%s\t%llu\n", o->topics[i].topic, (unsigned long long)o->topics[i].n);
-}
-
-void oneshot_warn_inferred(const oneshot *o)
-{
-    if (o->acked_no_offset)
-        log_warn("%llu record(s) were acknowledged without an offset (inferred by the producer "
-                 "from a later acknowledgement): sound on a Kafka broker, which enforces "
-                 "idempotent sequences; if yours may not, run it again to be sure (consumers "
-                 "deduplicate on id)",
-                 (unsigned long long)o->acked_no_offset);
 }
 
 int oneshot_usage_fail(char *err, size_t errlen, const char *fmt, ...)

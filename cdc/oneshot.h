@@ -6,11 +6,13 @@
  * and their command lines start alike (--dry-run, options they refuse, the
  * argument vector handed on to config_parse()).
  *
- * A oneshot is zeroed, then filled by its command: the producer (owned from
+ * A oneshot is zeroed, then filled by its command: the sink (owned from
  * then on; NULL in a dry run, where records are only counted), the config
  * (borrowed), the stop flag its signal handler sets, the source of
- * dead-letter records and the hooks.  oneshot_clear() frees what it owns.
- * What to read and how to report it stays with the command.
+ * dead-letter records and the hooks; oneshot_init() then sets up the
+ * pipeline (cdc/pipeline.h) the command publishes through.
+ * oneshot_clear() frees what it owns.  What to read and how to report it
+ * stays with the command.
  */
 #ifndef CDC_ONESHOT_H
 #define CDC_ONESHOT_H
@@ -23,7 +25,8 @@
 
 #include "cdc/config.h"
 #include "cdc/deadletter.h"
-#include "publish/kafka.h"
+#include "cdc/pipeline.h"
+#include "publish/sink.h"
 #include "schema/envelope.h"
 
 /* Topics counted for the final report; records to more are still sent. */
@@ -38,28 +41,30 @@ typedef struct oneshot_topic {
 
 typedef struct oneshot oneshot;
 
+/* What the command supplies; every hook may be NULL. */
 typedef struct oneshot_hooks {
-    /* Each pass while waiting for the producer: progress, keepalives. */
+    /* Each pass while waiting for the sink: progress, keepalives. */
     void (*idle)(void *arg);
-    /* f is about to be dead-lettered: log it. */
-    void (*refused)(void *arg, const deadletter_refused *f);
-    /* f's dead letter was handed to the producer (pr OK) or not (err). */
-    void (*dead_lettered)(void *arg, const deadletter_refused *f, enum kafka_produce_result pr,
-                          const char *err);
+    /* The pipeline's transaction hooks (cdc/pipeline.h). */
+    enum pipeline_txn (*begin)(void *arg, const pgo_begin *b);
+    void (*commit)(void *arg, const pgo_commit *c);
+    /* A line is about to be logged: clear the progress line. */
+    void (*before_log)(void *arg);
     void *arg;
 } oneshot_hooks;
 
 struct oneshot {
-    kafka_producer *kp; /* owned; NULL: dry run */
-    const config *cfg;  /* borrowed */
+    sink *sk;          /* owned; NULL: dry run, where records are only counted */
+    const config *cfg; /* borrowed */
     const volatile sig_atomic_t *stop;
     uint64_t max_inflight_bytes; /* 0: cfg->max_inflight_bytes */
     envelope_source dl_base;     /* source of dead letters for refused records */
     oneshot_hooks hooks;
+    pipeline p; /* rows -> records; set up by oneshot_init() */
 
     uint64_t records; /* produced (or counted): events and dead letters */
     uint64_t acked, failed;
-    uint64_t acked_no_offset; /* among acked: see deadletter.h */
+    uint64_t inferred; /* among failed: acknowledged without an offset */
     uint64_t inflight_bytes;
     char first_failure[512];
     char fatal[512]; /* set: stop, exit 1; the first reason wins */
@@ -69,8 +74,15 @@ struct oneshot {
     size_t ntopics;
 };
 
+/*
+ * Set up o's pipeline after cfg, stop, hooks, dl_base and (unless a dry
+ * run) sk are filled: records go through oneshot_produce(), a failure is
+ * oneshot_fatal(), source.db is db (borrowed).
+ */
+void oneshot_init(oneshot *o, const char *db, bool dry_run);
+
 /* Free what o owns: flush nothing more (reports still queued are served for
- * 0 ms), the producer, the refused queue, the topic counts.  NULL ok. */
+ * 0 ms), the sink, the refused queue, the topic counts.  NULL ok. */
 void oneshot_clear(oneshot *o);
 
 /* Record the reason to stop; a later one is ignored. */
@@ -83,22 +95,28 @@ void oneshot_count_topic(oneshot *o, const char *topic);
 /* Count a failed delivery; the first one's text is kept in first_failure. */
 void oneshot_note_failure(oneshot *o, const char *topic, const char *errstr);
 
-/* The delivery report callback for kafka_poll()/kafka_flush(); arg is the
- * oneshot.  Refused records are queued for oneshot_serve(). */
-void oneshot_on_report(const kafka_report *rep, void *arg);
+/*
+ * The report callback for sink_poll()/sink_flush(); arg is the oneshot.
+ * Delivered: acknowledged.  Refused for good: queued for its dead letter
+ * (oneshot_serve()).  Retry -- a failure, or an acknowledgement without an
+ * offset, which is not proof of delivery (the rule `run` follows too) --
+ * counts as failed: the command ends with exit 1, and running it again is
+ * safe.
+ */
+void oneshot_on_report(const sink_report *rep, void *arg);
 
 /* Serve delivery reports, then dead-letter what the broker refused. */
 void oneshot_serve(oneshot *o);
 
 /*
- * Hand m to the producer with ticket, first waiting while --max-inflight
+ * Hand m to the sink with ticket, first waiting while --max-inflight
  * records or max_inflight_bytes are unacknowledged (the idle hook runs each
- * pass).  Dry run: count it.  Returns the producer's result; on
- * KAFKA_PRODUCE_ERROR because of o->fatal or the stop flag, err holds
+ * pass).  Dry run: count it.  Returns the sink's result; on
+ * SINK_PRODUCE_ERROR because of o->fatal or the stop flag, err holds
  * o->fatal.  The topic is counted only when produced.
  */
-enum kafka_produce_result oneshot_produce(oneshot *o, const envelope_msg *m, uint64_t ticket,
-                                          char *err, size_t errlen);
+enum sink_produce_result oneshot_produce(oneshot *o, const envelope_msg *m, uint64_t ticket,
+                                         char *err, size_t errlen);
 
 /*
  * Wait until every record is reported and every refused one dead-lettered,
@@ -111,8 +129,7 @@ bool oneshot_flush(oneshot *o, int *waited_ms);
 /* Pure: records acked, none failed, none queued. */
 bool oneshot_acked_all(uint64_t records, uint64_t acked, uint64_t failed, int queued);
 
-/* Not fatal, and in a real run oneshot_acked_all() with the producer's
- * queue. */
+/* Not fatal, and in a real run oneshot_acked_all() with the sink's queue. */
 bool oneshot_complete(const oneshot *o);
 
 /* Records produced but not acknowledged. */
@@ -120,9 +137,6 @@ uint64_t oneshot_missing(const oneshot *o);
 
 /* "TOPIC\tCOUNT" lines, in first-seen order. */
 void oneshot_print_topics(const oneshot *o, FILE *out);
-
-/* Warn when acknowledgements came without an offset (inferred). */
-void oneshot_warn_inferred(const oneshot *o);
 
 /* ---- the command line both commands share -------------------------------- */
 

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "cdc/deadletter.h"
 #include "cdc/log.h"
 #include "cdc/policy.h"
@@ -22,7 +23,7 @@
 #include "decode/outbox.h"
 #include "decode/pgoutput.h"
 #include "decode/relcache.h"
-#include "publish/kafka.h"
+#include "publish/sink.h"
 #include "schema/envelope.h"
 
 #define STATUS_INTERVAL_MS 1000
@@ -219,13 +220,6 @@ static void on_signal(int sig)
     replay_stop = 1;
 }
 
-typedef struct relinfo {
-    const config_table *table;
-    bool bound;
-    outbox_binding binding;
-    char bind_err[384];
-} relinfo;
-
 typedef struct replayer {
     const replay_args *a;
     const config *cfg;
@@ -238,26 +232,13 @@ typedef struct replayer {
     int proto_version;
     uint64_t to_incl;
 
-    bool txn_open, txn_in_range;
-    uint32_t xid;
-    uint64_t commit_lsn;
-    int64_t commit_ts;
-    uint32_t seq;
     uint64_t received; /* write position reported to the server */
     int64_t status_at;
     bool reply_requested;
     bool done;
 
-    uint64_t events, dead_lettered, txns; /* among o.records, the last ticket */
     progress prog;
 } replayer;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Simple query on the replication connection (no extended protocol there).
  * NULL with err unless it returned want. */
@@ -300,217 +281,37 @@ static void on_idle(void *arg)
 {
     replayer *r = arg;
     /* no connection while the last dead letters go out at the end */
-    if (r->conn && now_ms() - r->status_at >= STATUS_INTERVAL_MS)
-        send_status(r, now_ms());
+    if (r->conn && obx_now_ms() - r->status_at >= STATUS_INTERVAL_MS)
+        send_status(r, obx_now_ms());
 }
 
-/* A record the broker refuses for good is dead-lettered, as the original
- * stream did: the dead letter's acknowledgement counts as the record's. */
-static void on_refused(void *arg, const deadletter_refused *f)
+/* Transactions come in commit order: the first past the range ends it. */
+static enum pipeline_txn on_begin(void *arg, const pgo_begin *b)
 {
     replayer *r = arg;
-    char b[LSN_BUFSZ];
 
+    if (b->final_lsn > r->to_incl) {
+        r->done = true;
+        return PIPELINE_TXN_STOP;
+    }
+    return replay_in_range(b->final_lsn, r->a->from, r->to_incl) ? PIPELINE_TXN_PUBLISH
+                                                                  : PIPELINE_TXN_SKIP;
+}
+
+static void on_commit(void *arg, const pgo_commit *c)
+{
+    replayer *r = arg;
+
+    if (c->end_lsn > r->received)
+        r->received = c->end_lsn;
+    if (c->end_lsn > r->to_incl)
+        r->done = true;
+}
+
+static void on_before_log(void *arg)
+{
+    replayer *r = arg;
     progress_clear(&r->prog);
-    log_warn("record at %s for topic \"%s\" refused by the broker; dead-lettered to \"%s\": %s",
-             lsn_format(f->lsn, b), f->topic, r->cfg->dlq_topic, f->reason);
-}
-
-static void on_dead_lettered(void *arg, const deadletter_refused *f, enum kafka_produce_result pr,
-                             const char *err)
-{
-    replayer *r = arg;
-    (void)f;
-    if (pr == KAFKA_PRODUCE_OK)
-        r->dead_lettered++;
-    else
-        oneshot_fatal(&r->o, "cannot produce to \"%s\": %s", r->cfg->dlq_topic, err);
-}
-
-static envelope_source next_source(replayer *r, uint64_t lsn, const char *table)
-{
-    /* source.slot is the relay's slot, not the temporary copy: the same
-     * envelope as the original stream. */
-    return (envelope_source){.lsn = lsn,
-                             .commit_lsn = r->commit_lsn,
-                             .seq = r->seq++,
-                             .xid = r->xid,
-                             .commit_ts = r->commit_ts,
-                             .db = r->dbname,
-                             .table = table,
-                             .slot = r->cfg->slot};
-}
-
-static void dead_letter(replayer *r, const relcache_entry *rel, const pgo_tuple *tuple,
-                        const outbox_row *row, const char *reason, const envelope_source *src,
-                        const char *original_topic)
-{
-    envelope_msg m = {0};
-    char err[512];
-
-    if (envelope_build_dead_letter(r->cfg->dlq_topic, rel, tuple, row, reason, src,
-                                   original_topic, &m, err, sizeof(err)) != 0) {
-        oneshot_fatal(&r->o, "cannot build dead-letter record: %s", err);
-        return;
-    }
-    enum kafka_produce_result pr = oneshot_produce(&r->o, &m, r->o.records + 1, err, sizeof(err));
-    if (pr == KAFKA_PRODUCE_REJECTED) {
-        /* The row itself is what the producer refuses (too large, as a
-         * rule): without its values, the reason and table still arrive. */
-        char why_more[768];
-        envelope_msg_clear(&m);
-        snprintf(why_more, sizeof(why_more), "%s (row values omitted: %s)", reason, err);
-        if (envelope_build_dead_letter(r->cfg->dlq_topic, rel, NULL, NULL, why_more, src,
-                                       original_topic, &m, err, sizeof(err)) != 0) {
-            oneshot_fatal(&r->o, "cannot build dead-letter record: %s", err);
-            return;
-        }
-        pr = oneshot_produce(&r->o, &m, r->o.records + 1, err, sizeof(err));
-    }
-    if (pr == KAFKA_PRODUCE_OK) {
-        r->o.records++;
-        r->dead_lettered++;
-    } else {
-        oneshot_fatal(&r->o, "cannot produce to dead-letter topic \"%s\": %s", r->cfg->dlq_topic,
-                      err);
-    }
-    envelope_msg_clear(&m);
-}
-
-static void publish_event(replayer *r, const relcache_entry *rel, const pgo_tuple *tuple,
-                          const outbox_row *row, const envelope_source *src)
-{
-    envelope_msg m = {0};
-    envelope_extra extras[ENVELOPE_MAX_FIELDS];
-    size_t nextras = 0;
-    char err[512];
-
-    if (envelope_fields_resolve(r->cfg->fields, r->cfg->nfields, rel, tuple, extras, &nextras, err,
-                                sizeof(err)) != 0) {
-        dead_letter(r, rel, tuple, row, err, src, NULL);
-        return;
-    }
-    errno = 0;
-    if (envelope_build_opts(&r->cfg->envelope, row, extras, nextras, src, &m, err, sizeof(err)) !=
-        0) {
-        if (errno == ENOMEM)
-            oneshot_fatal(&r->o, "cannot build record: %s", err);
-        else
-            dead_letter(r, rel, tuple, row, err, src, NULL);
-        return;
-    }
-    switch (oneshot_produce(&r->o, &m, r->o.records + 1, err, sizeof(err))) {
-    case KAFKA_PRODUCE_OK:
-        r->o.records++;
-        r->events++;
-        break;
-    case KAFKA_PRODUCE_REJECTED:
-        /* the producer refuses the record itself (larger than
-         * message.max.bytes, ...): dead-lettered, as the stream did */
-        dead_letter(r, rel, tuple, row, err, src, m.topic);
-        break;
-    default: oneshot_fatal(&r->o, "cannot produce to \"%s\": %s", m.topic, err); break;
-    }
-    envelope_msg_clear(&m);
-}
-
-static void handle_relation(replayer *r, const pgo_relation *prel)
-{
-    relcache_entry *rel = relcache_put(r->rels, prel);
-    relinfo *ri;
-
-    if (!rel || !(ri = calloc(1, sizeof(*ri)))) {
-        oneshot_fatal(&r->o, "out of memory caching relation %u", prel->oid);
-        return;
-    }
-    rel->user = ri;
-    for (size_t i = 0; i < r->cfg->ntables && !ri->table; i++)
-        if (strcmp(r->cfg->tables[i].qualname, rel->qualname) == 0)
-            ri->table = &r->cfg->tables[i];
-    if (ri->table)
-        ri->bound = outbox_bind(&ri->table->colmap, rel, &ri->binding, ri->bind_err,
-                                sizeof(ri->bind_err)) == 0;
-}
-
-static void handle_insert(replayer *r, const pgo_insert *ins, uint64_t lsn)
-{
-    relcache_entry *rel = relcache_get(r->rels, ins->oid);
-    relinfo *ri = rel ? rel->user : NULL;
-    outbox_row row;
-    char err[512];
-    envelope_source src;
-
-    if (!rel) {
-        oneshot_fatal(&r->o, "insert for relation %u before its Relation message", ins->oid);
-        return;
-    }
-    if (!ri || !ri->table || !r->txn_open || !r->txn_in_range)
-        return;
-    src = next_source(r, lsn, rel->qualname);
-    if (!ri->bound)
-        dead_letter(r, rel, &ins->tuple, NULL, ri->bind_err, &src, NULL);
-    else if (outbox_extract(&ri->binding, rel, &ins->tuple, &row, err, sizeof(err)) != 0)
-        dead_letter(r, rel, &ins->tuple, NULL, err, &src, NULL);
-    else
-        publish_event(r, rel, &ins->tuple, &row, &src);
-}
-
-static void handle_message(replayer *r, const pgo_message *msg, uint64_t lsn)
-{
-    char err[512];
-    outbox_message_rel pm;
-    outbox_message_row mr;
-    envelope_source src;
-
-    if (!outbox_message_is_event(msg, r->cfg->messages_prefix) || !r->txn_open ||
-        !r->txn_in_range)
-        return;
-    outbox_message_rel_init(&pm, msg);
-    src = next_source(r, lsn ? lsn : msg->lsn, pm.table);
-    if (outbox_from_message(msg->content, msg->len, &mr, err, sizeof(err)) != 0) {
-        dead_letter(r, &pm.rel, &pm.tuple, NULL, err, &src, NULL);
-        return;
-    }
-    publish_event(r, &pm.rel, &pm.tuple, &mr.row, &src);
-    outbox_message_row_clear(&mr);
-}
-
-static void handle_xlogdata(replayer *r, const uint8_t *p, size_t len, uint64_t wal_start)
-{
-    static const pgo_options all_kinds = {.all_kinds = true};
-    char err[512], b[LSN_BUFSZ];
-
-    if (pgo_parse_opts(p, len, &all_kinds, r->msg, err, sizeof(err)) != 0) {
-        oneshot_fatal(&r->o, "cannot decode pgoutput message at %s: %s", lsn_format(wal_start, b), err);
-        return;
-    }
-    switch (r->msg->kind) {
-    case PGO_BEGIN:
-        if (r->msg->u.begin.final_lsn > r->to_incl) {
-            r->done = true; /* transactions come in commit order: all later ones too */
-            return;
-        }
-        r->txn_open = true;
-        r->txn_in_range = replay_in_range(r->msg->u.begin.final_lsn, r->a->from, r->to_incl);
-        r->xid = r->msg->u.begin.xid;
-        r->commit_lsn = r->msg->u.begin.final_lsn;
-        r->commit_ts = r->msg->u.begin.commit_ts;
-        r->seq = 0;
-        break;
-    case PGO_COMMIT:
-        if (r->txn_in_range)
-            r->txns++;
-        r->txn_open = false;
-        if (r->msg->u.commit.end_lsn > r->received)
-            r->received = r->msg->u.commit.end_lsn;
-        if (r->msg->u.commit.end_lsn > r->to_incl)
-            r->done = true;
-        break;
-    case PGO_RELATION: handle_relation(r, &r->msg->u.relation); break;
-    case PGO_INSERT: handle_insert(r, &r->msg->u.insert, wal_start); break;
-    case PGO_MESSAGE: handle_message(r, &r->msg->u.message, wal_start); break;
-    default: break; /* UPDATE, DELETE, TRUNCATE, ...: never events; streaming is off */
-    }
 }
 
 /* Read what is buffered.  Returns 1 when more may be buffered, 0 when the
@@ -536,11 +337,11 @@ static int read_frames(replayer *r)
         if (p[0] == 'w' && len >= 25) {
             for (int i = 0; i < 8; i++)
                 a = (a << 8) | p[1 + i];
-            handle_xlogdata(r, p + 25, (size_t)len - 25, a);
+            pipeline_xlogdata(&r->o.p, r->rels, r->msg, p + 25, (size_t)len - 25, a);
         } else if (p[0] == 'k' && len >= 18) {
             for (int i = 0; i < 8; i++)
                 a = (a << 8) | p[1 + i];
-            if (!r->txn_open) {
+            if (!r->o.p.txn_open) {
                 if (a > r->received)
                     r->received = a;
                 /* Everything that committed before the server's position has been
@@ -703,24 +504,24 @@ static int start_stream(replayer *r, char *err, size_t errlen)
 /* Rate in events, percentage and ETA in WAL bytes from --from to the end. */
 static void show_progress(replayer *r, bool force)
 {
-    int64_t now = now_ms();
+    int64_t now = obx_now_ms();
     char head[160], line[256], b[LSN_BUFSZ];
     uint64_t from = r->a->from, done = r->received > from ? r->received - from : 0;
 
     if (!progress_due(&r->prog, now, force))
         return;
     snprintf(head, sizeof(head), "%s reached, %llu events %s", lsn_format(r->received, b),
-             (unsigned long long)(r->a->dry_run ? r->events : r->o.acked),
+             (unsigned long long)(r->a->dry_run ? r->o.p.published : r->o.acked),
              r->a->dry_run ? "counted" : "acknowledged");
     progress_format(line, sizeof(line), head, done, r->to_incl > from ? r->to_incl - from : 0,
-                    r->a->dry_run ? r->events : r->o.acked, "events",
+                    r->a->dry_run ? r->o.p.published : r->o.acked, "events",
                     (double)(now - r->prog.started_ms) / 1000.0);
     progress_show(&r->prog, now, line);
 }
 
 static int run_loop(replayer *r)
 {
-    r->status_at = now_ms();
+    r->status_at = obx_now_ms();
     while (!r->done && !r->o.fatal[0]) {
         int more;
         if (replay_stop) {
@@ -732,14 +533,14 @@ static int run_loop(replayer *r)
         more = read_frames(r);
         if (more < 0 || r->done)
             break;
-        int64_t now = now_ms();
+        int64_t now = obx_now_ms();
         if (r->reply_requested || now - r->status_at >= STATUS_INTERVAL_MS)
             send_status(r, now);
         struct pollfd pfd[2] = {{.fd = PQsocket(r->conn), .events = POLLIN}, {.fd = -1}};
         if (PQflush(r->conn) == 1)
             pfd[0].events |= POLLOUT;
-        if (r->o.kp) {
-            pfd[1].fd = kafka_event_fd(r->o.kp);
+        if (r->o.sk) {
+            pfd[1].fd = sink_event_fd(r->o.sk);
             pfd[1].events = POLLIN;
         }
         if (poll(pfd, 2, more ? 0 : 200) < 0 && errno != EINTR) {
@@ -779,8 +580,9 @@ int replay_main(int argc, char **argv)
     r.o.max_inflight_bytes = UINT64_MAX; /* replay bounds records only (--max-inflight) */
     r.o.dl_base = (envelope_source){.db = r.dbname, .slot = a.cfg.slot};
     r.o.hooks = (oneshot_hooks){.idle = on_idle,
-                                .refused = on_refused,
-                                .dead_lettered = on_dead_lettered,
+                                .begin = on_begin,
+                                .commit = on_commit,
+                                .before_log = on_before_log,
                                 .arg = &r};
     r.rels = relcache_new();
     r.msg = malloc(sizeof(*r.msg));
@@ -794,13 +596,14 @@ int replay_main(int argc, char **argv)
     }
     code = 1;
     if (!a.dry_run) {
-        r.o.kp = kafka_producer_new(a.cfg.brokers, a.cfg.props, a.cfg.nprops, err, sizeof(err));
-        if (!r.o.kp) {
+        r.o.sk = sink_open(a.cfg.brokers, a.cfg.props, a.cfg.nprops, err, sizeof(err));
+        if (!r.o.sk) {
             log_error("%s", err);
             code = 2;
             goto out;
         }
     }
+    oneshot_init(&r.o, r.dbname, a.dry_run);
     if (start_stream(&r, err, sizeof(err)) != 0) {
         log_error("%s", err);
         goto out;
@@ -808,7 +611,7 @@ int replay_main(int argc, char **argv)
     log_info("replaying commits %s..%s of anchor \"%s\" through temporary slot \"%s\"%s",
              lsn_format(a.from, b1), lsn_format(r.to_incl, b2), a.anchor_name, r.tmp_slot,
              a.dry_run ? " (dry run: nothing is published)" : "");
-    progress_init(&r.prog, "replay", isatty(STDERR_FILENO) && !a.cfg.log_json, now_ms());
+    progress_init(&r.prog, "replay", isatty(STDERR_FILENO) && !a.cfg.log_json, obx_now_ms());
     prc = run_loop(&r);
     if (r.prog.tty)
         show_progress(&r, true);
@@ -820,14 +623,14 @@ int replay_main(int argc, char **argv)
     /* Ending the session drops the temporary slot; nothing was confirmed. */
     PQfinish(r.conn);
     r.conn = NULL;
-    if (r.o.kp) {
+    if (r.o.sk) {
         int wait;
         if (!oneshot_flush(&r.o, &wait)) {
             if (replay_stop)
                 oneshot_fatal(&r.o, "interrupted");
             else
                 oneshot_fatal(&r.o, "%d records not acknowledged within %d ms",
-                              kafka_outq_len(r.o.kp) + (int)r.o.refused.n, wait);
+                              sink_queue_len(r.o.sk) + (int)r.o.refused.n, wait);
         }
         if (r.o.fatal[0]) {
             log_error("replay incomplete: %s; run it again (consumers deduplicate on id)",
@@ -844,10 +647,9 @@ int replay_main(int argc, char **argv)
     }
     oneshot_print_topics(&r.o, stdout);
     log_info("%s %llu events (%llu dead-lettered) of %llu transactions, commits %s..%s",
-             a.dry_run ? "would publish" : "published", (unsigned long long)r.events,
-             (unsigned long long)r.dead_lettered, (unsigned long long)r.txns,
+             a.dry_run ? "would publish" : "published", (unsigned long long)r.o.p.published,
+             (unsigned long long)r.o.p.dead_lettered, (unsigned long long)r.o.p.txns,
              lsn_format(a.from, b1), lsn_format(r.to_incl, b2));
-    oneshot_warn_inferred(&r.o);
     code = 0;
 out:
     oneshot_clear(&r.o);

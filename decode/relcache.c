@@ -7,7 +7,8 @@
  * Open addressing with linear probing over entry pointers.  Entries are
  * allocated one by one so a pointer handed out stays valid while other OIDs
  * come and go; only a put of the same OID (or clear/free) invalidates it.
- * There is no single-entry delete, so no tombstones are needed.
+ * The one single-entry delete (a failed put drops the old entry) re-seats
+ * the rest of its probe run instead of leaving a tombstone.
  */
 struct relcache {
     relcache_entry **slots;

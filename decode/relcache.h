@@ -25,8 +25,9 @@ typedef struct relcache_entry {
     char *qualname; /* "nspname.relname", unquoted */
     uint16_t natts;
     relcache_attr *atts;
-    /* Owned by the caller: e.g. the outbox binding.  Freed with free() by
-     * the cache when the entry is replaced or the cache is freed. */
+    /* The caller's data about the relation (e.g. its outbox binding):
+     * malloc'd by the caller, owned by the cache from then on, and freed
+     * with free() when the entry is replaced, cleared or the cache freed. */
     void *user;
 } relcache_entry;
 

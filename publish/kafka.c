@@ -12,10 +12,13 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "base/clock.h"
+
 /* The ticket travels as the message's opaque pointer. */
 _Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t), "tickets need 64-bit pointers");
 
 struct kafka_producer {
+    sink base; /* first: a kafka_producer is a sink */
     rd_kafka_t *rk;
     rd_kafka_queue_t *mainq; /* where delivery reports and errors are queued */
     int efd;                 /* eventfd librdkafka writes to when mainq gets work */
@@ -65,16 +68,9 @@ struct kafka_producer {
  * broker still down reports again within this time. */
 #define KAFKA_QUIET_MS 20000
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * Our defaults, applied before the caller's -X so that any of them can be
- * overridden.  Per-aggregate order (DESIGN.md guarantee 4) relies on
+ * overridden.  Per-aggregate order (README, Design: guarantees) relies on
  * enable.idempotence: without it a retried batch can land after a later
  * one; murmur2_random keeps key -> partition identical to the Java client.
  * linger.ms 1 with at most 2 requests in flight per broker connection
@@ -244,7 +240,7 @@ static void check_fault_over(kafka_producer *kp)
 
     if (!kp->broker_fault || !kp->acked_since_error)
         return;
-    now = now_ms();
+    now = obx_now_ms();
     if (now - kp->last_error_ms < KAFKA_QUIET_MS)
         return;
     snprintf(msg, sizeof(msg),
@@ -288,6 +284,9 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     rep.keylen = m->key_len;
     rep.value = m->payload;
     rep.valuelen = m->len;
+    rep.verdict = sink_classify(rep.err == 0, rep.offset, rep.permanent);
+    rep.inferred = rep.err == 0 && rep.offset < 0;
+    rep.from = &kp->base;
     rep.msg = m;
     kp->fn(&rep, kp->fn_arg);
 }
@@ -315,7 +314,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
         kp->brokers_down = true;
-    kp->last_error_ms = now_ms();
+    kp->last_error_ms = obx_now_ms();
     kp->acked_since_error = false;
     if (kp->broker_fault) {
         kp->fault_repeats++;
@@ -349,6 +348,8 @@ bool kafka_brokers_up(const kafka_producer *kp)
     return !kp->brokers_down;
 }
 
+static const sink_ops kafka_sink_ops;
+
 kafka_producer *kafka_producer_new(const char *brokers, const kafka_prop *props, size_t nprops,
                                    char *err, size_t errlen)
 {
@@ -362,6 +363,7 @@ kafka_producer *kafka_producer_new(const char *brokers, const kafka_prop *props,
         snprintf(err, errlen, "out of memory creating the kafka producer");
         return NULL;
     }
+    kp->base.ops = &kafka_sink_ops;
     kp->efd = -1;
     conf = build_conf(brokers, props, nprops, err, errlen);
     if (!conf)
@@ -526,7 +528,7 @@ enum kafka_produce_result kafka_produce_ts(kafka_producer *kp, const char *topic
                            RD_KAFKA_V_OPAQUE((void *)(uintptr_t)ticket), RD_KAFKA_V_END);
     if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (kp->outstanding++ == 0)
-            kp->progress_ms = now_ms(); /* the stall clock starts with the first waiting message */
+            kp->progress_ms = obx_now_ms(); /* the stall clock starts with the first waiting message */
         warm_topic(kp, topic);
         return KAFKA_PRODUCE_OK;
     }
@@ -566,7 +568,7 @@ static void time_out_all(kafka_producer *kp)
     snprintf(kp->timeout_reason, sizeof(kp->timeout_reason),
              "no delivery report for %lld ms (message.timeout.ms) with %zu message(s) waiting: "
              "all of them timed out",
-             (long long)(now_ms() - kp->progress_ms), kp->outstanding);
+             (long long)(obx_now_ms() - kp->progress_ms), kp->outstanding);
     /* the purge reports reach dr_cb only through rd_kafka_poll() below */
     kp->timing_out = kafka_purge(kp) == 0;
     while (rd_kafka_poll(kp->rk, 0) > 0)
@@ -588,9 +590,9 @@ int kafka_poll(kafka_producer *kp, kafka_report_fn fn, void *arg, char *err, siz
     while (rd_kafka_poll(kp->rk, 0) > 0)
         ;
     if (kp->served > 0)
-        kp->progress_ms = now_ms();
+        kp->progress_ms = obx_now_ms();
     else if (!kp->timing_out &&
-             kafka_stalled(now_ms(), kp->progress_ms, kp->outstanding, kp->timeout_ms))
+             kafka_stalled(obx_now_ms(), kp->progress_ms, kp->outstanding, kp->timeout_ms))
         time_out_all(kp);
     kp->fn = NULL;
     kp->fn_arg = NULL;
@@ -615,7 +617,7 @@ int kafka_purge(kafka_producer *kp)
  */
 int kafka_flush(kafka_producer *kp, int timeout_ms, kafka_report_fn fn, void *arg)
 {
-    int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int64_t deadline = obx_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     char err[512];
 
     for (;;) {
@@ -626,7 +628,7 @@ int kafka_flush(kafka_producer *kp, int timeout_ms, kafka_report_fn fn, void *ar
             return -1;
         if (rd_kafka_outq_len(kp->rk) == 0)
             return 0;
-        left = deadline - now_ms();
+        left = deadline - obx_now_ms();
         if (left <= 0)
             return -1;
         if (left > 100)
@@ -640,3 +642,73 @@ int kafka_outq_len(const kafka_producer *kp)
 {
     return rd_kafka_outq_len(kp->rk);
 }
+
+/* ---- the producer as a sink (publish/sink.h) ------------------------------ */
+
+_Static_assert((int)KAFKA_PRODUCE_OK == (int)SINK_PRODUCE_OK &&
+                   (int)KAFKA_PRODUCE_QUEUE_FULL == (int)SINK_PRODUCE_QUEUE_FULL &&
+                   (int)KAFKA_PRODUCE_ERROR == (int)SINK_PRODUCE_ERROR &&
+                   (int)KAFKA_PRODUCE_REJECTED == (int)SINK_PRODUCE_REJECTED,
+               "produce results differ");
+
+sink *kafka_producer_sink(kafka_producer *kp)
+{
+    return &kp->base;
+}
+
+static enum sink_produce_result ks_produce(sink *sk, const sink_msg *m, uint64_t ticket, char *err,
+                                           size_t errlen)
+{
+    return (enum sink_produce_result)kafka_produce_ts(
+        (kafka_producer *)sk, m->topic, m->key, m->keylen, m->value, m->valuelen,
+        m->timestamp_ms, m->headers, m->nheaders, ticket, err, errlen);
+}
+
+static int ks_poll(sink *sk, sink_report_fn fn, void *arg, char *err, size_t errlen)
+{
+    return kafka_poll((kafka_producer *)sk, fn, arg, err, errlen);
+}
+
+static int ks_flush(sink *sk, int timeout_ms, sink_report_fn fn, void *arg)
+{
+    return kafka_flush((kafka_producer *)sk, timeout_ms, fn, arg);
+}
+
+static int ks_purge(sink *sk)
+{
+    return kafka_purge((kafka_producer *)sk);
+}
+
+static int ks_event_fd(const sink *sk)
+{
+    return kafka_event_fd((const kafka_producer *)sk);
+}
+
+static int ks_queue_len(const sink *sk)
+{
+    return kafka_outq_len((const kafka_producer *)sk);
+}
+
+static bool ks_healthy(const sink *sk)
+{
+    return kafka_brokers_up((const kafka_producer *)sk);
+}
+
+static void ks_free(sink *sk)
+{
+    kafka_producer_free((kafka_producer *)sk);
+}
+
+/* At least once: no transactions, so begin and commit are no-ops (NULL). */
+static const sink_ops kafka_sink_ops = {
+    .name = "kafka",
+    .produce = ks_produce,
+    .poll = ks_poll,
+    .flush = ks_flush,
+    .purge = ks_purge,
+    .event_fd = ks_event_fd,
+    .queue_len = ks_queue_len,
+    .healthy = ks_healthy,
+    .report_header = kafka_report_header,
+    .free = ks_free,
+};

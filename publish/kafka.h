@@ -16,16 +16,17 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#ifndef OBX_WUR
-#define OBX_WUR __attribute__((warn_unused_result))
-#endif
+#include "base/compiler.h"
+#include "publish/sink.h"
 
 typedef struct kafka_producer kafka_producer;
 
-typedef struct kafka_prop {
-    const char *name;
-    const char *value;
-} kafka_prop;
+/* The sink's own types: a Kafka producer is a sink (publish/sink.h). */
+typedef sink_prop kafka_prop;
+typedef sink_header kafka_header;
+typedef sink_report kafka_report;
+typedef sink_report_fn kafka_report_fn;
+typedef sink_log_fn kafka_log_fn;
 
 /*
  * Validate configuration without connecting: every property name and value
@@ -45,14 +46,11 @@ kafka_producer *kafka_producer_new(const char *brokers, const kafka_prop *props,
 /* Flushes nothing: call kafka_flush() first when delivery matters. NULL ok. */
 void kafka_producer_free(kafka_producer *kp);
 
+/* The producer as a sink (the same object: sink_free() frees it). */
+sink *kafka_producer_sink(kafka_producer *kp);
+
 /* Readable when delivery reports (or errors) wait: poll() it, then kafka_poll(). */
 int kafka_event_fd(const kafka_producer *kp);
-
-typedef struct kafka_header {
-    const char *name;
-    const void *value;
-    size_t len;
-} kafka_header;
 
 enum kafka_produce_result {
     KAFKA_PRODUCE_OK = 0,
@@ -84,32 +82,12 @@ enum kafka_produce_result kafka_produce_ts(kafka_producer *kp, const char *topic
                                            size_t nheaders, uint64_t ticket, char *err,
                                            size_t errlen) OBX_WUR;
 
-typedef struct kafka_report {
-    uint64_t ticket;
-    int err;          /* rd_kafka_resp_err_t; 0 = acknowledged by the broker */
-    const char *errstr;
-    bool permanent;   /* err is about this message itself (too large, bad
-                         topic), not about the path to the broker */
-    int32_t partition;
-    int64_t offset;
-    size_t len; /* key + value bytes of the message (the caller's in-flight byte count) */
-    /* The message itself, borrowed: valid only during the report callback. */
-    const char *topic;
-    const void *key;
-    size_t keylen;
-    const void *value;
-    size_t valuelen;
-    const void *msg; /* for kafka_report_header() */
-} kafka_report;
-
 /*
  * The first header called name of the reported message: 0 with *value and
  * *len set, or -1 when it has none.  Only during the report callback.
  */
 int kafka_report_header(const kafka_report *rep, const char *name, const void **value,
                         size_t *len);
-
-typedef void (*kafka_report_fn)(const kafka_report *rep, void *arg);
 
 /*
  * Serve everything waiting without blocking: call fn once per delivery
@@ -164,7 +142,6 @@ int kafka_outq_len(const kafka_producer *kp);
 void kafka_list_properties(FILE *out);
 
 /* Where librdkafka's own log lines go: level is syslog-style. */
-typedef void (*kafka_log_fn)(int level, const char *fac, const char *msg);
 void kafka_set_logger(kafka_log_fn fn);
 
 #endif

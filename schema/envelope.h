@@ -1,7 +1,6 @@
 /*
  * envelope — turn an outbox row plus its source position into a Kafka
- * record: topic, key, headers, value and timestamp, in one of the formats
- * of DESIGN.md:
+ * record: topic, key, headers, value and timestamp, in one of these formats:
  *
  *   envelope            our own JSON envelope (schema/envelope.schema.json)
  *   debezium            what Debezium's outbox EventRouter emits with its
@@ -16,6 +15,13 @@
  * embedded verbatim, never parsed and re-serialised.  Everything in an
  * envelope_msg is owned by it and released by envelope_msg_clear(); publish
  * may take the value (set msg->value to NULL after taking it).
+ *
+ * This is the schema layer's public face.  Behind it, one module a job:
+ * schema/format (the formats' table; one file per format, format_*.c, and
+ * how to add one), prepared (the row checked once for every format), fields
+ * (--field), topic (templates), dlrecord (dead letters), jsonw (the JSON
+ * writer), jsonv (UTF-8 and JSON checks), base64, ce (CloudEvents' shared
+ * parts), errbuf (error reasons), pgtypes (type OIDs).
  */
 #ifndef SCHEMA_ENVELOPE_H
 #define SCHEMA_ENVELOPE_H
@@ -31,6 +37,7 @@ enum envelope_format {
     ENVELOPE_FORMAT_DEBEZIUM,
     ENVELOPE_FORMAT_CLOUDEVENTS,
     ENVELOPE_FORMAT_CLOUDEVENTS_BINARY,
+    ENVELOPE_FORMAT_COUNT /* not a format: how many there are */
 };
 
 /* The names envelope_format_parse() accepts, for usage and error messages. */
@@ -249,6 +256,22 @@ int envelope_build_dead_letter(const char *dlq_topic, const relcache_entry *rel,
                                const pgo_tuple *tuple, const outbox_row *row, const char *reason,
                                const envelope_source *src, const char *original_topic,
                                envelope_msg *out, char *err, size_t errlen) OBX_WUR;
+
+/*
+ * Add a header name: value[0..len) (the value is copied and NUL-terminated;
+ * it may hold NULs).  Returns 0, or -1 when out of memory or when msg has
+ * ENVELOPE_MAX_HEADERS already.
+ */
+int envelope_msg_add_header(envelope_msg *msg, const char *name, const char *value,
+                            size_t len) OBX_WUR;
+
+/* envelope_msg_add_header() of a NUL-terminated value. */
+int envelope_msg_add_header_str(envelope_msg *msg, const char *name, const char *value) OBX_WUR;
+
+/* Set the key to a copy of key[0..len), NUL-terminated for the convenience
+ * of readers (msg must have none yet).  Returns 0, or -1 when out of
+ * memory. */
+int envelope_msg_set_key(envelope_msg *msg, const char *key, size_t len) OBX_WUR;
 
 /* Free everything msg owns and zero it.  Safe on a zeroed msg. */
 void envelope_msg_clear(envelope_msg *msg);

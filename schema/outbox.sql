@@ -172,7 +172,9 @@ COMMENT ON FUNCTION public.outbox_emit(text, text, text, jsonb, uuid, text) IS
 -- cleanup): a transactional logical decoding message that the relay turns
 -- into an event when started with --messages PREFIX (default prefix
 -- 'outbox'; PostgreSQL 14+).  It commits or rolls back with the caller's
--- transaction like a row would.
+-- transaction like a row would.  Its parameters and header are those of
+-- outbox_emit on purpose (one more, prefix), so a caller can switch between
+-- the two; the checks both run live in outbox_check_event.
 --
 --     SELECT outbox_emit_message('order', '42', 'OrderPlaced', '{"total": 42.5}');
 CREATE OR REPLACE FUNCTION public.outbox_emit_message(

@@ -457,9 +457,145 @@ static void test_help_matches_readme(void **state)
     free(help);
 }
 
+/* ---- the configuration file and the environment ---------------------------- */
+
+static void write_file(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void write_file(const char *path, const char *fmt, ...)
+{
+    va_list ap;
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* A bad file: exit 2 naming FILE:LINE, before anything is created (the
+ * file asks for --create-slot). */
+static void test_config_file_rejected(void **state)
+{
+    char ci[256], path[600], want[700];
+    PGconn *conn = case_db("c_cfgfile_bad", true, ci, sizeof(ci));
+    const char *args[] = {"--config", path, NULL};
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/bad.conf", hx_tmpdir());
+    snprintf(want, sizeof(want), "%s:3:", path);
+    write_file(path, "create-slot = true\nslot = c_cfgfile_slot\nmax-inflight = many\n");
+    expect_rejected(conn, ci, "cfgfile-bad-value", 2, want, args);
+    write_file(path, "create-slot = true\n# secret\nkafka.sasl.password = hunter2\n");
+    expect_rejected(conn, ci, "cfgfile-secret", 2, want, args);
+    write_file(path, "create-slot = true\n\nslot c_cfgfile_slot\n");
+    expect_rejected(conn, ci, "cfgfile-syntax", 2, want, args);
+    setenv("OUTBOX_RELAY_SLOTT", "typo", 1);
+    write_file(path, "create-slot = true\n");
+    expect_rejected(conn, ci, "cfgfile-env-typo", 2, "OUTBOX_RELAY_SLOTT", args);
+    unsetenv("OUTBOX_RELAY_SLOTT");
+    PQfinish(conn);
+}
+
+/* The relay runs from a file, the environment and the command line, each
+ * winning over the one below: the file's dbname points at a database that
+ * does not exist and the environment's at the real one; the file's slot
+ * is overridden by the command line's; the topic template comes from the
+ * file.  What a consumer reads and the slot's confirmed position show
+ * which value was used. */
+static void test_config_file_env_cli_run(void **state)
+{
+    char ci[256], path[600], tmpl[128], topic[128], endbuf[32];
+    PGconn *conn = case_db("c_cfgfile_run", true, ci, sizeof(ci));
+    uint64_t end, confirmed = 0;
+    hx_records recs = {0};
+    const char *topics[1] = {topic};
+    hx_proc p;
+
+    (void)state;
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.cfgfile.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.cfgfile.cfgorder", hx_run_id());
+    assert_int_equal(
+        hx_exec(conn, "SELECT pg_create_logical_replication_slot('c_cfg_cli', 'pgoutput')"), 0);
+    assert_int_equal(hx_exec(conn, "INSERT INTO public.outbox (aggregatetype, aggregateid, type, "
+                                   "payload) VALUES ('cfgorder', '7', 'Placed', '{\"n\": 1}')"),
+                     0);
+    assert_int_equal(hx_current_lsn(conn, true, &end), 0);
+    hx_lsn_format(end, endbuf, sizeof(endbuf));
+    snprintf(path, sizeof(path), "%s/run.conf", hx_tmpdir());
+    write_file(path,
+               "# the relay of test_config_file_env_cli_run\n"
+               "dbname = host=127.0.0.1 port=%d dbname=no_such_db user=postgres\n"
+               "brokers = %s\n"
+               "slot = c_cfg_file\n"
+               "topic = %s\n"
+               "end-lsn = %s\n"
+               "kafka.linger.ms = 0\n",
+               pg.port, broker.bootstraps, tmpl, endbuf);
+    setenv("OUTBOX_RELAY_DBNAME", ci, 1);
+    const char *args[] = {"run", "--config", path, "--slot", "c_cfg_cli", NULL};
+    assert_int_equal(hx_relay_start(&p, "cfgfile-run", args), 0);
+    unsetenv("OUTBOX_RELAY_DBNAME");
+    int rc = hx_proc_wait(&p, RELAY_TIMEOUT_MS);
+    if (rc != 0)
+        hx_proc_dump(&p, "relay from a configuration file");
+    assert_int_equal(rc, 0);
+    assert_int_equal(hx_slot_confirmed(conn, "c_cfg_cli", &confirmed), 1);
+    assert_true(confirmed >= end);
+    assert_int_equal(hx_consume(broker.bootstraps, topics, 1, 1, 20000, &recs), 1);
+    assert_string_equal(recs.v[0].key, "7");
+    hx_records_free(&recs);
+    drop_slot(conn, "c_cfg_cli");
+    PQfinish(conn);
+}
+
+/* --print-config: exit 0, each value with its source, secrets masked. */
+static void test_print_config(void **state)
+{
+    const char *relay = getenv("OBX_RELAY");
+    char path[600], pw[600], cmd[2000];
+    FILE *f;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/print.conf", hx_tmpdir());
+    snprintf(pw, sizeof(pw), "%s/sasl.pw", hx_tmpdir());
+    write_file(pw, "hunter2\n");
+    write_file(path,
+               "brokers = file:9092\nslot = file_slot\ntable = a.outbox\n"
+               "kafka.sasl.password.file = %s\ndbname = host=db user=u\n",
+               pw);
+    snprintf(cmd, sizeof(cmd),
+             "OUTBOX_RELAY_SLOT=env_slot OUTBOX_RELAY_KAFKA_SSL_KEY_PASSWORD=topsecret "
+             "OUTBOX_RELAY_DBNAME='host=db password=dbsecret' "
+             "%s run --config %s --publication cli_pub --print-config",
+             relay && *relay ? relay : "./outbox-relay", path);
+    f = popen(cmd, "r");
+    assert_non_null(f);
+    char *out = slurp(f);
+    assert_int_equal(pclose(f), 0);
+    char want[700];
+    snprintf(want, sizeof(want), "brokers = file:9092  # %s:1\n", path);
+    assert_non_null(strstr(out, want));
+    assert_non_null(strstr(out, "slot = env_slot  # env OUTBOX_RELAY_SLOT\n"));
+    assert_non_null(strstr(out, "publication = cli_pub  # command line\n"));
+    assert_non_null(strstr(out, "format = envelope  # default\n"));
+    snprintf(want, sizeof(want), "table = a.outbox  # %s:3\n", path);
+    assert_non_null(strstr(out, want));
+    snprintf(want, sizeof(want), "kafka.sasl.password = ********  # %s:4\n", path);
+    assert_non_null(strstr(out, want));
+    assert_non_null(strstr(out, "kafka.ssl.key.password = ********  # env"));
+    assert_non_null(strstr(out, "dbname = host=db password=********  # env OUTBOX_RELAY_DBNAME"));
+    assert_null(strstr(out, "hunter2"));
+    assert_null(strstr(out, "topsecret"));
+    assert_null(strstr(out, "dbsecret"));
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_file_rejected),
+        cmocka_unit_test(test_config_file_env_cli_run),
+        cmocka_unit_test(test_print_config),
         cmocka_unit_test(test_unknown_option),
         cmocka_unit_test(test_malformed_start_lsn),
         cmocka_unit_test(test_unknown_kafka_property),

@@ -12,12 +12,13 @@
 
 #include "cdc/deadletter.h"
 
-static kafka_report report(const char *topic, const char *key, const char *value, size_t valuelen)
+static sink_report report(const char *topic, const char *key, const char *value, size_t valuelen)
 {
-    return (kafka_report){.ticket = 42,
+    return (sink_report){.ticket = 42,
                           .err = 10,
                           .errstr = "Broker: Message size too large",
                           .permanent = true,
+                          .verdict = SINK_REFUSED,
                           .offset = -1,
                           .topic = topic,
                           .key = key,
@@ -34,29 +35,38 @@ static const char *header(const envelope_msg *m, const char *name)
     return NULL;
 }
 
+/* A report as a sink makes it: its verdict from sink_classify(). */
+static sink_report verdict_of(uint64_t ticket, int err, int64_t offset, bool permanent)
+{
+    return (sink_report){.ticket = ticket,
+                         .err = err,
+                         .offset = offset,
+                         .permanent = permanent,
+                         .verdict = sink_classify(err == 0, offset, permanent)};
+}
+
 static void test_classify(void **state)
 {
     (void)state;
-    kafka_report r = {.ticket = 7, .err = 0, .offset = 12};
+    sink_report r = verdict_of(7, 0, 12, false);
 
-    assert_int_equal(deadletter_classify(&r), DEADLETTER_ACKED);
-    r.offset = 0;
-    assert_int_equal(deadletter_classify(&r), DEADLETTER_ACKED);
-    r.offset = -1; /* inferred by the producer: not proof */
-    assert_int_equal(deadletter_classify(&r), DEADLETTER_ACKED_NO_OFFSET);
-    r.err = 10;
-    r.permanent = true;
-    assert_int_equal(deadletter_classify(&r), DEADLETTER_REFUSED);
+    assert_int_equal(deadletter_classify(&r), SINK_DELIVERED);
+    r = verdict_of(7, 0, 0, false);
+    assert_int_equal(deadletter_classify(&r), SINK_DELIVERED);
+    /* inferred by the producer: not proof, for every command alike */
+    r = verdict_of(7, 0, -1, false);
+    assert_int_equal(deadletter_classify(&r), SINK_RETRY);
+    r = verdict_of(7, 10, -1, true);
+    assert_int_equal(deadletter_classify(&r), SINK_REFUSED);
     /* a refused dead letter is a failure, never a dead letter of a dead letter */
-    r.ticket = 7 | DEADLETTER_TICKET;
-    assert_int_equal(deadletter_classify(&r), DEADLETTER_FAILED);
+    r = verdict_of(7 | DEADLETTER_TICKET, 10, -1, true);
+    assert_int_equal(deadletter_classify(&r), SINK_RETRY);
     /* a transient failure (timed out on the way) is sent again, not dead-lettered */
-    r.ticket = 7;
-    r.permanent = false;
-    assert_int_equal(deadletter_classify(&r), DEADLETTER_FAILED);
+    r = verdict_of(7, 10, -1, false);
+    assert_int_equal(deadletter_classify(&r), SINK_RETRY);
     /* an acknowledged dead letter is acknowledged */
-    r = (kafka_report){.ticket = 7 | DEADLETTER_TICKET, .err = 0, .offset = 3};
-    assert_int_equal(deadletter_classify(&r), DEADLETTER_ACKED);
+    r = verdict_of(7 | DEADLETTER_TICKET, 0, 3, false);
+    assert_int_equal(deadletter_classify(&r), SINK_DELIVERED);
 }
 
 static void test_refused_keeps_the_record(void **state)
@@ -64,7 +74,7 @@ static void test_refused_keeps_the_record(void **state)
     (void)state;
     /* a value with a NUL inside: copied by length, not as a string */
     static const char value[] = "{\"n\":\0 1}";
-    kafka_report r = report("orders", "a1", value, sizeof(value) - 1);
+    sink_report r = report("orders", "a1", value, sizeof(value) - 1);
     deadletter_refused *f =
         deadletter_refused_new(&r, "0/16B3748", 9, "public.outbox", 13, UINT64_C(5));
 
@@ -88,7 +98,7 @@ static void test_refused_keeps_the_record(void **state)
 static void test_refused_without_headers_key_or_reason(void **state)
 {
     (void)state;
-    kafka_report r = report(NULL, NULL, NULL, 0);
+    sink_report r = report(NULL, NULL, NULL, 0);
     r.errstr = NULL;
     deadletter_refused *f = deadletter_refused_new(&r, NULL, 0, NULL, 0, 0);
 
@@ -121,7 +131,7 @@ static void test_value_cap(void **state)
     memset(big, 'x', DEADLETTER_VALUE_MAX + 1);
 
     /* exactly at the cap: kept */
-    kafka_report r = report("t", "k", big, DEADLETTER_VALUE_MAX);
+    sink_report r = report("t", "k", big, DEADLETTER_VALUE_MAX);
     deadletter_refused *f = deadletter_refused_new(&r, NULL, 0, NULL, 0, 0);
     assert_non_null(f);
     assert_non_null(f->value);
@@ -141,7 +151,7 @@ static void test_value_cap(void **state)
 
 static deadletter_refused *refused_ticket(uint64_t ticket)
 {
-    kafka_report r = report("t", "k", "v", 1);
+    sink_report r = report("t", "k", "v", 1);
     r.ticket = ticket;
     deadletter_refused *f = deadletter_refused_new(&r, NULL, 0, NULL, 0, 0);
     assert_non_null(f);
@@ -202,7 +212,7 @@ static json_t *value_json(const envelope_msg *m)
 static void test_build_from_the_stream(void **state)
 {
     (void)state;
-    kafka_report r = report("outbox.event.order", "a1", "{\"n\": 1}", 8);
+    sink_report r = report("outbox.event.order", "a1", "{\"n\": 1}", 8);
     deadletter_refused *f = deadletter_refused_new(&r, "0/16B3748", 9, NULL, 0, 0);
     envelope_source base = {.lsn = 99, .table = "public.outbox", .db = "app", .slot = "s"};
     envelope_msg m = {0};
@@ -233,7 +243,7 @@ static void test_build_omitted_value_and_backfill(void **state)
     char *big = malloc(DEADLETTER_VALUE_MAX + 1);
     assert_non_null(big);
     memset(big, 'x', DEADLETTER_VALUE_MAX + 1);
-    kafka_report r = report("t", NULL, big, DEADLETTER_VALUE_MAX + 1);
+    sink_report r = report("t", NULL, big, DEADLETTER_VALUE_MAX + 1);
     deadletter_refused *f = deadletter_refused_new(&r, NULL, 0, "public.outbox", 13, 0);
     envelope_source base = {.backfill = true, .commit_ts = 1, .db = "app"};
     envelope_msg m = {0};
