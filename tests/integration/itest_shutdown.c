@@ -128,7 +128,8 @@ static void wait_slot_active(const char *slot, hx_proc *p)
     char buf[16] = "";
     for (int64_t until = hx_now_ms() + 30000; hx_now_ms() < until; hx_sleep_ms(50)) {
         if (hx_query1(conn, buf, sizeof(buf),
-                      "SELECT active FROM pg_replication_slots WHERE slot_name = '%s'", slot) == 1 &&
+                      "SELECT active FROM pg_replication_slots WHERE slot_name = '%s'",
+                      slot) == 1 &&
             strcmp(buf, "t") == 0)
             return;
         if (!hx_proc_running(p)) {
@@ -245,8 +246,8 @@ static void test_restarts_with_brokers_down(void **state)
         wait_slot_active(slot, &relay);
         wait_received(slot, end, &relay);
         int64_t took = timed_restart(modes[m]);
-        print_message("%s stop with brokers down and events in flight: %" PRId64 " ms\n",
-                      modes[m], took);
+        print_message("%s stop with brokers down and events in flight: %" PRId64 " ms\n", modes[m],
+                      took);
         if (took > STOP_LIMIT_MS) {
             hx_proc_dump(&relay, "shutdown waited on the relay");
             fail_msg("%s stop took %" PRId64 " ms", modes[m], took);
