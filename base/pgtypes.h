@@ -5,10 +5,18 @@
 #ifndef BASE_PGTYPES_H
 #define BASE_PGTYPES_H
 
+#define PG_OID_BOOL 16
 #define PG_OID_BYTEA 17
+#define PG_OID_INT8 20
+#define PG_OID_INT2 21
+#define PG_OID_INT4 23
 #define PG_OID_TEXT 25
+#define PG_OID_OID 26
 #define PG_OID_JSON 114
+#define PG_OID_FLOAT4 700
+#define PG_OID_FLOAT8 701
 #define PG_OID_VARCHAR 1043
+#define PG_OID_NUMERIC 1700
 #define PG_OID_JSONB 3802
 
 #endif

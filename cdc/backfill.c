@@ -237,28 +237,6 @@ static void publish_row(backfiller *b, bf_table *t, PGresult *res, int r)
 
 /* ---- the database side ---------------------------------------------------- */
 
-/* Parameterised query; NULL with err unless it returned want.  *sqlstate
- * (when given) receives the error's SQLSTATE. */
-static PGresult *q(backfiller *b, const char *sql, int nparams, const char *const *params,
-                   ExecStatusType want, char *err, size_t errlen, char sqlstate[6])
-{
-    PGresult *res = PQexecParams(b->conn, sql, nparams, NULL, params, NULL, NULL, 0);
-    if (sqlstate)
-        sqlstate[0] = '\0';
-    if (PQresultStatus(res) != want) {
-        const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-        if (sqlstate && st)
-            strlcpy(sqlstate, st, 6);
-        strlcpy(err, res ? PQresultErrorMessage(res) : PQerrorMessage(b->conn), errlen);
-        if (!err[0])
-            strlcpy(err, PQerrorMessage(b->conn), errlen);
-        pgconn_one_line(err);
-        PQclear(res);
-        return NULL;
-    }
-    return res;
-}
-
 static int connect_db(backfiller *b, char *err, size_t errlen)
 {
     static const char *const sets[] = {
@@ -282,7 +260,7 @@ static int connect_db(backfiller *b, char *err, size_t errlen)
         return -1;
     }
     for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
-        if (!(res = q(b, sets[i], 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), NULL))) {
+        if (!(res = pgconn_exec(b->conn, sets[i], 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), NULL))) {
             snprintf(err, errlen, "%s failed: %s", sets[i], qerr);
             return -1;
         }
@@ -290,7 +268,7 @@ static int connect_db(backfiller *b, char *err, size_t errlen)
     }
     /* The first query of the transaction takes its snapshot: now() is the
      * transaction's start, the source.snapshot_time of every event. */
-    res = q(b,
+    res = pgconn_exec(b->conn,
             "SELECT pg_catalog.current_database(),"
             " (extract(epoch FROM pg_catalog.now()) * 1000000)::bigint",
             0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
@@ -386,7 +364,7 @@ static int resolve_table(backfiller *b, bf_table *t, char *err, size_t errlen, i
     int rc = -1;
 
     *code = 1;
-    res = q(b,
+    res = pgconn_exec(b->conn,
             "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
             "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
             2, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
@@ -413,7 +391,7 @@ static int resolve_table(backfiller *b, bf_table *t, char *err, size_t errlen, i
     PQclear(res);
 
     params[0] = oidbuf;
-    res = q(b,
+    res = pgconn_exec(b->conn,
             "SELECT attname, atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND "
             "attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
             1, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
@@ -445,7 +423,7 @@ static int resolve_table(backfiller *b, bf_table *t, char *err, size_t errlen, i
     }
     PQclear(res);
 
-    res = q(b,
+    res = pgconn_exec(b->conn,
             "SELECT a.attname FROM pg_catalog.pg_index i"
             " CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)"
             " JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
@@ -503,7 +481,7 @@ static int resolve_table(backfiller *b, bf_table *t, char *err, size_t errlen, i
         snprintf(err, errlen, "out of memory");
         goto done;
     }
-    res = q(b, sql, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), state);
+    res = pgconn_exec(b->conn, sql, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), state);
     if (!res) {
         /* class 42: syntax error, unknown column, no such operator, ... —
          * the filter is at fault; 22: a value in it that does not convert */
@@ -579,7 +557,7 @@ static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto done;
     }
-    if (!(res = q(b, sql, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), NULL))) {
+    if (!(res = pgconn_exec(b->conn, sql, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), NULL))) {
         snprintf(err, errlen, "cannot read \"%s\": %s", t->ct->qualname, qerr);
         goto done;
     }
@@ -592,7 +570,7 @@ static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
             oneshot_fatal(&b->o, "interrupted");
         if (b->o.fatal[0])
             break;
-        if (!(res = q(b, fetch, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL))) {
+        if (!(res = pgconn_exec(b->conn, fetch, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL))) {
             oneshot_fatal(&b->o, "reading \"%s\" failed: %s", t->ct->qualname, qerr);
             break;
         }
@@ -616,7 +594,7 @@ static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
             break;
     }
     if (!b->o.fatal[0]) {
-        if (!(res = q(b, "CLOSE " CURSOR_NAME, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr),
+        if (!(res = pgconn_exec(b->conn, "CLOSE " CURSOR_NAME, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr),
                       NULL)))
             oneshot_fatal(&b->o, "cannot close the cursor on \"%s\": %s", t->ct->qualname, qerr);
         PQclear(res);

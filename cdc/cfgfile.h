@@ -25,9 +25,7 @@
 
 #include <stddef.h>
 
-#ifndef OBX_WUR
-#define OBX_WUR __attribute__((warn_unused_result))
-#endif
+#include "base/compiler.h"
 
 #define CFGFILE_MAX_LINE 8192
 #define CFGFILE_MAX_SIZE (1 << 20)

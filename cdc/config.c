@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/scrub.h"
 #include "cdc/cfgfile.h"
 #include "cdc/http.h"
 #include "decode/lsn.h"
@@ -86,6 +87,7 @@ static const char usage_text[] =
     "usage: outbox-relay [run] [options]\n"
     "       outbox-relay replay --anchor NAME --from LSN [--to LSN] [--dry-run] [options]\n"
     "       outbox-relay backfill [--where SQL] [--since TIMESTAMP] [--dry-run] [options]\n"
+    "       outbox-relay check [--json] [--warn-bytes SIZE] [options]\n"
     "       outbox-relay anchor create|list|advance|drop ...\n"
     "       outbox-relay status [--json] [-d CONNINFO] [--slot NAME]\n"
     "\n"
@@ -222,12 +224,14 @@ static int add_prop(config *cfg, const char *arg, char *err, size_t errlen)
                     arg);
     if (cfg->nprops == CONFIG_MAX_PROPS)
         return fail(err, errlen, "too many -X options (at most %d)", CONFIG_MAX_PROPS);
-    name = strndup(arg, (size_t)(eq - arg));
+    /* a copy: main() scrubs passwords out of argv (sasl.password=...) */
+    name = strdup(arg);
     if (!name)
         return fail(err, errlen, "out of memory");
+    name[eq - arg] = '\0';
     cfg->prop_storage[cfg->nprops] = name;
     cfg->props[cfg->nprops].name = name;
-    cfg->props[cfg->nprops].value = eq + 1;
+    cfg->props[cfg->nprops].value = name + (eq - arg) + 1;
     cfg->nprops++;
     return CONFIG_OK;
 }
@@ -303,67 +307,6 @@ int config_read_password_file(const char *path, char **password, char *err, size
     }
     *password = line;
     return 0;
-}
-
-/* Stars over s[0..n). */
-static void stars(char *s, size_t n)
-{
-    memset(s, '*', n);
-}
-
-int config_scrub_conninfo(char *s)
-{
-    int count = 0;
-
-    if (!s)
-        return 0;
-    /* URI: scheme://user:PASSWORD@host... */
-    char *scheme = strstr(s, "://");
-    if (scheme) {
-        char *auth = scheme + 3;
-        char *end = auth + strcspn(auth, "/?#");
-        char *at = NULL;
-        for (char *p = auth; p < end; p++)
-            if (*p == '@')
-                at = p;
-        if (at) {
-            char *colon = memchr(auth, ':', (size_t)(at - auth));
-            if (colon && at > colon + 1) {
-                stars(colon + 1, (size_t)(at - colon - 1));
-                count++;
-            }
-        }
-    }
-    /* keyword form and URI query parameter: password=VALUE or 'VALUE' */
-    for (char *p = s; (p = strcasestr(p, "password")) != NULL;) {
-        char *q = p + 8;
-        bool keyword_start = p == s || p[-1] == ' ' || p[-1] == '\t' || p[-1] == '?' ||
-                             p[-1] == '&';
-        while (*q == ' ' || *q == '\t')
-            q++;
-        if (!keyword_start || *q != '=') {
-            p += 8;
-            continue;
-        }
-        q++;
-        while (*q == ' ' || *q == '\t')
-            q++;
-        char *v = q;
-        if (*v == '\'') {
-            v++;
-            for (q = v; *q && *q != '\''; q++)
-                if (*q == '\\' && q[1])
-                    q++;
-        } else {
-            q = v + strcspn(v, scheme ? "&# \t" : " \t");
-        }
-        if (q > v) {
-            stars(v, (size_t)(q - v));
-            count++;
-        }
-        p = *q ? q + 1 : q;
-    }
-    return count;
 }
 
 /* ---- layers: the file and the environment under the command line ---------- */
@@ -565,7 +508,7 @@ static int check_entry(cfgfile_entry *e, bool from_file, char *err, size_t errle
     }
     if (from_file && strcmp(e->key, "dbname") == 0) {
         char *copy = strdup(e->value);
-        int n = copy ? config_scrub_conninfo(copy) : 0;
+        int n = copy ? scrub_passwords(copy) : 0;
         free(copy);
         if (n > 0)
             return entry_fail(
@@ -843,7 +786,7 @@ static void print_config(const config *cfg, FILE *out)
             if (strcmp(name, "dbname") == 0 && rec->value) {
                 shown = strdup(rec->value);
                 if (shown)
-                    (void)config_scrub_conninfo(shown);
+                    (void)scrub_passwords(shown);
             }
             print_line(out, name,
                        shown        ? shown
@@ -909,8 +852,8 @@ static int parse_log_level(const char *s, int *level)
     return -1;
 }
 
-static enum config_result parse_layered(int argc, char **argv, config *cfg, char *err,
-                                        size_t errlen)
+static enum config_result parse_layered(int argc, char **argv, config *cfg, unsigned flags,
+                                        char *err, size_t errlen)
 {
     int c, rc, verbosity = 0, longindex, level = LOG_LEVEL_INFO;
     char cerr[512];
@@ -1131,10 +1074,13 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, char
         if (strcmp(cfg->props[i].name, "bootstrap.servers") == 0 ||
             strcmp(cfg->props[i].name, "metadata.broker.list") == 0)
             have_bootstrap = true;
+    if (!have_bootstrap && (flags & CONFIG_NO_BROKERS_OK))
+        goto checked;
     if (!have_bootstrap)
         return fail(err, errlen, "no Kafka brokers: give --brokers HOST:PORT[,HOST:PORT...]");
     if (sink_config_check(cfg->brokers, cfg->props, cfg->nprops, cerr, sizeof(cerr)) != 0)
         return fail(err, errlen, "%s", cerr);
+checked:
     if (cfg->layers->print) {
         print_config(cfg, stdout);
         return CONFIG_EXIT;
@@ -1143,6 +1089,12 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, char
 }
 
 enum config_result config_parse(int argc, char **argv, config *cfg, char *err, size_t errlen)
+{
+    return config_parse_flags(argc, argv, cfg, 0, err, errlen);
+}
+
+enum config_result config_parse_flags(int argc, char **argv, config *cfg, unsigned flags, char *err,
+                                      size_t errlen)
 {
     enum config_result rc;
 
@@ -1159,7 +1111,7 @@ enum config_result config_parse(int argc, char **argv, config *cfg, char *err, s
     rc = layers_build(cfg->layers, argc, argv, &cfg->config_file, err, errlen);
     if (rc != CONFIG_OK)
         return rc;
-    rc = parse_layered(cfg->layers->argc, cfg->layers->argv, cfg, err, errlen);
+    rc = parse_layered(cfg->layers->argc, cfg->layers->argv, cfg, flags, err, errlen);
     if (rc == CONFIG_USAGE && cfg->layers->in_loop && cfg->layers->cur_where &&
         strncmp(err, cfg->layers->cur_where, strlen(cfg->layers->cur_where)) != 0) {
         char msg[1024];

@@ -89,16 +89,13 @@ enum config_result {
  */
 enum config_result config_parse(int argc, char **argv, config *cfg, char *err, size_t errlen);
 
-void config_free(config *cfg);
+/* config_parse() with flags: CONFIG_NO_BROKERS_OK accepts a configuration
+ * without brokers (`check` reports it instead). */
+#define CONFIG_NO_BROKERS_OK 1u
+enum config_result config_parse_flags(int argc, char **argv, config *cfg, unsigned flags, char *err,
+                                      size_t errlen);
 
-/*
- * Overwrite, in place, every password a conninfo string or URI carries
- * ("password=..." / "password='...'" keywords, "user:PASSWORD@" and
- * "?password=..." in URIs) with '*', keeping the length.  Returns how many
- * were scrubbed.  main() runs it over argv so /proc/PID/cmdline and ps
- * never show a password given on the command line.
- */
-int config_scrub_conninfo(char *s);
+void config_free(config *cfg);
 
 /*
  * --password-file: the first line of path, without its newline, replaces

@@ -23,9 +23,7 @@
 
 #include "cdc/metrics.h"
 
-#ifndef OBX_WUR
-#define OBX_WUR __attribute__((warn_unused_result))
-#endif
+#include "base/compiler.h"
 
 /* Concurrent connections served; more wait in the listen backlog. */
 #define HTTP_MAX_CONNECTIONS 16

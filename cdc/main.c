@@ -10,10 +10,12 @@
 
 #include "cdc/admin.h"
 #include "cdc/backfill.h"
+#include "cdc/check.h"
 #include "cdc/config.h"
 #include "cdc/log.h"
 #include "cdc/relay.h"
 #include "cdc/replay.h"
+#include "base/scrub.h"
 #include "publish/sink.h"
 
 static void producer_log(int level, const char *fac, const char *msg)
@@ -38,10 +40,13 @@ int main(int argc, char **argv)
     setproctitle_init(argc, argv, environ);
     /* Sub-commands take a conninfo too: show only their name from here on. */
     if (argc > 1 && (strcmp(argv[1], "anchor") == 0 || strcmp(argv[1], "status") == 0 ||
-                     strcmp(argv[1], "replay") == 0 || strcmp(argv[1], "backfill") == 0))
+                     strcmp(argv[1], "replay") == 0 || strcmp(argv[1], "backfill") == 0 ||
+                     strcmp(argv[1], "check") == 0))
         setproctitle("%s", argv[1]);
     if (argc > 1 && (strcmp(argv[1], "anchor") == 0 || strcmp(argv[1], "status") == 0))
         return admin_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "check") == 0)
+        return check_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "replay") == 0) {
         sink_set_logger(producer_log);
         return replay_main(argc - 1, argv + 1);
@@ -70,7 +75,7 @@ int main(int argc, char **argv)
     }
     cfg.conninfo = conninfo;
     for (int i = 1; i < argc; i++)
-        (void)config_scrub_conninfo(argv[i]);
+        (void)scrub_passwords(argv[i]);
     setproctitle("starting, slot %s", cfg.slot);
     log_setup(cfg.log_level, cfg.log_json);
     sink_set_logger(producer_log);

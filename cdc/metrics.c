@@ -1,5 +1,7 @@
 #include "cdc/metrics.h"
 
+#include "base/scrub.h"
+
 #include <ctype.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -212,42 +214,6 @@ const char *metrics_state_name(enum metrics_state state)
     return (unsigned)state < METRICS_NSTATES ? state_names[state] : "unknown";
 }
 
-/* Length of a conninfo value at s: a quoted value up to its closing quote
- * (backslash escapes), else up to white space. */
-static size_t conninfo_value_len(const char *s)
-{
-    size_t n = 0;
-    if (s[0] == '\'') {
-        for (n = 1; s[n] && s[n] != '\''; n++)
-            if (s[n] == '\\' && s[n + 1])
-                n++;
-        return s[n] ? n + 1 : n;
-    }
-    while (s[n] && !isspace((unsigned char)s[n]))
-        n++;
-    return n;
-}
-
-/* At s (just past "://"), the length of a "user:password@" userinfo's
- * password and its offset, when there is one. */
-static bool uri_password(const char *s, size_t *off, size_t *len)
-{
-    size_t end = strcspn(s, "/?# \t\r\n");
-    const char *at = NULL, *colon;
-
-    for (size_t i = 0; i < end; i++)
-        if (s[i] == '@')
-            at = s + i;
-    if (!at)
-        return false;
-    colon = memchr(s, ':', (size_t)(at - s));
-    if (!colon)
-        return false;
-    *off = (size_t)(colon + 1 - s);
-    *len = (size_t)(at - colon - 1);
-    return true;
-}
-
 void metrics_set_error(metrics *m, const char *msg, int64_t now_us)
 {
     char *out = m->last_error;
@@ -255,38 +221,11 @@ void metrics_set_error(metrics *m, const char *msg, int64_t now_us)
     const char *s = msg ? msg : "";
 
     while (*s && o < cap) {
-        size_t off, len;
-        if (strncasecmp(s, "password", 8) == 0) {
-            const char *v = s + 8;
-            while (*v == ' ')
-                v++;
-            if (*v == '=') {
-                v++;
-                while (*v == ' ')
-                    v++;
-                o += (size_t)snprintf(out + o, cap + 1 - o, "password=***");
-                if (o > cap)
-                    o = cap;
-                s = v + conninfo_value_len(v);
-                continue;
-            }
-        }
-        if (strncmp(s, "://", 3) == 0 && uri_password(s + 3, &off, &len)) {
-            size_t keep = 3 + off;
-            if (keep > cap - o)
-                keep = cap - o;
-            memcpy(out + o, s, keep);
-            o += keep;
-            o += (size_t)snprintf(out + o, cap + 1 - o, "***");
-            if (o > cap)
-                o = cap;
-            s += 3 + off + len;
-            continue;
-        }
         out[o++] = iscntrl((unsigned char)*s) ? ' ' : *s;
         s++;
     }
     out[o] = '\0';
+    (void)scrub_passwords(out);
     /* Truncation may have cut a UTF-8 sequence, or the text was never
      * UTF-8: /status must stay valid JSON, so fall back to ASCII. */
     json_t *probe = json_string(out);

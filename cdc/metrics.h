@@ -17,9 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifndef OBX_WUR
-#define OBX_WUR __attribute__((warn_unused_result))
-#endif
+#include "base/compiler.h"
 
 enum metrics_state {
     METRICS_STARTING = 0,

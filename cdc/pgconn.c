@@ -1,6 +1,8 @@
 #include "cdc/pgconn.h"
 
 #include <bsd/string.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 PGconn *pgconn_open(const char *conninfo, const char *password, bool replication,
@@ -43,4 +45,36 @@ const char *pgconn_error(const PGconn *conn, char *buf, size_t len)
     strlcpy(buf, conn ? PQerrorMessage(conn) : "out of memory", len);
     pgconn_one_line(buf);
     return buf;
+}
+
+PGresult *pgconn_exec(PGconn *conn, const char *sql, int nparams, const char *const *params,
+                      ExecStatusType want, char *err, size_t errlen, char sqlstate[6])
+{
+    PGresult *res = nparams > 0 ? PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0)
+                                : PQexec(conn, sql);
+    const char *st;
+
+    if (sqlstate)
+        sqlstate[0] = '\0';
+    if (PQresultStatus(res) == want)
+        return res;
+    st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (sqlstate && st)
+        strlcpy(sqlstate, st, 6);
+    strlcpy(err, res ? PQresultErrorMessage(res) : "", errlen);
+    if (!err[0])
+        strlcpy(err, conn ? PQerrorMessage(conn) : "out of memory", errlen);
+    pgconn_one_line(err);
+    PQclear(res);
+    return NULL;
+}
+
+int pgconn_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return rc;
 }

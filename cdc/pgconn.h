@@ -20,6 +20,21 @@
 PGconn *pgconn_open(const char *conninfo, const char *password, bool replication,
                     const char *appname);
 
+/*
+ * The one query wrapper: run sql (with nparams text params through the
+ * extended protocol; nparams 0 uses the simple protocol, the only one a
+ * replication connection speaks) and return the result when its status is
+ * want.  Otherwise NULL with err holding the server's message on one line
+ * and, when sqlstate is not NULL, its SQLSTATE ("" when none).
+ */
+PGresult *pgconn_exec(PGconn *conn, const char *sql, int nparams, const char *const *params,
+                      ExecStatusType want, char *err, size_t errlen, char sqlstate[6]);
+
+/* Format into err and return rc: for "return pgconn_fail(err, errlen,
+ * CODE, ...)" in functions with a named result. */
+int pgconn_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* libpq messages end with a newline and may span lines: make buf one line
  * (in place), for logs and error messages. */
 void pgconn_one_line(char *buf);

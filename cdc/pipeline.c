@@ -13,9 +13,8 @@
 void pipeline_sink_msg(const envelope_msg *m, sink_header *hdrs, sink_msg *out)
 {
     for (int i = 0; i < m->nheaders; i++)
-        hdrs[i] = (sink_header){.name = m->headers[i].name,
-                                .value = m->headers[i].value,
-                                .len = m->headers[i].len};
+        hdrs[i] = (sink_header){
+            .name = m->headers[i].name, .value = m->headers[i].value, .len = m->headers[i].len};
     *out = (sink_msg){.topic = m->topic,
                       .key = m->key,
                       .keylen = m->keylen,
@@ -116,8 +115,8 @@ void pipeline_dead_letter(pipeline *p, enum metrics_dlq_reason why, const relcac
         char why_more[768];
         envelope_msg_clear(&m);
         snprintf(why_more, sizeof(why_more), "%s (row values omitted: %s)", reason, err);
-        if (envelope_build_dead_letter(dlq, rel, NULL, NULL, why_more, src, original_topic, &m,
-                                       err, sizeof(err)) != 0) {
+        if (envelope_build_dead_letter(dlq, rel, NULL, NULL, why_more, src, original_topic, &m, err,
+                                       sizeof(err)) != 0) {
             pipeline_fail(p, "cannot build dead-letter record: %s", err);
             return;
         }
@@ -174,7 +173,9 @@ static void publish_row(pipeline *p, const relcache_entry *rel, const pgo_tuple 
             pipeline_dead_letter(p, METRICS_DLQ_REJECTED, rel, tuple, row, err, src, m.topic);
         break;
     case SINK_PRODUCE_QUEUE_FULL: /* the produce hook waits for room */
-    case SINK_PRODUCE_ERROR: pipeline_fail(p, "the sink refused a record: %s", err); break;
+    case SINK_PRODUCE_ERROR:
+        pipeline_fail(p, "the sink refused a record: %s", err);
+        break;
     }
     envelope_msg_clear(&m);
 }
@@ -254,8 +255,7 @@ static void handle_message(pipeline *p, const pgo_message *msg, uint64_t lsn)
     outbox_message_rel_init(&pm, msg);
     src = pipeline_source(p, lsn ? lsn : msg->lsn, pm.table);
     if (outbox_from_message(msg->content, msg->len, &mr, err, sizeof(err)) != 0) {
-        pipeline_dead_letter(p, METRICS_DLQ_INVALID_ROW, &pm.rel, &pm.tuple, NULL, err, &src,
-                             NULL);
+        pipeline_dead_letter(p, METRICS_DLQ_INVALID_ROW, &pm.rel, &pm.tuple, NULL, err, &src, NULL);
         return;
     }
     publish_row(p, &pm.rel, &pm.tuple, &mr.row, &src);
@@ -296,15 +296,14 @@ static void handle_relation(pipeline *p, relcache *rels, const pgo_relation *pre
         }
     if (!pr->is_outbox)
         return;
-    pr->bound = outbox_bind(&pr->table->colmap, rel, &pr->binding, pr->bind_err,
-                            sizeof(pr->bind_err)) == 0;
+    pr->bound =
+        outbox_bind(&pr->table->colmap, rel, &pr->binding, pr->bind_err, sizeof(pr->bind_err)) == 0;
     if (!pr->bound) {
         before_log(p);
         log_error("%s; its rows go to dead-letter topic \"%s\" until fixed", pr->bind_err,
                   p->cfg->dlq_topic);
     } else {
-        log_debug("outbox table \"%s\" (oid %u, %u columns)", rel->qualname, rel->oid,
-                  rel->natts);
+        log_debug("outbox table \"%s\" (oid %u, %u columns)", rel->qualname, rel->oid, rel->natts);
     }
 }
 
@@ -367,17 +366,30 @@ void pipeline_xlogdata(pipeline *p, relcache *rels, pgo_msg *msg, const uint8_t 
         return;
     }
     switch (msg->kind) {
-    case PGO_BEGIN: handle_begin(p, &msg->u.begin); break;
-    case PGO_COMMIT: handle_commit(p, &msg->u.commit); break;
-    case PGO_RELATION: handle_relation(p, rels, &msg->u.relation); break;
-    case PGO_INSERT: handle_insert(p, rels, &msg->u.insert, wal_start); break;
-    case PGO_MESSAGE: handle_message(p, &msg->u.message, wal_start); break;
-    case PGO_TRUNCATE: handle_truncate(p, rels, &msg->u.truncate); break;
+    case PGO_BEGIN:
+        handle_begin(p, &msg->u.begin);
+        break;
+    case PGO_COMMIT:
+        handle_commit(p, &msg->u.commit);
+        break;
+    case PGO_RELATION:
+        handle_relation(p, rels, &msg->u.relation);
+        break;
+    case PGO_INSERT:
+        handle_insert(p, rels, &msg->u.insert, wal_start);
+        break;
+    case PGO_MESSAGE:
+        handle_message(p, &msg->u.message, wal_start);
+        break;
+    case PGO_TRUNCATE:
+        handle_truncate(p, rels, &msg->u.truncate);
+        break;
     case PGO_UPDATE: /* outbox UPDATE and DELETE are not events */
     case PGO_DELETE:
     case PGO_ORIGIN:
     case PGO_TYPE:
-    case PGO_SKIPPED: break;
+    case PGO_SKIPPED:
+        break;
     case PGO_STREAM_START: /* never requested: streaming and two_phase are off */
     case PGO_STREAM_STOP:
     case PGO_STREAM_COMMIT:
@@ -420,8 +432,8 @@ void pipeline_dead_letter_refused(pipeline *p, deadletter_queue *q, uint64_t epo
         if (deadletter_build(f, p->cfg->dlq_topic, base, &m, err, sizeof(err)) != 0)
             pipeline_fail(p, "cannot build the dead-letter record of a refused record: %s", err);
         else if (p->hooks.produce(p->hooks.arg, &m, f, err, sizeof(err)) != SINK_PRODUCE_OK)
-            pipeline_fail(p, "cannot dead-letter a refused record to \"%s\": %s",
-                          p->cfg->dlq_topic, err);
+            pipeline_fail(p, "cannot dead-letter a refused record to \"%s\": %s", p->cfg->dlq_topic,
+                          err);
         else
             count_dead_letter(p, METRICS_DLQ_REJECTED);
         envelope_msg_clear(&m);

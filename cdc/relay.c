@@ -21,6 +21,7 @@
 #include "cdc/log.h"
 #include "cdc/metrics.h"
 #include "cdc/policy.h"
+#include "cdc/setup.h"
 #include "cdc/stream.h"
 #include "cdc/watermark.h"
 #include "decode/lsn.h"
@@ -487,7 +488,7 @@ static int try_connect(relay *r, bool first, int64_t now)
 
     /* After a rewind: from the slot, but never before --start-lsn. */
     uint64_t resume = restart ? (r->cfg->has_start_lsn ? r->cfg->start_lsn : 0) : r->received;
-    s = stream_start(r->st, resume, first, &r->info, err, sizeof(err));
+    s = setup_start(r->st, r->cfg, resume, first, &r->info, err, sizeof(err));
     if (s == STREAM_OK) {
         if (restart) {
             watermark_reset(r->wm, r->info.start_lsn);

@@ -15,10 +15,10 @@
 #include "base/clock.h"
 #include "cdc/deadletter.h"
 #include "cdc/log.h"
-#include "cdc/policy.h"
 #include "cdc/oneshot.h"
 #include "cdc/pgconn.h"
 #include "cdc/progress.h"
+#include "cdc/stream.h"
 #include "decode/lsn.h"
 #include "decode/outbox.h"
 #include "decode/pgoutput.h"
@@ -27,7 +27,8 @@
 #include "schema/envelope.h"
 
 #define STATUS_INTERVAL_MS 1000
-#define FINISH_TIMEOUT_MS 5000
+/* Frames handled per pass before the sink is served again. */
+#define FRAMES_PER_PASS 2000
 
 static const char replay_usage[] =
     "usage: outbox-relay replay --anchor NAME --from LSN [--to LSN] [--dry-run] [run options]\n"
@@ -223,13 +224,12 @@ static void on_signal(int sig)
 typedef struct replayer {
     const replay_args *a;
     const config *cfg;
-    PGconn *conn;
+    stream *st; /* the replication connection (cdc/stream.h) */
+    stream_info info;
     oneshot o; /* the producer, delivery counts, refused records, topic counts */
     relcache *rels;
     pgo_msg *msg;
-    char dbname[64];
     char tmp_slot[ADMIN_SLOT_MAX];
-    int proto_version;
     uint64_t to_incl;
 
     uint64_t received; /* write position reported to the server */
@@ -240,37 +240,19 @@ typedef struct replayer {
     progress prog;
 } replayer;
 
-/* Simple query on the replication connection (no extended protocol there).
- * NULL with err unless it returned want. */
+/* Simple query on the replication connection (no extended protocol there). */
 static PGresult *rq(replayer *r, const char *sql, ExecStatusType want, char *err, size_t errlen)
 {
-    PGresult *res = PQexec(r->conn, sql);
-    if (PQresultStatus(res) != want) {
-        strlcpy(err, res ? PQresultErrorMessage(res) : PQerrorMessage(r->conn), errlen);
-        pgconn_one_line(err);
-        PQclear(res);
-        return NULL;
-    }
-    return res;
+    return pgconn_exec(stream_conn(r->st), sql, 0, NULL, want, err, errlen, NULL);
 }
 
+/* Where replay has read to; nothing is ever confirmed (flush 0). */
 static void send_status(replayer *r, int64_t now)
 {
-    uint8_t m[34];
-    uint64_t vals[4] = {r->received, 0, 0, 0}; /* flush 0: nothing is confirmed */
-    struct timeval tv;
+    char e[512];
 
-    gettimeofday(&tv, NULL);
-    vals[3] = (uint64_t)((int64_t)tv.tv_sec * 1000000 + tv.tv_usec - PGTIME_UNIX_OFFSET_US);
-    m[0] = 'r';
-    for (int k = 0; k < 4; k++)
-        for (int b = 0; b < 8; b++)
-            m[1 + k * 8 + b] = (uint8_t)(vals[k] >> (56 - 8 * b));
-    m[33] = 0;
-    if (PQputCopyData(r->conn, (const char *)m, sizeof(m)) != 1 || PQflush(r->conn) < 0) {
-        char e[512];
-        oneshot_fatal(&r->o, "cannot send status update: %s", pgconn_error(r->conn, e, sizeof(e)));
-    }
+    if (stream_send_status(r->st, r->received, 0, false, e, sizeof(e)) != 0)
+        oneshot_fatal(&r->o, "%s", e);
     r->status_at = now;
     r->reply_requested = false;
 }
@@ -281,7 +263,7 @@ static void on_idle(void *arg)
 {
     replayer *r = arg;
     /* no connection while the last dead letters go out at the end */
-    if (r->conn && obx_now_ms() - r->status_at >= STATUS_INTERVAL_MS)
+    if (stream_socket(r->st) >= 0 && obx_now_ms() - r->status_at >= STATUS_INTERVAL_MS)
         send_status(r, obx_now_ms());
 }
 
@@ -318,43 +300,31 @@ static void on_before_log(void *arg)
  * socket must be waited for, -1 on a fatal error. */
 static int read_frames(replayer *r)
 {
-    for (int n = 0; n < 2000 && !r->done && !r->o.fatal[0]; n++) {
-        char *buf = NULL;
-        int len = PQgetCopyData(r->conn, &buf, 1);
-        if (len == 0)
+    stream_frame f;
+    char err[512];
+
+    for (int n = 0; n < FRAMES_PER_PASS && !r->done && !r->o.fatal[0]; n++) {
+        int got = stream_next(r->st, &f, err, sizeof(err));
+        if (got == 0)
             return 0;
-        if (len < 0) {
-            PGresult *res = PQgetResult(r->conn);
-            char e[512];
-            strlcpy(e, res ? PQresultErrorMessage(res) : PQerrorMessage(r->conn), sizeof(e));
-            pgconn_one_line(e);
-            PQclear(res);
-            oneshot_fatal(&r->o, "replication stream ended: %s", e[0] ? e : "by the server");
+        if (got < 0) {
+            oneshot_fatal(&r->o, "%s", err);
             return -1;
         }
-        const uint8_t *p = (const uint8_t *)buf;
-        uint64_t a = 0;
-        if (p[0] == 'w' && len >= 25) {
-            for (int i = 0; i < 8; i++)
-                a = (a << 8) | p[1 + i];
-            pipeline_xlogdata(&r->o.p, r->rels, r->msg, p + 25, (size_t)len - 25, a);
-        } else if (p[0] == 'k' && len >= 18) {
-            for (int i = 0; i < 8; i++)
-                a = (a << 8) | p[1 + i];
-            if (!r->o.p.txn_open) {
-                if (a > r->received)
-                    r->received = a;
-                /* Everything that committed before the server's position has been
-                 * received. */
-                if (a > r->to_incl)
-                    r->done = true;
-            }
-            if (p[17])
-                r->reply_requested = true;
-        } else {
-            oneshot_fatal(&r->o, "unexpected replication frame 0x%02x of %d bytes", p[0], len);
+        if (f.kind == STREAM_FRAME_XLOGDATA) {
+            pipeline_xlogdata(&r->o.p, r->rels, r->msg, f.payload, f.len, f.wal_start);
+            continue;
         }
-        PQfreemem(buf);
+        /* Between transactions, everything that committed before the
+         * server's position has been received. */
+        if (!r->o.p.txn_open) {
+            if (f.wal_end > r->received)
+                r->received = f.wal_end;
+            if (f.wal_end > r->to_incl)
+                r->done = true;
+        }
+        if (f.reply_requested)
+            r->reply_requested = true;
     }
     return r->o.fatal[0] ? -1 : 1;
 }
@@ -369,34 +339,31 @@ static int connect_and_check(replayer *r, char *err, size_t errlen, int *code)
     char *lit;
 
     *code = 1;
-    r->conn = pgconn_open(a->cfg.conninfo, a->cfg.password, true, "outbox-relay-replay");
-    if (!r->conn || PQstatus(r->conn) != CONNECTION_OK) {
-        snprintf(err, errlen, "cannot connect to PostgreSQL: %s",
-                 pgconn_error(r->conn, qerr, sizeof(qerr)));
-        return -1;
+    switch (stream_connect(r->st, "outbox-relay-replay", &r->info, err, errlen)) {
+    case STREAM_OK: break;
+    case STREAM_CONFIG: *code = 2; return -1;
+    default: return -1;
     }
-    int v = PQserverVersion(r->conn);
-    r->proto_version = policy_proto_version(v, PGO_MAX_PROTO_VERSION);
+    int v = r->info.server_version;
     if (v < 120000) {
         *code = 2;
         snprintf(err, errlen, "replay needs PostgreSQL 12 or later (the server is %d)", v);
         return -1;
     }
-    res = rq(r, "SELECT pg_catalog.current_database(), pg_catalog.pg_current_wal_insert_lsn()",
+    res = rq(r, "SELECT pg_catalog.pg_current_wal_insert_lsn()",
              PGRES_TUPLES_OK, qerr, sizeof(qerr));
     if (!res) {
         snprintf(err, errlen, "cannot read the server's position: %s", qerr);
         return -1;
     }
-    strlcpy(r->dbname, PQgetvalue(res, 0, 0), sizeof(r->dbname));
-    if (lsn_parse(PQgetvalue(res, 0, 1), &server) != 0) {
+    if (lsn_parse(PQgetvalue(res, 0, 0), &server) != 0) {
         PQclear(res);
         snprintf(err, errlen, "unexpected server position");
         return -1;
     }
     PQclear(res);
 
-    lit = PQescapeLiteral(r->conn, a->anchor, strlen(a->anchor));
+    lit = PQescapeLiteral(stream_conn(r->st), a->anchor, strlen(a->anchor));
     if (!lit) {
         snprintf(err, errlen, "cannot quote the anchor name");
         return -1;
@@ -429,36 +396,27 @@ static int connect_and_check(replayer *r, char *err, size_t errlen, int *code)
     /* A record past `server`, so that an idle server's position moves past
      * the range and the end is seen; without the right to emit it, an idle
      * server may keep replay waiting for the next write. */
-    res = PQexec(r->conn, "SELECT pg_catalog.pg_logical_emit_message(false, "
-                          "'outbox-relay-replay', '')");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        log_debug("cannot emit the end marker: %s", PQresultErrorMessage(res));
+    res = rq(r, "SELECT pg_catalog.pg_logical_emit_message(false, 'outbox-relay-replay', '')",
+             PGRES_TUPLES_OK, qerr, sizeof(qerr));
+    if (!res)
+        log_debug("cannot emit the end marker: %s", qerr);
     PQclear(res);
     return 0;
 }
 
 static int start_stream(replayer *r, char *err, size_t errlen)
 {
-    static const char *const sets[] = {"SET DateStyle = 'ISO, YMD'", "SET TimeZone = 'UTC'",
-                                       "SET IntervalStyle = 'iso_8601'",
-                                       "SET extra_float_digits = 3"};
-    char sql[1024], qerr[512], b[LSN_BUFSZ];
-    char *la, *lt, *ip;
+    PGconn *conn = stream_conn(r->st);
+    char sql[1024], qerr[512];
+    char *la, *lt;
     PGresult *res;
 
-    for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
-        if (!(res = rq(r, sets[i], PGRES_COMMAND_OK, qerr, sizeof(qerr)))) {
-            snprintf(err, errlen, "%s failed: %s", sets[i], qerr);
-            return -1;
-        }
-        PQclear(res);
-    }
     /* Temporary slots belong to the session that made them: the copy is
      * made on this connection, streamed by it, and dropped when it ends. */
     snprintf(r->tmp_slot, sizeof(r->tmp_slot), "outbox_replay_%ld_%ld", (long)getpid(),
              (long)time(NULL));
-    la = PQescapeLiteral(r->conn, r->a->anchor, strlen(r->a->anchor));
-    lt = PQescapeLiteral(r->conn, r->tmp_slot, strlen(r->tmp_slot));
+    la = PQescapeLiteral(conn, r->a->anchor, strlen(r->a->anchor));
+    lt = PQescapeLiteral(conn, r->tmp_slot, strlen(r->tmp_slot));
     if (la && lt)
         snprintf(sql, sizeof(sql),
                  "SELECT lsn FROM pg_catalog.pg_copy_logical_replication_slot(%s, %s, true)", la,
@@ -474,31 +432,9 @@ static int start_stream(replayer *r, char *err, size_t errlen)
         return -1;
     }
     PQclear(res);
-    ip = PQescapeIdentifier(r->conn, r->cfg->publication, strlen(r->cfg->publication));
-    if (!ip) {
-        snprintf(err, errlen, "cannot quote the publication");
-        return -1;
-    }
-    snprintf(sql, sizeof(sql),
-             "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '%d', publication_names "
-             "'%s'%s)",
-             r->tmp_slot, lsn_format(r->a->from, b), r->proto_version, ip,
-             r->cfg->messages_prefix ? ", messages 'true'" : "");
-    PQfreemem(ip);
-    res = PQexec(r->conn, sql);
-    if (PQresultStatus(res) != PGRES_COPY_BOTH) {
-        strlcpy(qerr, res ? PQresultErrorMessage(res) : PQerrorMessage(r->conn), sizeof(qerr));
-        pgconn_one_line(qerr);
-        PQclear(res);
-        snprintf(err, errlen, "START_REPLICATION failed: %s", qerr);
-        return -1;
-    }
-    PQclear(res);
-    if (PQsetnonblocking(r->conn, 1) != 0) {
-        snprintf(err, errlen, "cannot make the connection non-blocking");
-        return -1;
-    }
-    return 0;
+    return stream_replicate(r->st, r->tmp_slot, r->a->from, &r->info, err, errlen) == STREAM_OK
+               ? 0
+               : -1;
 }
 
 /* Rate in events, percentage and ETA in WAL bytes from --from to the end. */
@@ -536,8 +472,8 @@ static int run_loop(replayer *r)
         int64_t now = obx_now_ms();
         if (r->reply_requested || now - r->status_at >= STATUS_INTERVAL_MS)
             send_status(r, now);
-        struct pollfd pfd[2] = {{.fd = PQsocket(r->conn), .events = POLLIN}, {.fd = -1}};
-        if (PQflush(r->conn) == 1)
+        struct pollfd pfd[2] = {{.fd = stream_socket(r->st), .events = POLLIN}, {.fd = -1}};
+        if (stream_wants_write(r->st))
             pfd[0].events |= POLLOUT;
         if (r->o.sk) {
             pfd[1].fd = sink_event_fd(r->o.sk);
@@ -547,11 +483,12 @@ static int run_loop(replayer *r)
             oneshot_fatal(&r->o, "poll failed: %s", strerror(errno));
             break;
         }
-        if ((pfd[0].revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(r->conn)) {
-            char e[512];
-            oneshot_fatal(&r->o, "replication connection lost: %s",
-                          pgconn_error(r->conn, e, sizeof(e)));
-        }
+        char e[512];
+        if ((pfd[0].revents & (POLLIN | POLLERR | POLLHUP)) &&
+            stream_consume(r->st, e, sizeof(e)) != 0)
+            oneshot_fatal(&r->o, "%s", e);
+        else if ((pfd[0].revents & POLLOUT) && stream_flush(r->st, e, sizeof(e)) != 0)
+            oneshot_fatal(&r->o, "%s", e);
     }
     return r->o.fatal[0] ? -1 : 0;
 }
@@ -578,15 +515,16 @@ int replay_main(int argc, char **argv)
     r.o.cfg = &a.cfg;
     r.o.stop = &replay_stop;
     r.o.max_inflight_bytes = UINT64_MAX; /* replay bounds records only (--max-inflight) */
-    r.o.dl_base = (envelope_source){.db = r.dbname, .slot = a.cfg.slot};
+    r.o.dl_base = (envelope_source){.db = r.info.dbname, .slot = a.cfg.slot};
     r.o.hooks = (oneshot_hooks){.idle = on_idle,
                                 .begin = on_begin,
                                 .commit = on_commit,
                                 .before_log = on_before_log,
                                 .arg = &r};
+    r.st = stream_new(&a.cfg);
     r.rels = relcache_new();
     r.msg = malloc(sizeof(*r.msg));
-    if (!r.rels || !r.msg) {
+    if (!r.st || !r.rels || !r.msg) {
         log_error("out of memory");
         goto out;
     }
@@ -603,7 +541,7 @@ int replay_main(int argc, char **argv)
             goto out;
         }
     }
-    oneshot_init(&r.o, r.dbname, a.dry_run);
+    oneshot_init(&r.o, r.info.dbname, a.dry_run);
     if (start_stream(&r, err, sizeof(err)) != 0) {
         log_error("%s", err);
         goto out;
@@ -621,8 +559,7 @@ int replay_main(int argc, char **argv)
         goto out;
     }
     /* Ending the session drops the temporary slot; nothing was confirmed. */
-    PQfinish(r.conn);
-    r.conn = NULL;
+    stream_close(r.st);
     if (r.o.sk) {
         int wait;
         if (!oneshot_flush(&r.o, &wait)) {
@@ -653,7 +590,7 @@ int replay_main(int argc, char **argv)
     code = 0;
 out:
     oneshot_clear(&r.o);
-    PQfinish(r.conn);
+    stream_free(r.st);
     relcache_free(r.rels);
     free(r.msg);
     replay_args_free(&a);

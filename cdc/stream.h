@@ -1,11 +1,15 @@
 /*
- * stream — the replication connection: connect, check the server, slot,
- * publication and outbox tables, create them when asked, start streaming,
- * read CopyBoth frames, send standby status updates.
+ * stream — one logical replication connection, shared by `run` and
+ * `replay`: connect (replication=database), check the server, fix the
+ * session's text formats, START_REPLICATION on a slot, read CopyBoth
+ * frames without blocking, send standby status updates, and end cleanly.
+ * What to stream and what to set up first is the caller's: the relay's
+ * checks and creation of slot and publication are cdc/setup.h, replay's
+ * temporary copy of an anchor is cdc/replay.c (through stream_conn()).
  *
- * Owns the PGconn.  Knows nothing of Kafka.  Errors come back in err; the
- * return value says whether they are configuration problems (the operator
- * must fix something: exit 2) or runtime ones (retry).
+ * Owns the PGconn.  Knows nothing of the sink.  Errors come back in err;
+ * the return value says whether they are configuration problems (the
+ * operator must fix something: exit 2) or runtime ones (retry).
  */
 #ifndef CDC_STREAM_H
 #define CDC_STREAM_H
@@ -13,6 +17,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <libpq-fe.h>
 
 #include "cdc/config.h"
 
@@ -36,20 +42,36 @@ typedef struct stream_info {
     uint64_t start_lsn;      /* where streaming started */
 } stream_info;
 
+/* cfg (borrowed) gives conninfo, password, publication and --messages. */
 stream *stream_new(const config *cfg);
 /* Closes the connection (without a final status update). NULL is a no-op. */
 void stream_free(stream *st);
+/* Close the connection, if any; st can connect again. */
+void stream_close(stream *st);
 
 /*
- * Connect, run every check, create publication and slot when configured
- * and missing, then START_REPLICATION.  first: the relay's first start,
- * where --start-lsn is checked against the slot (refused when before its
- * confirmed position) and applied.  Later starts begin at the higher of the
- * slot's confirmed position and resume_lsn (a position up to which every
- * transaction was already received, or --start-lsn after a rewind).
+ * Connect as appname (the fallback application_name), check the server
+ * (wal_level, IDENTIFY_SYSTEM: info's database, system id, timeline,
+ * version and the pgoutput proto_version to ask for) and set the session's
+ * DateStyle, TimeZone, IntervalStyle and extra_float_digits, so values
+ * arrive in the text forms the envelope parses.
  */
-enum stream_status stream_start(stream *st, uint64_t resume_lsn, bool first, stream_info *info,
-                                char *err, size_t errlen);
+enum stream_status stream_connect(stream *st, const char *appname, stream_info *info, char *err,
+                                  size_t errlen);
+
+/* The connection, for set-up queries before stream_replicate(); borrowed,
+ * NULL when not connected. */
+PGconn *stream_conn(stream *st);
+
+/*
+ * START_REPLICATION of slot from start_lsn with info's proto_version, the
+ * configured publication and --messages; the connection turns
+ * non-blocking.  STREAM_LOST when the slot was invalidated (told by
+ * SQLSTATE and the slot's wal_status, not by the message text),
+ * STREAM_BUSY when another process streams it.
+ */
+enum stream_status stream_replicate(stream *st, const char *slot, uint64_t start_lsn,
+                                    const stream_info *info, char *err, size_t errlen);
 
 /* The socket to poll(); -1 when not connected. */
 int stream_socket(const stream *st);
@@ -95,8 +117,5 @@ int stream_send_status(stream *st, uint64_t received, uint64_t flush, bool reply
  */
 int stream_finish(stream *st, uint64_t received, uint64_t flush, int timeout_ms, char *err,
                   size_t errlen);
-
-/* Current time in milliseconds on the monotonic clock. */
-int64_t stream_now_ms(void);
 
 #endif

@@ -20,9 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifndef OBX_WUR
-#define OBX_WUR __attribute__((warn_unused_result))
-#endif
+#include "base/compiler.h"
 
 typedef struct watermark watermark;
 

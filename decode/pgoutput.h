@@ -19,9 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifndef OBX_WUR
-#define OBX_WUR __attribute__((warn_unused_result))
-#endif
+#include "base/compiler.h"
 
 /* PostgreSQL's MaxTupleAttributeNumber: no tuple or relation has more. */
 #define PGO_MAX_COLS 1664

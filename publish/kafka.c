@@ -182,6 +182,12 @@ fail:
     return NULL;
 }
 
+struct rd_kafka_conf_s *kafka_conf_new(const char *brokers, const kafka_prop *props, size_t nprops,
+                                       char *err, size_t errlen)
+{
+    return build_conf(brokers, props, nprops, err, errlen);
+}
+
 int kafka_config_check(const char *brokers, const kafka_prop *props, size_t nprops, char *err,
                        size_t errlen)
 {

@@ -37,6 +37,14 @@ int kafka_config_check(const char *brokers, const kafka_prop *props, size_t npro
                        size_t errlen) OBX_WUR;
 
 /*
+ * The librdkafka configuration the producer would be created with: the
+ * relay's defaults, brokers, then props.  NULL with err on a refused
+ * property.  The caller owns it (rd_kafka_conf_destroy, or rd_kafka_new).
+ */
+struct rd_kafka_conf_s *kafka_conf_new(const char *brokers, const kafka_prop *props, size_t nprops,
+                                       char *err, size_t errlen) OBX_WUR;
+
+/*
  * Create the producer.  brokers may be NULL when props set
  * bootstrap.servers.  Returns NULL with err on failure.
  */

@@ -65,8 +65,7 @@ bool sink_healthy(const sink *sk)
     return sk->ops->healthy(sk);
 }
 
-int sink_report_header(const sink_report *rep, const char *name, const void **value,
-                       size_t *len)
+int sink_report_header(const sink_report *rep, const char *name, const void **value, size_t *len)
 {
     if (!rep->from || !rep->from->ops->report_header)
         return -1;

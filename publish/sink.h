@@ -114,8 +114,7 @@ typedef struct sink_ops {
     int (*event_fd)(const sink *sk);
     int (*queue_len)(const sink *sk);
     bool (*healthy)(const sink *sk);
-    int (*report_header)(const sink_report *rep, const char *name, const void **value,
-                         size_t *len);
+    int (*report_header)(const sink_report *rep, const char *name, const void **value, size_t *len);
     int (*begin)(sink *sk, char *err, size_t errlen);
     int (*commit)(sink *sk, char *err, size_t errlen);
     void (*free)(sink *sk);
@@ -172,8 +171,7 @@ bool sink_healthy(const sink *sk);
 
 /* The first header called name of the reported message: 0 with *value and
  * *len set, or -1 when it has none.  Only during the report callback. */
-int sink_report_header(const sink_report *rep, const char *name, const void **value,
-                       size_t *len);
+int sink_report_header(const sink_report *rep, const char *name, const void **value, size_t *len);
 
 /*
  * Transaction boundaries: every message produced between sink_begin() and

@@ -21,7 +21,7 @@
  * how to add one), prepared (the row checked once for every format), fields
  * (--field), topic (templates), dlrecord (dead letters), jsonw (the JSON
  * writer), jsonv (UTF-8 and JSON checks), base64, ce (CloudEvents' shared
- * parts), errbuf (error reasons), pgtypes (type OIDs).
+ * parts), errbuf (error reasons).
  */
 #ifndef SCHEMA_ENVELOPE_H
 #define SCHEMA_ENVELOPE_H
@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/compiler.h"
 #include "decode/outbox.h"
 
 enum envelope_format {

@@ -3,9 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/pgtypes.h"
 #include "schema/errbuf.h"
 #include "schema/jsonv.h"
-#include "schema/pgtypes.h"
 
 #define FIELD_USAGE "expected COLUMN:header[:NAME] or COLUMN:envelope[:NAME]"
 
@@ -156,7 +156,7 @@ int fields_check_values(const envelope_extra *x, size_t n, char *err, size_t err
         if (!jsonv_utf8_valid(x[i].data, x[i].len))
             return errbuf_fail(err, errlen, "column \"%s\" (--field) is not valid utf-8",
                                x[i].field->column);
-        if ((x[i].type_oid == PGTYPE_JSON || x[i].type_oid == PGTYPE_JSONB) &&
+        if ((x[i].type_oid == PG_OID_JSON || x[i].type_oid == PG_OID_JSONB) &&
             !jsonv_text_valid(x[i].data, x[i].len, &bad_at))
             return errbuf_fail(err, errlen,
                                "column \"%s\" (--field) is not valid json (at byte %zu)",
@@ -182,23 +182,23 @@ static void write_extra(jsonw *w, const envelope_extra *x, bool strings_only)
     }
     if (!strings_only) {
         switch (x->type_oid) {
-        case PGTYPE_JSON:
-        case PGTYPE_JSONB:
+        case PG_OID_JSON:
+        case PG_OID_JSONB:
             jsonw_raw(w, x->data, x->len);
             return;
-        case PGTYPE_BOOL:
+        case PG_OID_BOOL:
             if (x->len == 1 && (x->data[0] == 't' || x->data[0] == 'f')) {
                 jsonw_lit(w, x->data[0] == 't' ? "true" : "false");
                 return;
             }
             break;
-        case PGTYPE_INT2:
-        case PGTYPE_INT4:
-        case PGTYPE_INT8:
-        case PGTYPE_OID:
-        case PGTYPE_FLOAT4:
-        case PGTYPE_FLOAT8:
-        case PGTYPE_NUMERIC:
+        case PG_OID_INT2:
+        case PG_OID_INT4:
+        case PG_OID_INT8:
+        case PG_OID_OID:
+        case PG_OID_FLOAT4:
+        case PG_OID_FLOAT8:
+        case PG_OID_NUMERIC:
             if (jsonv_number(x->data, x->len)) {
                 jsonw_raw(w, x->data, x->len);
                 return;

@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/pgtypes.h"
 #include "schema/errbuf.h"
 #include "schema/jsonv.h"
-#include "schema/pgtypes.h"
 
 static bool json_ws(char c)
 {
@@ -78,10 +78,10 @@ static int prepare_payload(const outbox_row *row, prepared *p, char *err, size_t
     if (s == NULL)
         s = "";
     switch (row->payload_type_oid) {
-    case PGTYPE_JSON:
-    case PGTYPE_JSONB:
-    case PGTYPE_TEXT:
-    case PGTYPE_VARCHAR:
+    case PG_OID_JSON:
+    case PG_OID_JSONB:
+    case PG_OID_TEXT:
+    case PG_OID_VARCHAR:
         while (len > 0 && json_ws(s[0])) {
             s++;
             len--;
@@ -95,14 +95,14 @@ static int prepare_payload(const outbox_row *row, prepared *p, char *err, size_t
             p->plen = len;
             return 0;
         }
-        if (row->payload_type_oid == PGTYPE_JSON || row->payload_type_oid == PGTYPE_JSONB)
+        if (row->payload_type_oid == PG_OID_JSON || row->payload_type_oid == PG_OID_JSONB)
             return errbuf_fail(err, errlen, "payload is not valid json (at byte %zu of %zu)",
                                bad_at + (size_t)(s - f->data), f->len);
         /* Not JSON: the text as it is, surrounding spaces included. */
         s = f->data != NULL ? f->data : "";
         len = f->len;
         break;
-    case PGTYPE_BYTEA: {
+    case PG_OID_BYTEA: {
         bool bad;
 
         p->bin = bytea_decode(s, len, &p->plen, &bad);

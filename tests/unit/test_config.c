@@ -171,30 +171,6 @@ static void test_sizes(void **state)
     assert_int_equal(config_parse_size("18446744073709551615G", &v), -1);
 }
 
-static void scrub_case(const char *in, const char *want, int count)
-{
-    char buf[256];
-    strcpy(buf, in);
-    assert_int_equal(config_scrub_conninfo(buf), count);
-    assert_string_equal(buf, want);
-}
-
-static void test_scrub_conninfo(void **state)
-{
-    (void)state;
-    scrub_case("host=db password=secret user=u", "host=db password=****** user=u", 1);
-    scrub_case("password = 'a b\\'c' host=x", "password = '******' host=x", 1);
-    scrub_case("PASSWORD=s3", "PASSWORD=**", 1);
-    scrub_case("postgresql://u:pw@h:5/db", "postgresql://u:**@h:5/db", 1);
-    scrub_case("postgres://u:p@ss@h/db?sslmode=require&password=x2",
-               "postgres://u:****@h/db?sslmode=require&password=**", 2);
-    scrub_case("postgresql://u@h/db", "postgresql://u@h/db", 0);
-    scrub_case("host=db user=password_owner", "host=db user=password_owner", 0);
-    scrub_case("nopassword=1 passwordx=2", "nopassword=1 passwordx=2", 0);
-    scrub_case("", "", 0);
-    assert_int_equal(config_scrub_conninfo(NULL), 0);
-}
-
 static void test_password_file(void **state)
 {
     (void)state;
@@ -228,7 +204,6 @@ int main(void)
         cmocka_unit_test(test_bootstrap_from_property),
         cmocka_unit_test(test_parse_twice),
         cmocka_unit_test(test_sizes),
-        cmocka_unit_test(test_scrub_conninfo),
         cmocka_unit_test(test_password_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -766,8 +766,8 @@ static void test_last_error_never_holds_a_password(void **state)
     } cases[] = {
         {"connect to \"host=db password=s3cret user=u\" failed",
          "connect to \"host=db password=*** user=u\" failed"},
-        {"password = 'se cr\\'et' host=x", "password=*** host=x"},
-        {"PASSWORD=s3cret", "password=***"},
+        {"password = 'se cr\\'et' host=x", "password = *** host=x"},
+        {"PASSWORD=s3cret", "PASSWORD=***"},
         {"uri postgresql://relay:s3cret@db:5432/app?x=1 refused",
          "uri postgresql://relay:***@db:5432/app?x=1 refused"},
         {"uri postgres://relay@db/app fine", "uri postgres://relay@db/app fine"},

@@ -1,0 +1,392 @@
+#include "cdc/setup.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <bsd/string.h>
+
+#include "cdc/log.h"
+#include "cdc/pgconn.h"
+#include "decode/lsn.h"
+
+#define fail(err, errlen, st, ...) ((enum stream_status)pgconn_fail(err, errlen, st, __VA_ARGS__))
+
+static const char *pq_error(const PGconn *conn)
+{
+    static char buf[512];
+    return pgconn_error(conn, buf, sizeof(buf));
+}
+
+static PGresult *run(PGconn *conn, const char *sql, ExecStatusType want, char *err, size_t errlen)
+{
+    return pgconn_exec(conn, sql, 0, NULL, want, err, errlen, NULL);
+}
+
+static char *literal(PGconn *conn, const char *s)
+{
+    return PQescapeLiteral(conn, s, strlen(s));
+}
+
+static char *ident(PGconn *conn, const char *s)
+{
+    return PQescapeIdentifier(conn, s, strlen(s));
+}
+
+static enum stream_status check_tables(PGconn *conn, const config *cfg, char *err, size_t errlen)
+{
+
+    for (size_t t = 0; t < cfg->ntables; t++) {
+        const config_table *tab = &cfg->tables[t];
+        char *ls = literal(conn, tab->schema), *ln = literal(conn, tab->name);
+        char sql[1024], qerr[512];
+        PGresult *res;
+
+        if (!ls || !ln) {
+            PQfreemem(ls);
+            PQfreemem(ln);
+            return fail(err, errlen, STREAM_RETRY, "cannot quote table name: %s", pq_error(conn));
+        }
+        snprintf(sql, sizeof(sql),
+                 "SELECT c.relkind, a.attname FROM pg_catalog.pg_class c"
+                 " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+                 " LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid"
+                 "  AND a.attnum > 0 AND NOT a.attisdropped"
+                 " WHERE n.nspname = %s AND c.relname = %s",
+                 ls, ln);
+        PQfreemem(ls);
+        PQfreemem(ln);
+        res = run(conn, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
+        if (!res)
+            return fail(err, errlen, STREAM_RETRY, "cannot read table \"%s\": %s", tab->qualname,
+                        qerr);
+        if (PQntuples(res) == 0) {
+            PQclear(res);
+            return fail(err, errlen, STREAM_CONFIG,
+                        "outbox table \"%s\" does not exist: create it (see schema/outbox.sql) "
+                        "or name yours with --table SCHEMA.TABLE",
+                        tab->qualname);
+        }
+        const char *kind = PQgetvalue(res, 0, 0);
+        if (strcmp(kind, "r") != 0 && strcmp(kind, "p") != 0) {
+            PQclear(res);
+            return fail(err, errlen, STREAM_CONFIG,
+                        "\"%s\" is not a table: --table must name the outbox table", tab->qualname);
+        }
+        for (int r = 0; r < OB_NROLES; r++) {
+            bool found = false;
+            if (!outbox_role_required((enum outbox_role)r))
+                continue;
+            for (int i = 0; i < PQntuples(res) && !found; i++)
+                found = strcmp(PQgetvalue(res, i, 1), tab->colmap.col[r]) == 0;
+            if (!found) {
+                fail(err, errlen, STREAM_CONFIG,
+                     "outbox table \"%s\" has no column \"%s\" for role %s: add it or map "
+                     "another column with --column %s=COLUMN",
+                     tab->qualname, tab->colmap.col[r], outbox_role_name((enum outbox_role)r),
+                     outbox_role_name((enum outbox_role)r));
+                PQclear(res);
+                return STREAM_CONFIG;
+            }
+        }
+        PQclear(res);
+    }
+    return STREAM_OK;
+}
+
+/* Sets *exists; checks an existing publication publishes inserts of every
+ * outbox table. */
+static enum stream_status check_publication(PGconn *conn, const config *cfg, bool *exists,
+                                            char *err, size_t errlen)
+{
+    char *lp = literal(conn, cfg->publication);
+    char sql[1024], qerr[512];
+    PGresult *res;
+
+    if (!lp)
+        return fail(err, errlen, STREAM_RETRY, "cannot quote publication: %s", pq_error(conn));
+    snprintf(sql, sizeof(sql), "SELECT pubinsert FROM pg_catalog.pg_publication WHERE pubname = %s",
+             lp);
+    res = run(conn, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
+    if (!res) {
+        PQfreemem(lp);
+        return fail(err, errlen, STREAM_RETRY, "cannot read publications: %s", qerr);
+    }
+    *exists = PQntuples(res) == 1;
+    if (*exists && strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+        PQclear(res);
+        PQfreemem(lp);
+        return fail(err, errlen, STREAM_CONFIG,
+                    "publication \"%s\" does not publish inserts: ALTER PUBLICATION %s SET "
+                    "(publish = 'insert')",
+                    cfg->publication, cfg->publication);
+    }
+    PQclear(res);
+    for (size_t t = 0; *exists && t < cfg->ntables; t++) {
+        const config_table *tab = &cfg->tables[t];
+        char *ls = literal(conn, tab->schema), *ln = literal(conn, tab->name);
+        if (!ls || !ln) {
+            PQfreemem(ls);
+            PQfreemem(ln);
+            PQfreemem(lp);
+            return fail(err, errlen, STREAM_RETRY, "cannot quote: %s", pq_error(conn));
+        }
+        snprintf(sql, sizeof(sql),
+                 "SELECT 1 FROM pg_catalog.pg_publication_tables WHERE pubname = %s"
+                 " AND schemaname = %s AND tablename = %s",
+                 lp, ls, ln);
+        PQfreemem(ls);
+        PQfreemem(ln);
+        res = run(conn, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
+        if (!res) {
+            PQfreemem(lp);
+            return fail(err, errlen, STREAM_RETRY, "cannot read publication tables: %s", qerr);
+        }
+        if (PQntuples(res) == 0) {
+            PQclear(res);
+            PQfreemem(lp);
+            return fail(err, errlen, STREAM_CONFIG,
+                        "publication \"%s\" does not cover outbox table \"%s\": ALTER "
+                        "PUBLICATION %s ADD TABLE %s",
+                        cfg->publication, tab->qualname, cfg->publication, tab->qualname);
+        }
+        PQclear(res);
+    }
+    PQfreemem(lp);
+    return STREAM_OK;
+}
+
+/* Reads the slot; *exists false when missing.  Fills info->slot_confirmed. */
+static enum stream_status check_slot(PGconn *conn, const config *cfg, stream_info *info,
+                                     bool *exists, char *err, size_t errlen)
+{
+    char *ls = literal(conn, cfg->slot);
+    char sql[1024], qerr[512];
+    PGresult *res;
+
+    if (!ls)
+        return fail(err, errlen, STREAM_RETRY, "cannot quote slot: %s", pq_error(conn));
+    snprintf(sql, sizeof(sql),
+             "SELECT slot_type, plugin, database, active, active_pid, confirmed_flush_lsn,"
+             " wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
+             ls);
+    PQfreemem(ls);
+    res = run(conn, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
+    if (!res)
+        return fail(err, errlen, STREAM_RETRY, "cannot read replication slots: %s", qerr);
+    *exists = PQntuples(res) == 1;
+    if (!*exists) {
+        PQclear(res);
+        return STREAM_OK;
+    }
+    enum stream_status rc = STREAM_OK;
+    if (strcmp(PQgetvalue(res, 0, 0), "logical") != 0)
+        rc = fail(err, errlen, STREAM_CONFIG,
+                  "slot \"%s\" is a physical slot: drop it or name a logical pgoutput slot "
+                  "with --slot",
+                  cfg->slot);
+    else if (strcmp(PQgetvalue(res, 0, 1), "pgoutput") != 0)
+        rc = fail(err, errlen, STREAM_CONFIG,
+                  "slot \"%s\" uses plugin \"%s\", not pgoutput: name another slot with --slot "
+                  "(and --create-slot), or drop this one",
+                  cfg->slot, PQgetvalue(res, 0, 1));
+    else if (strcmp(PQgetvalue(res, 0, 2), info->dbname) != 0)
+        rc = fail(err, errlen, STREAM_CONFIG,
+                  "slot \"%s\" belongs to database \"%s\", not \"%s\": connect to that database "
+                  "or name another slot",
+                  cfg->slot, PQgetvalue(res, 0, 2), info->dbname);
+    else if (strcmp(PQgetvalue(res, 0, 6), "lost") == 0)
+        rc = fail(err, errlen, STREAM_LOST,
+                  "slot \"%s\" is lost (the server removed WAL it needed, see "
+                  "max_slot_wal_keep_size): drop it, recreate it with --create-slot and "
+                  "backfill",
+                  cfg->slot);
+    else if (strcmp(PQgetvalue(res, 0, 3), "t") == 0)
+        rc = fail(err, errlen, STREAM_BUSY,
+                  "slot \"%s\" is in use by process %s (another relay?): waiting for it to be "
+                  "free",
+                  cfg->slot, PQgetvalue(res, 0, 4));
+    else if (PQgetisnull(res, 0, 5) || lsn_parse(PQgetvalue(res, 0, 5), &info->slot_confirmed))
+        rc =
+            fail(err, errlen, STREAM_RETRY, "slot \"%s\" has no confirmed position yet", cfg->slot);
+    PQclear(res);
+    return rc;
+}
+
+static enum stream_status create_publication(PGconn *conn, const config *cfg, char *err,
+                                             size_t errlen)
+{
+    char sql[16384], qerr[512], state[6];
+    size_t off;
+    char *ip = ident(conn, cfg->publication);
+    PGresult *res;
+
+    if (!ip)
+        return fail(err, errlen, STREAM_RETRY, "cannot quote: %s", pq_error(conn));
+    off = (size_t)snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR TABLE ", ip);
+    PQfreemem(ip);
+    for (size_t t = 0; t < cfg->ntables; t++) {
+        char *is = ident(conn, cfg->tables[t].schema), *in = ident(conn, cfg->tables[t].name);
+        if (!is || !in) {
+            PQfreemem(is);
+            PQfreemem(in);
+            return fail(err, errlen, STREAM_RETRY, "cannot quote: %s", pq_error(conn));
+        }
+        off += (size_t)snprintf(sql + off, sizeof(sql) - off, "%s%s.%s", t ? ", " : "", is, in);
+        PQfreemem(is);
+        PQfreemem(in);
+        if (off >= sizeof(sql))
+            return fail(err, errlen, STREAM_CONFIG, "too many outbox tables for one publication");
+    }
+    snprintf(sql + off, sizeof(sql) - off, " WITH (publish = 'insert')");
+    res = pgconn_exec(conn, sql, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), state);
+    if (!res) {
+        if (strcmp(state, "42710") == 0) /* created concurrently */
+            return STREAM_OK;
+        return fail(err, errlen, STREAM_CONFIG, "cannot create publication \"%s\": %s",
+                    cfg->publication, qerr);
+    }
+    PQclear(res);
+    log_info("created publication \"%s\"", cfg->publication);
+    return STREAM_OK;
+}
+
+static void drop_publication(PGconn *conn, const config *cfg)
+{
+    char sql[256];
+    char *ip = ident(conn, cfg->publication);
+    if (!ip)
+        return;
+    snprintf(sql, sizeof(sql), "DROP PUBLICATION IF EXISTS %s", ip);
+    PQfreemem(ip);
+    PQclear(PQexec(conn, sql));
+}
+
+static enum stream_status create_slot(PGconn *conn, const config *cfg, char *err, size_t errlen)
+{
+    char sql[256], qerr[512], state[6];
+    PGresult *res;
+
+    /* The keyword syntax works from PostgreSQL 10 on; no snapshot is
+     * exported because the relay never reads the table. */
+    snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+             cfg->slot);
+    log_info("creating replication slot \"%s\": waits until transactions running now have "
+             "ended",
+             cfg->slot);
+    res = pgconn_exec(conn, sql, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), state);
+    if (!res) {
+        if (strcmp(state, "42710") == 0) /* created concurrently */
+            return STREAM_OK;
+        return fail(err, errlen, STREAM_CONFIG, "cannot create replication slot \"%s\": %s",
+                    cfg->slot, qerr);
+    }
+    log_info("created replication slot \"%s\" at %s", cfg->slot, PQgetvalue(res, 0, 1));
+    PQclear(res);
+    return STREAM_OK;
+}
+
+enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_lsn, bool first,
+                               stream_info *info, char *err, size_t errlen)
+{
+    PGconn *conn;
+    enum stream_status rc;
+    bool pub_exists = false, slot_exists = false, created_pub = false;
+
+    if ((rc = stream_connect(st, "outbox-relay", info, err, errlen)) != STREAM_OK)
+        return rc;
+    conn = stream_conn(st);
+    /* Every check comes before anything is created, so a bad configuration
+     * leaves nothing behind. */
+    if ((rc = check_tables(conn, cfg, err, errlen)) != STREAM_OK)
+        goto out;
+    if ((rc = check_publication(conn, cfg, &pub_exists, err, errlen)) != STREAM_OK)
+        goto out;
+    if ((rc = check_slot(conn, cfg, info, &slot_exists, err, errlen)) != STREAM_OK)
+        goto out;
+    if (!pub_exists && !cfg->create_slot) {
+        rc = fail(err, errlen, STREAM_CONFIG,
+                  "publication \"%s\" does not exist: run with --create-slot, or CREATE "
+                  "PUBLICATION %s FOR TABLE ... WITH (publish = 'insert')",
+                  cfg->publication, cfg->publication);
+        goto out;
+    }
+    if (!slot_exists && !cfg->create_slot) {
+        rc = fail(err, errlen, STREAM_CONFIG,
+                  "replication slot \"%s\" does not exist: run with --create-slot, or name "
+                  "yours with --slot",
+                  cfg->slot);
+        goto out;
+    }
+    /* Publication before slot: pgoutput looks publications up with the
+     * catalog snapshot of the decoding position. */
+    if (!pub_exists) {
+        if ((rc = create_publication(conn, cfg, err, errlen)) != STREAM_OK)
+            goto out;
+        created_pub = true;
+    }
+    if (!slot_exists) {
+        if ((rc = create_slot(conn, cfg, err, errlen)) != STREAM_OK) {
+            if (created_pub)
+                drop_publication(conn, cfg);
+            goto out;
+        }
+        if ((rc = check_slot(conn, cfg, info, &slot_exists, err, errlen)) != STREAM_OK)
+            goto out;
+        if (!slot_exists) {
+            rc = fail(err, errlen, STREAM_RETRY, "slot \"%s\" vanished right after creation",
+                      cfg->slot);
+            goto out;
+        }
+    }
+
+    info->start_lsn = info->slot_confirmed;
+    if (first && cfg->has_start_lsn) {
+        if (cfg->start_lsn < info->slot_confirmed) {
+            char a[LSN_BUFSZ], b[LSN_BUFSZ];
+            rc = fail(err, errlen, STREAM_CONFIG,
+                      "--start-lsn %s is before slot \"%s\"'s confirmed position %s and a slot "
+                      "cannot rewind: start at or after %s, or publish that range again with "
+                      "\"outbox-relay replay --anchor NAME --from LSN\"",
+                      lsn_format(cfg->start_lsn, a), cfg->slot, lsn_format(info->slot_confirmed, b),
+                      b);
+            goto out;
+        }
+        info->start_lsn = cfg->start_lsn;
+        if (cfg->start_lsn > info->slot_confirmed) {
+            char a[LSN_BUFSZ], b[LSN_BUFSZ];
+            log_warn("--start-lsn %s skips %llu bytes of WAL after slot \"%s\"'s confirmed "
+                     "position %s: transactions committed in between are not published",
+                     lsn_format(cfg->start_lsn, a),
+                     (unsigned long long)(cfg->start_lsn - info->slot_confirmed), cfg->slot,
+                     lsn_format(info->slot_confirmed, b));
+        }
+    }
+    if (resume_lsn > info->start_lsn)
+        info->start_lsn = resume_lsn;
+
+    /*
+     * Stream on a fresh connection: on PostgreSQL 16 and later, relation
+     * data the checks above cached in this backend (read with today's
+     * catalog) outlive the switch to the historic catalog of decoding, and
+     * decoding a row written before its table was rewritten (ALTER COLUMN
+     * ... TYPE) then fails with "could not open toast relation".
+     */
+    {
+        stream_info again;
+        stream_close(st);
+        if ((rc = stream_connect(st, "outbox-relay", &again, err, errlen)) != STREAM_OK)
+            goto out;
+        if (strcmp(again.systemid, info->systemid) != 0 || again.timeline != info->timeline) {
+            rc = fail(err, errlen, STREAM_RETRY,
+                      "the server changed between the checks and streaming (system %s timeline "
+                      "%d, then %s timeline %d)",
+                      info->systemid, info->timeline, again.systemid, again.timeline);
+            goto out;
+        }
+    }
+    rc = stream_replicate(st, cfg->slot, info->start_lsn, info, err, errlen);
+out:
+    if (rc != STREAM_OK)
+        stream_close(st);
+    return rc;
+}
