@@ -119,7 +119,9 @@ chaos: outbox-relay $(MOCKBROKER)
 chaos-short: outbox-relay $(MOCKBROKER)
 	bash scripts/chaos --short
 
-# Fuzz the decoder (libFuzzer + ASan + UBSan); the test suite runs 60 s.
+# Fuzz the decoder and the record builder (libFuzzer + ASan + UBSan):
+# FUZZ_SECONDS for the decoder, half for the builder; the test suite runs
+# 60 (90 s in all).
 FUZZ_SECONDS ?= 600
 fuzz:
 	bash tests/fuzz/run $(FUZZ_SECONDS)

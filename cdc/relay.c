@@ -21,6 +21,7 @@
 #include "cdc/log.h"
 #include "cdc/metrics.h"
 #include "cdc/policy.h"
+#include "cdc/reload.h"
 #include "cdc/setup.h"
 #include "cdc/stream.h"
 #include "cdc/watermark.h"
@@ -687,6 +688,7 @@ int relay_run(const config *cfg)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    reload_signals();
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 
     r.cfg = cfg;
@@ -749,6 +751,8 @@ int relay_run(const config *cfg)
                 left = 1000;
             struct timespec ts = {left / 1000, (left % 1000) * 1000000};
             nanosleep(&ts, NULL);
+            if (reload_pending())
+                reload_apply(cfg);
             if (r.http &&
                 http_server_update(r.http, r.m, obx_now_ms(), metrics_now_us()) != 0)
                 log_debug("cannot render metrics");
@@ -764,6 +768,8 @@ int relay_run(const config *cfg)
         int64_t now = obx_now_ms();
         int more = 0;
 
+        if (reload_pending())
+            reload_apply(cfg);
         if (stop_requested) {
             see_stop(&r, now);
             if (!policy_finish_before_stop(r.connected, r.p.txn_open, r.need_rewind, now,

@@ -368,7 +368,13 @@ static int wait_socket(stream *st, short events, int64_t deadline)
     int64_t left = deadline - obx_now_ms();
     if (left <= 0)
         return -1;
-    int r = poll(&pfd, 1, (int)left);
+    int r;
+    /* A signal (SIGHUP) is not the end of the wait. */
+    while ((r = poll(&pfd, 1, (int)left)) < 0 && errno == EINTR) {
+        left = deadline - obx_now_ms();
+        if (left <= 0)
+            return -1;
+    }
     return r > 0 ? 0 : -1;
 }
 
