@@ -197,6 +197,7 @@ static void check_recovered(relay *r, int64_t now)
     log_info("recovered from: %s (%u repeat%s)", r->fault, r->fault_repeats,
              r->fault_repeats == 1 ? "" : "s");
     r->reconnect_attempt = 0; /* the next fault starts with a short backoff again */
+    metrics_clear_error(r->m); /* /status shows a fault only while it lasts */
     r->fault[0] = '\0';
     r->fault_repeats = 0;
 }
@@ -258,7 +259,8 @@ static void on_report(const sink_report *rep, void *arg)
     } else {
         rc = watermark_fail(r->wm, ticket);
         if (rc == 0)
-            request_rewind(r, "delivery failed: %s", rep->errstr ? rep->errstr : "unknown error");
+            request_rewind(r, "delivery to \"%s\" failed: %s", rep->topic ? rep->topic : "?",
+                           rep->errstr ? rep->errstr : "unknown error");
     }
     if (rc == 0)
         metrics_event_reported(r->m, ticket, v == SINK_DELIVERED, metrics_now_us());
