@@ -26,7 +26,7 @@ MOCKBROKER := $(BUILD)/mockbroker
 
 .SECONDARY: $(HARNESS_OBJ)
 
-.PHONY: all test unit integration integration-matrix asan asan-integration demo bench bench-smoke chaos chaos-short install clean format deps fuzz
+.PHONY: all test unit integration integration-matrix asan asan-integration demo bench bench-smoke chaos chaos-short install clean format deps fuzz deb ops-tests
 
 all: outbox-relay
 
@@ -138,8 +138,18 @@ install: outbox-relay
 		$(DESTDIR)$(PREFIX)/share/outbox-relay/outbox-relay.service
 	install -D -m 0644 scripts/outbox-relay.conf \
 		$(DESTDIR)$(PREFIX)/share/outbox-relay/outbox-relay.conf
+	install -D -m 0644 scripts/man/outbox-relay.1 $(DESTDIR)$(PREFIX)/share/man/man1/outbox-relay.1
 
 PREFIX ?= /usr/local
+
+# The Debian package, build/deb/outbox-relay_VERSION_ARCH.deb (dpkg-deb;
+# dependencies from dpkg-shlibdeps).
+deb: outbox-relay
+	bash scripts/deb/build outbox-relay build/deb
+
+# Packaging, man page, dashboards and alerts (tests/ops).
+ops-tests: outbox-relay $(MOCKBROKER)
+	bash tests/ops/run
 
 format:
 	clang-format -i $(wildcard */*.c */*.h tests/*/*.c tests/*/*.h tests/*.c)
