@@ -11,12 +11,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cdc/log.h"
 
-#define LISTEN_BACKLOG 32
+/* Connections past the limit wait here (the kernel caps it at somaxconn). */
+#define LISTEN_BACKLOG 1024
+/* How often the reaper looks for request heads past their deadline. */
+#define REAP_INTERVAL_MS 250
+
+/*
+ * A connection waiting for a request head, in the reaper's list (oldest
+ * first).  Allocated when libmicrohttpd opens the connection, freed when
+ * it closes it; in the list between a connection opening or a response
+ * finishing and the next request head arriving.
+ */
+struct waiting {
+    struct waiting *prev, *next;
+    MHD_socket fd;
+    int64_t since_ms; /* CLOCK_MONOTONIC */
+    bool listed;
+};
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -32,6 +49,15 @@ struct http_server {
     bool ready;
     bool have_snapshot;
     int64_t published_ms; /* CLOCK_MONOTONIC */
+
+    /* the reaper: connections waiting for a request head, under wmu */
+    pthread_mutex_t wmu;
+    pthread_cond_t wcond;
+    struct waiting *whead, *wtail;
+    bool stopping;
+    bool reaper_started;
+    pthread_t reaper;
+    unsigned conn_limit;
 
     /* the loop thread's own bookkeeping for http_server_update() */
     bool updated;
@@ -187,6 +213,187 @@ static bool has_body(struct MHD_Connection *c)
     return te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
 }
 
+/* ---- request-head deadline ---------------------------------------------- */
+
+/* libmicrohttpd's idle timeout restarts with every byte, so a client that
+ * sends one byte a second would hold its slot for ever: the reaper thread
+ * shuts down the socket of a connection whose request head is late, and
+ * libmicrohttpd, seeing it end, closes the connection itself. */
+
+static void waiting_unlist(http_server *h, struct waiting *w)
+{
+    if (!w->listed)
+        return;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        h->whead = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        h->wtail = w->prev;
+    w->prev = w->next = NULL;
+    w->listed = false;
+}
+
+/* (Re)start w's deadline: at the tail, so the list stays oldest first. */
+static void waiting_list(http_server *h, struct waiting *w)
+{
+    waiting_unlist(h, w);
+    w->since_ms = mono_ms();
+    w->prev = h->wtail;
+    w->next = NULL;
+    if (h->wtail)
+        h->wtail->next = w;
+    else
+        h->whead = w;
+    h->wtail = w;
+    w->listed = true;
+}
+
+static struct waiting *waiting_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci != NULL ? ci->socket_context : NULL;
+}
+
+/*
+ * Server thread: a connection opens (its deadline starts) or closes.
+ * libmicrohttpd reports the close before it closes the socket, so once the
+ * entry is gone (under wmu) the reaper can no longer reach its descriptor,
+ * which may then be reused.
+ */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    http_server *h = cls;
+    struct waiting *w = *socket_context;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+        w = calloc(1, sizeof(*w));
+        if (!w || !ci) {
+            free(w); /* no deadline for this one; the idle timeout still holds */
+            *socket_context = NULL;
+            return;
+        }
+        w->fd = ci->connect_fd;
+        pthread_mutex_lock(&h->wmu);
+        waiting_list(h, w);
+        pthread_mutex_unlock(&h->wmu);
+        *socket_context = w;
+        return;
+    }
+    if (!w)
+        return;
+    pthread_mutex_lock(&h->wmu);
+    waiting_unlist(h, w);
+    pthread_mutex_unlock(&h->wmu);
+    free(w);
+    *socket_context = NULL;
+}
+
+/* Server thread: a response went out; on a kept-alive connection the next
+ * request head has the same deadline. */
+static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    http_server *h = cls;
+    struct waiting *w = waiting_of(c);
+    (void)req_cls;
+
+    if (!w || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        return;
+    pthread_mutex_lock(&h->wmu);
+    waiting_list(h, w);
+    pthread_mutex_unlock(&h->wmu);
+}
+
+static void *reaper_main(void *arg)
+{
+    http_server *h = arg;
+
+    pthread_mutex_lock(&h->wmu);
+    while (!h->stopping) {
+        struct timespec until;
+        int64_t now = mono_ms();
+
+        while (h->whead && now - h->whead->since_ms >= HTTP_HEAD_DEADLINE_MS) {
+            struct waiting *w = h->whead;
+
+            /* Not close(): the descriptor stays libmicrohttpd's to close. */
+            shutdown(w->fd, SHUT_RDWR);
+            waiting_unlist(h, w);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += REAP_INTERVAL_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->wcond, &h->wmu, &until);
+    }
+    pthread_mutex_unlock(&h->wmu);
+    return NULL;
+}
+
+static void stop_reaper(http_server *h)
+{
+    if (!h->reaper_started)
+        return;
+    pthread_mutex_lock(&h->wmu);
+    h->stopping = true;
+    pthread_cond_signal(&h->wcond);
+    pthread_mutex_unlock(&h->wmu);
+    pthread_join(h->reaper, NULL);
+    h->reaper_started = false;
+}
+
+/* ---- limits --------------------------------------------------------------- */
+
+unsigned http_connection_limit(uint64_t nofile)
+{
+    if (nofile >= (uint64_t)HTTP_MAX_CONNECTIONS + HTTP_FD_RESERVE)
+        return HTTP_MAX_CONNECTIONS;
+    if (nofile < (uint64_t)HTTP_FD_RESERVE + 16)
+        return 16;
+    return (unsigned)(nofile - HTTP_FD_RESERVE);
+}
+
+/* Raise the soft RLIMIT_NOFILE towards what the limit needs; the limit
+ * that fits the result. */
+static unsigned size_connection_limit(void)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)HTTP_MAX_CONNECTIONS + HTTP_FD_RESERVE;
+    unsigned limit;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return http_connection_limit(0);
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        struct rlimit raised = rl;
+
+        raised.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl = raised;
+        else
+            log_warn("http: cannot raise the open-file limit from %llu to %llu: %s",
+                     (unsigned long long)rl.rlim_cur, (unsigned long long)raised.rlim_cur,
+                     strerror(errno));
+    }
+    limit =
+        http_connection_limit(rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur);
+    if (limit < HTTP_MAX_CONNECTIONS)
+        log_warn("http: serving at most %u connections (open-file limit %llu, %d kept for the "
+                 "rest; raise LimitNOFILE / ulimit -n to %llu for %d)",
+                 limit, (unsigned long long)rl.rlim_cur, HTTP_FD_RESERVE, (unsigned long long)want,
+                 HTTP_MAX_CONNECTIONS);
+    return limit;
+}
+
 /*
  * Every request is answered on the first call, once its head is read: no
  * route takes a body, so a body is never read (libmicrohttpd closes the
@@ -206,6 +413,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         /* Not expected (a reply is queued on the first call); drop it. */
         *upload_data_size = 0;
         return MHD_NO;
+    }
+    /* The head is in: the deadline is met. */
+    {
+        struct waiting *w = waiting_of(c);
+
+        if (w) {
+            pthread_mutex_lock(&h->wmu);
+            waiting_unlist(h, w);
+            pthread_mutex_unlock(&h->wmu);
+        }
     }
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -276,7 +493,10 @@ http_server *http_server_start(const char *spec, int stale_ms, char *err, size_t
     socklen_t sslen;
     sigset_t all, old;
     http_server *h;
-    int fd;
+    int fd, rc;
+    unsigned per_ip;
+    /* MHD_USE_AUTO: epoll on Linux, so a thousand idle sockets cost the
+     * server thread nothing per wake-up. */
     unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
 
     if (http_parse_addr(spec, &ss, &sslen, err, errlen) != 0)
@@ -291,23 +511,43 @@ http_server *http_server_start(const char *spec, int stale_ms, char *err, size_t
         free(h);
         return NULL;
     }
+    if (pthread_mutex_init(&h->wmu, NULL) != 0) {
+        snprintf(err, errlen, "cannot create a mutex for --http %s", spec);
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+        return NULL;
+    }
+    if (pthread_cond_init(&h->wcond, NULL) != 0) {
+        snprintf(err, errlen, "cannot create a condition variable for --http %s", spec);
+        pthread_mutex_destroy(&h->wmu);
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+        return NULL;
+    }
     h->stale_ms = stale_ms;
+    h->conn_limit = size_connection_limit();
+    per_ip = h->conn_limit >= HTTP_MAX_CONNECTIONS ? HTTP_PER_IP_CONNECTIONS
+                                                   : (h->conn_limit * 3 + 3) / 4;
     fd = listen_on(&ss, sslen, spec, &h->port, err, errlen);
     if (fd < 0)
         goto fail;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    /* The server thread inherits this thread's signal mask: block
-     * everything while it is created, so SIGINT/SIGTERM interrupt the
-     * loop's poll() rather than land in the server thread. */
+    /* The server and reaper threads inherit this thread's signal mask:
+     * block everything while they are created, so SIGINT/SIGTERM/SIGHUP
+     * interrupt the loop's poll() rather than land in them. */
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET,
-                                 (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT,
-                                 (unsigned int)HTTP_MAX_CONNECTIONS,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)HTTP_TIMEOUT_S,
-                                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+    rc = pthread_create(&h->reaper, NULL, reaper_main, h);
+    h->reaper_started = rc == 0;
+    if (rc == 0)
+        h->daemon = MHD_start_daemon(
+            flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+            MHD_OPTION_CONNECTION_LIMIT, h->conn_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)HTTP_TIMEOUT_S,
+            MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_NOTIFY_COMPLETED,
+            on_completed, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!h->daemon) {
         snprintf(err, errlen, "cannot start the HTTP server on --http %s", spec);
@@ -316,6 +556,9 @@ http_server *http_server_start(const char *spec, int stale_ms, char *err, size_t
     }
     return h;
 fail:
+    stop_reaper(h);
+    pthread_cond_destroy(&h->wcond);
+    pthread_mutex_destroy(&h->wmu);
     pthread_mutex_destroy(&h->mu);
     free(h);
     return NULL;
@@ -325,12 +568,21 @@ void http_server_free(http_server *h)
 {
     if (!h)
         return;
-    /* Joins the server thread and closes the listening socket. */
+    stop_reaper(h);
+    /* Joins the server thread and closes the listening socket and every
+     * connection (each one's waiting entry is freed on its way out). */
     MHD_stop_daemon(h->daemon);
+    pthread_cond_destroy(&h->wcond);
+    pthread_mutex_destroy(&h->wmu);
     pthread_mutex_destroy(&h->mu);
     free(h->metrics_text);
     free(h->status_json);
     free(h);
+}
+
+unsigned http_server_connection_limit(const http_server *h)
+{
+    return h->conn_limit;
 }
 
 uint16_t http_server_port(const http_server *h)

@@ -25,19 +25,44 @@
 
 #include "base/compiler.h"
 
-/* Concurrent connections served; more wait in the listen backlog. */
-#define HTTP_MAX_CONNECTIONS 16
+/*
+ * Limits against idle and slow clients (every connection counts, probes
+ * included):
+ *
+ * HTTP_MAX_CONNECTIONS connections are served at once (fewer when the file
+ * descriptor limit is low: see http_connection_limit()); past it new ones
+ * wait in the listen backlog until a slot frees.  One client address holds
+ * at most HTTP_PER_IP_CONNECTIONS of them (more are closed at once), so one
+ * neighbour alone cannot take every slot from the probes.  A request head
+ * (request line and headers) must arrive within HTTP_HEAD_DEADLINE_MS of
+ * the connection opening or of the previous response, however slowly it
+ * trickles in; an idle connection is closed after HTTP_TIMEOUT_S.  So a slot
+ * held by a client that sends nothing useful frees within the deadline, and
+ * a probe waiting in the backlog gets one.
+ */
+#define HTTP_MAX_CONNECTIONS 2048
+#define HTTP_PER_IP_CONNECTIONS 1536
+#define HTTP_HEAD_DEADLINE_MS 3000
+#define HTTP_TIMEOUT_S 5
+/* File descriptors left for everything else (PostgreSQL, the brokers,
+ * logs) when the connection limit is sized from RLIMIT_NOFILE. */
+#define HTTP_FD_RESERVE 256
 /* Per-connection memory for the request line and headers: a request whose
  * head does not fit is refused. */
 #define HTTP_CONNECTION_MEMORY 8192
-/* Idle connections are closed after this many seconds. */
-#define HTTP_TIMEOUT_S 10
 /* Default staleness bound for /healthz. */
 #define HTTP_STALE_MS 5000
 /* Snapshots are rendered at most this often by http_server_update(). */
 #define HTTP_UPDATE_INTERVAL_MS 500
 
 typedef struct http_server http_server;
+
+/*
+ * The connection limit for a process whose open-file soft limit is nofile:
+ * HTTP_MAX_CONNECTIONS when nofile leaves HTTP_FD_RESERVE beside it, else
+ * what is left after the reserve, at least 16.  Pure.
+ */
+unsigned http_connection_limit(uint64_t nofile);
 
 /*
  * Parse "ADDR:PORT" into a socket address: a numeric IPv4 address,
@@ -55,8 +80,11 @@ int http_parse_addr(const char *spec, struct sockaddr_storage *ss, socklen_t *ss
  * no snapshot yet (every route but 404/405 answers 503 until the first
  * http_server_publish()).  stale_ms bounds the age of the last snapshot
  * for /healthz (HTTP_STALE_MS in the relay).  Signals are blocked in the
- * server thread, so SIGINT/SIGTERM keep reaching the loop.  Returns NULL
- * with err (address in use, bad address, ...) on failure.
+ * server thread, so SIGINT/SIGTERM keep reaching the loop.  Raises the
+ * process's RLIMIT_NOFILE soft limit towards HTTP_MAX_CONNECTIONS +
+ * HTTP_FD_RESERVE (never past the hard limit) and sizes the connection
+ * limit from the result, logging when it is below HTTP_MAX_CONNECTIONS.
+ * Returns NULL with err (address in use, bad address, ...) on failure.
  */
 http_server *http_server_start(const char *spec, int stale_ms, char *err, size_t errlen) OBX_WUR;
 
@@ -65,6 +93,9 @@ void http_server_free(http_server *h);
 
 /* The bound port (the real one when spec asked for port 0). */
 uint16_t http_server_port(const http_server *h);
+
+/* The connection limit in force (see http_connection_limit()). */
+unsigned http_server_connection_limit(const http_server *h);
 
 /*
  * Replace the snapshot: takes ownership of metrics_text and status_json

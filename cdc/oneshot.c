@@ -9,6 +9,7 @@
 
 #include "base/clock.h"
 #include "cdc/log.h"
+#include "cdc/reload.h"
 
 static bool stopped(const oneshot *o)
 {
@@ -95,6 +96,9 @@ void oneshot_on_report(const sink_report *rep, void *arg)
 void oneshot_serve(oneshot *o)
 {
     char err[512];
+
+    if (reload_pending())
+        reload_apply(o->cfg);
     if (o->sk && sink_poll(o->sk, oneshot_on_report, o, err, sizeof(err)) < 0)
         oneshot_fatal(o, "producer failed: %s", err);
     /* Not from inside the dead-lettering: its own produce waits here. */
@@ -325,4 +329,5 @@ void oneshot_signals(void (*handler)(int))
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    reload_signals();
 }

@@ -164,7 +164,7 @@ char **oneshot_argv_new(int argc);
 int oneshot_argv_dry_run(char **argv, int n);
 
 /* SIGINT and SIGTERM call handler (it sets the stop flag); SIGPIPE is
- * ignored. */
+ * ignored; SIGHUP is reload_signals()'s, acted on in oneshot_serve(). */
 void oneshot_signals(void (*handler)(int));
 
 #endif

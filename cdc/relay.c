@@ -21,6 +21,7 @@
 #include "cdc/log.h"
 #include "cdc/metrics.h"
 #include "cdc/policy.h"
+#include "cdc/reload.h"
 #include "cdc/setup.h"
 #include "cdc/stream.h"
 #include "cdc/watermark.h"
@@ -41,6 +42,9 @@
 /* A stream that stayed up this long resets the reconnect backoff. */
 #define STABLE_STREAM_MS 10000
 #define STATS_INTERVAL_MS 60000
+/* Backpressure with nothing acknowledged for this long: close the stream
+ * until it clears (policy_park_stream). */
+#define PARK_STREAM_MS 3000
 /* librdkafka's own defaults for its queue: never sized below them. */
 #define RELAY_QUEUE_MIN_MESSAGES 100000
 #define RELAY_QUEUE_MIN_KBYTES 1048576
@@ -100,6 +104,12 @@ typedef struct relay {
     char rewind_reason[512];
     bool reply_requested;
     feedback_state fb;
+    /* the server waits for a confirmation we cannot give: end the stream */
+    stall_watch stall;
+    bool end_stream;
+    bool parked; /* stream closed under backpressure: reconnect when it clears */
+    uint64_t acked_seen; /* events_acked when acked_at was last moved */
+    int64_t acked_at;    /* the last acknowledgement seen (or connection) */
 
     /* The fault being ridden out: logged once, repeats only counted, and
      * its end logged once when the stream has been healthy for a while. */
@@ -187,6 +197,7 @@ static void check_recovered(relay *r, int64_t now)
     log_info("recovered from: %s (%u repeat%s)", r->fault, r->fault_repeats,
              r->fault_repeats == 1 ? "" : "s");
     r->reconnect_attempt = 0; /* the next fault starts with a short backoff again */
+    metrics_clear_error(r->m); /* /status shows a fault only while it lasts */
     r->fault[0] = '\0';
     r->fault_repeats = 0;
 }
@@ -248,7 +259,8 @@ static void on_report(const sink_report *rep, void *arg)
     } else {
         rc = watermark_fail(r->wm, ticket);
         if (rc == 0)
-            request_rewind(r, "delivery failed: %s", rep->errstr ? rep->errstr : "unknown error");
+            request_rewind(r, "delivery to \"%s\" failed: %s", rep->topic ? rep->topic : "?",
+                           rep->errstr ? rep->errstr : "unknown error");
     }
     if (rc == 0)
         metrics_event_reported(r->m, ticket, v == SINK_DELIVERED, metrics_now_us());
@@ -396,6 +408,9 @@ static void handle_keepalive(relay *r, const stream_frame *f)
         r->m->server_lsn = f->wal_end;
     if (f->reply_requested)
         r->reply_requested = true;
+    if (policy_server_stalled(&r->stall, obx_now_ms(), f->wal_end, f->reply_requested,
+                              watermark_flush_lsn(r->wm)))
+        r->end_stream = true;
 }
 
 static void disconnect(relay *r)
@@ -484,6 +499,8 @@ static int try_connect(relay *r, bool first, int64_t now)
             r->rewound = false;
         }
         r->connected = true;
+        r->parked = false;
+        r->acked_at = now;
         r->stream_started_at = now;
         metrics_set_state(r->m, METRICS_STREAMING);
         if (!first)
@@ -590,6 +607,45 @@ static int read_frames(relay *r)
     return 1;
 }
 
+static bool stream_paused(const relay *r)
+{
+    return policy_backpressure(watermark_inflight_events(r->wm), watermark_inflight_txns(r->wm),
+                               r->inflight_bytes, r->cfg->max_inflight_events,
+                               r->cfg->max_inflight_bytes);
+}
+
+/*
+ * Close the stream the server is waiting on while the relay cannot confirm
+ * what it was sent (a shutdown or restart waits for that), or that the
+ * relay stopped reading: nothing is lost, whatever is in flight keeps its
+ * place and the stream resumes after the last transaction received.
+ */
+static void end_stream(relay *r, int64_t now)
+{
+    char err[512];
+    bool paused = !r->end_stream;
+
+    if (paused)
+        note_fault(r, LOG_LEVEL_WARN,
+                   "nothing acknowledged for %d ms while reading is paused (%llu events in "
+                   "flight): closing the replication stream until they are (a server "
+                   "shutdown would wait on it)",
+                   PARK_STREAM_MS, (unsigned long long)watermark_inflight_events(r->wm));
+    else
+        note_fault(r, LOG_LEVEL_WARN,
+                   "the server is waiting for a confirmation the relay cannot give yet (%llu "
+                   "events in flight; a shutdown or restart?): closing the replication stream, "
+                   "reconnecting later",
+                   (unsigned long long)watermark_inflight_events(r->wm));
+    if (stream_finish(r->st, r->received, watermark_flush_lsn(r->wm), 500, err, sizeof(err)) != 0)
+        log_debug("ending the stream: %s", err);
+    r->end_stream = false;
+    r->parked = paused;
+    r->stall = (stall_watch){0};
+    disconnect(r);
+    schedule_reconnect(r, now);
+}
+
 /* A stop: what is acknowledged in time is confirmed, the rest is sent
  * again on the next start.  The caller picks the exit code. */
 static void shutdown_relay(relay *r, const char *why)
@@ -634,6 +690,7 @@ int relay_run(const config *cfg)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    reload_signals();
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 
     r.cfg = cfg;
@@ -677,7 +734,8 @@ int relay_run(const config *cfg)
             goto out;
         }
         log_info("serving /metrics, /status, /healthz and /readyz on %s", cfg->http_addr);
-        r.anchors = anchorwatch_start(cfg->conninfo, cfg->password, ANCHORWATCH_INTERVAL_MS);
+        r.anchors =
+            anchorwatch_start(cfg->conninfo, cfg->password, cfg->slot, ANCHORWATCH_INTERVAL_MS);
     }
 
     /* The first start decides between "bad configuration" (exit 2) and
@@ -696,6 +754,8 @@ int relay_run(const config *cfg)
                 left = 1000;
             struct timespec ts = {left / 1000, (left % 1000) * 1000000};
             nanosleep(&ts, NULL);
+            if (reload_pending())
+                reload_apply(cfg);
             if (r.http &&
                 http_server_update(r.http, r.m, obx_now_ms(), metrics_now_us()) != 0)
                 log_debug("cannot render metrics");
@@ -711,6 +771,8 @@ int relay_run(const config *cfg)
         int64_t now = obx_now_ms();
         int more = 0;
 
+        if (reload_pending())
+            reload_apply(cfg);
         if (stop_requested) {
             see_stop(&r, now);
             if (!policy_finish_before_stop(r.connected, r.p.txn_open, r.need_rewind, now,
@@ -731,7 +793,7 @@ int relay_run(const config *cfg)
             exit_code = 0;
             goto out;
         }
-        if (!r.connected && now >= r.reconnect_at) {
+        if (!r.connected && now >= r.reconnect_at && !(r.parked && stream_paused(&r))) {
             if (try_connect(&r, false, now) != 0) {
                 exit_code = 1;
                 goto out;
@@ -740,6 +802,13 @@ int relay_run(const config *cfg)
         if (r.connected) {
             more = read_frames(&r);
             now = obx_now_ms();
+            if (r.events_acked != r.acked_seen) {
+                r.acked_seen = r.events_acked;
+                r.acked_at = now;
+            }
+            if (r.connected && (r.end_stream || policy_park_stream(stream_paused(&r), now,
+                                                                   r.acked_at, PARK_STREAM_MS)))
+                end_stream(&r, now);
             if (r.connected &&
                 policy_feedback_due(&r.fb, now, watermark_flush_lsn(r.wm), r.reply_requested))
                 if (send_status(&r, now) != 0) {
@@ -785,7 +854,8 @@ int relay_run(const config *cfg)
         if (more)
             timeout = 0;
         if (r.connected) {
-            int64_t w = policy_feedback_wait(&r.fb, now, watermark_flush_lsn(r.wm));
+            int64_t w = policy_feedback_wait(&r.fb, now, watermark_flush_lsn(r.wm),
+                                             r.reply_requested);
             if (w < timeout)
                 timeout = w;
             pfd[npfd].fd = stream_socket(r.st);
@@ -793,7 +863,7 @@ int relay_run(const config *cfg)
                                        (stream_wants_write(r.st) ? POLLOUT : 0));
             pfd[npfd].revents = 0;
             pg = npfd++;
-        } else if (r.reconnect_at - now < timeout) {
+        } else if (r.reconnect_at - now < timeout && !(r.parked && paused)) {
             timeout = r.reconnect_at > now ? r.reconnect_at - now : 0;
         }
         pfd[npfd].fd = sink_event_fd(r.sk);

@@ -12,7 +12,8 @@
 #include "cdc/config.h"
 
 /*
- * Run until SIGINT/SIGTERM or --end-lsn.  Returns the process exit code:
+ * Run until SIGINT/SIGTERM or --end-lsn (SIGHUP: reload_apply(), and on;
+ * SIGPIPE ignored).  Returns the process exit code:
  * 0 clean stop, 1 runtime failure, 2 bad configuration found at start-up.
  */
 int relay_run(const config *cfg);

@@ -364,6 +364,26 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
     if (resume_lsn > info->start_lsn)
         info->start_lsn = resume_lsn;
 
+    /*
+     * Stream on a fresh connection: on PostgreSQL 16 and later, relation
+     * data the checks above cached in this backend (read with today's
+     * catalog) outlive the switch to the historic catalog of decoding, and
+     * decoding a row written before its table was rewritten (ALTER COLUMN
+     * ... TYPE) then fails with "could not open toast relation".
+     */
+    {
+        stream_info again;
+        stream_close(st);
+        if ((rc = stream_connect(st, "outbox-relay", &again, err, errlen)) != STREAM_OK)
+            goto out;
+        if (strcmp(again.systemid, info->systemid) != 0 || again.timeline != info->timeline) {
+            rc = fail(err, errlen, STREAM_RETRY,
+                      "the server changed between the checks and streaming (system %s timeline "
+                      "%d, then %s timeline %d)",
+                      info->systemid, info->timeline, again.systemid, again.timeline);
+            goto out;
+        }
+    }
     rc = stream_replicate(st, cfg->slot, info->start_lsn, info, err, errlen);
 out:
     if (rc != STREAM_OK)

@@ -15,6 +15,7 @@
 #include "base/clock.h"
 #include "cdc/log.h"
 #include "cdc/pgconn.h"
+#include "cdc/policy.h"
 #include "decode/lsn.h"
 #include "decode/pgoutput.h"
 
@@ -140,12 +141,7 @@ static enum stream_status check_server(stream *st, stream_info *info, char *err,
     strlcpy(info->dbname, PQgetvalue(res, 0, 3), sizeof(info->dbname));
     PQclear(res);
     info->server_version = PQserverVersion(st->conn);
-    info->proto_version = info->server_version >= 160000   ? 4
-                          : info->server_version >= 150000 ? 3
-                          : info->server_version >= 140000 ? 2
-                                                           : 1;
-    if (info->proto_version > PGO_MAX_PROTO_VERSION)
-        info->proto_version = PGO_MAX_PROTO_VERSION;
+    info->proto_version = policy_proto_version(info->server_version, PGO_MAX_PROTO_VERSION);
     if (st->cfg->messages_prefix && info->server_version < 140000)
         return fail(err, errlen, STREAM_CONFIG,
                     "--messages needs PostgreSQL 14 or later (the server is %d): remove it",
@@ -372,7 +368,13 @@ static int wait_socket(stream *st, short events, int64_t deadline)
     int64_t left = deadline - obx_now_ms();
     if (left <= 0)
         return -1;
-    int r = poll(&pfd, 1, (int)left);
+    int r;
+    /* A signal (SIGHUP) is not the end of the wait. */
+    while ((r = poll(&pfd, 1, (int)left)) < 0 && errno == EINTR) {
+        left = deadline - obx_now_ms();
+        if (left <= 0)
+            return -1;
+    }
     return r > 0 ? 0 : -1;
 }
 

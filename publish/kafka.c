@@ -374,10 +374,6 @@ kafka_producer *kafka_producer_new(const char *brokers, const kafka_prop *props,
     conf = build_conf(brokers, props, nprops, err, errlen);
     if (!conf)
         goto fail;
-    kp->auto_create = true;
-    if (rd_kafka_conf_get(conf, "allow.auto.create.topics", val, &vlen) == RD_KAFKA_CONF_OK)
-        kp->auto_create = strcmp(val, "true") == 0;
-    vlen = sizeof(val);
     if (rd_kafka_conf_get(conf, "acks", val, &vlen) == RD_KAFKA_CONF_OK && strcmp(val, "0") == 0) {
         snprintf(err, errlen,
                  "acks=0: the broker would acknowledge nothing, and the slot is confirmed only "
@@ -412,6 +408,14 @@ kafka_producer *kafka_producer_new(const char *brokers, const kafka_prop *props,
         goto fail;
     }
     conf = NULL; /* owned by rk now */
+    /* allow.auto.create.topics: only the producer's own configuration
+     * knows it (a new conf object reads "false", the consumer's default,
+     * until rd_kafka_new() applies the producer's "true") */
+    kp->auto_create = true;
+    vlen = sizeof(val);
+    if (rd_kafka_conf_get((rd_kafka_conf_t *)rd_kafka_conf(kp->rk), "allow.auto.create.topics", val,
+                          &vlen) == RD_KAFKA_CONF_OK)
+        kp->auto_create = strcmp(val, "true") == 0;
     kp->mainq = rd_kafka_queue_get_main(kp->rk);
     rd_kafka_queue_io_event_enable(kp->mainq, kp->efd, &one, sizeof(one));
     /* librdkafka's threads may have queued an error before the fd was

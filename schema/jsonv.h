@@ -20,8 +20,15 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* The nesting the JSON check accepts (deeper is refused: consumers would). */
-#define JSONV_MAX_DEPTH 2048
+/*
+ * The nesting the JSON check accepts (deeper is refused: consumers would).
+ * A record embeds a payload one level down ({"payload": ...}) and a --field
+ * value two ({"fields": {NAME: ...}}), so this is 2 below jansson's limit
+ * of 2048: a value that passes never makes a record that jansson (and
+ * parsers with the same limit) cannot read back (found by fuzzing: a
+ * payload 2048 deep made a record of 2049).
+ */
+#define JSONV_MAX_DEPTH (2048 - 2)
 
 /* Whether s[0..len) is strict UTF-8: no overlong forms, no surrogates,
  * nothing past U+10FFFF (at least as strict as jansson). */

@@ -20,6 +20,7 @@
  */
 #include <inttypes.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -511,6 +512,59 @@ static void test_backfill_matches_table_and_stream(void **state)
     assert_int_equal(hx_exec(conn, "SELECT pg_drop_replication_slot('bf_slot')"), 0);
 }
 
+/*
+ * SIGHUP (and SIGPIPE), several times, while a backfill publishes: it logs
+ * and carries on to a clean end (exit 0), every row exactly once.  Without
+ * a handler the first SIGHUP would have ended it half-way.
+ */
+static void test_sighup_carries_on(void **state)
+{
+    (void)state;
+    char t[200];
+    hx_records recs = {0};
+    hx_proc p;
+    int sent = 0, rc;
+    const char *args[] = {"backfill",
+                          "-d",
+                          pg.conninfo,
+                          "-b",
+                          broker.bootstraps,
+                          "--topic",
+                          t,
+                          "--batch-size",
+                          "100",
+                          "-X",
+                          "batch.num.messages=10",
+                          "-X",
+                          "max.in.flight.requests.per.connection=1",
+                          NULL};
+
+    tmpl(t, sizeof(t), "hup");
+    /* slow acknowledgements: the run lasts a few seconds */
+    if (!broker.external)
+        assert_int_equal(hx_broker_cmd(&broker, "rtt all 5"), 0);
+    assert_int_equal(hx_relay_start(&p, "hup", args), 0);
+    for (int i = 0; i < 40 && hx_proc_running(&p); i++) {
+        hx_sleep_ms(100);
+        if (hx_proc_running(&p) && hx_proc_signal(&p, i % 4 == 3 ? SIGPIPE : SIGHUP) == 0)
+            sent++;
+    }
+    rc = hx_proc_wait(&p, CMD_TIMEOUT_S * 1000);
+    if (!broker.external)
+        assert_int_equal(hx_broker_cmd(&broker, "rtt all 0"), 0);
+    if (rc != 0)
+        hx_proc_dump(&p, "backfill with SIGHUP");
+    assert_int_equal(rc, 0);
+    /* a run too short to be signalled proves nothing */
+    if (sent < 3)
+        fail_msg("only %d signals landed while the backfill ran", sent);
+    consume("hup", NROWS, 60000, &recs);
+    PGresult *res = table_rows("true");
+    assert_matches_table(&recs, res, "hup");
+    PQclear(res);
+    hx_records_free(&recs);
+}
+
 static void test_where_and_since(void **state)
 {
     (void)state;
@@ -699,6 +753,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_backfill_matches_table_and_stream),
+        cmocka_unit_test(test_sighup_carries_on),
         cmocka_unit_test(test_where_and_since),
         cmocka_unit_test(test_dry_run),
         cmocka_unit_test(test_dead_letter),

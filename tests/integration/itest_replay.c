@@ -21,6 +21,7 @@
  */
 #include <inttypes.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -528,6 +529,94 @@ static void test_replay_matches_original(void **state)
     assert_int_equal(hx_exec(conn, "SELECT pg_drop_replication_slot('outbox_relay')"), 0);
 }
 
+/*
+ * SIGHUP (and SIGPIPE), several times, while a replay publishes (through
+ * the binary): it logs and carries on to a clean end (exit 0), every event
+ * of the range exactly once, and the anchor stays where it was.
+ */
+static void test_replay_sighup_carries_on(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    const char *ci = pg.conninfo;
+    char tmpl[160], topic[160], froms[32], tos[32];
+    hx_records rep = {0};
+    cmd_result r;
+    hx_proc p;
+    int sent = 0, rc;
+
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.hup.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.hup.hup", hx_run_id());
+    expect((r = ADMIN("anchor", "anchor", "create", "hup", "-d", ci), &r), 0, "created anchor");
+    uint64_t from = lsn_of("SELECT pg_current_wal_insert_lsn()");
+    insert_rows("hup", N, 30, "hup");
+    uint64_t to = lsn_of("SELECT pg_current_wal_insert_lsn()");
+    uint64_t anchor_before = confirmed("outbox_anchor_hup");
+    hx_lsn_format(from, froms, sizeof(froms));
+    hx_lsn_format(to, tos, sizeof(tos));
+
+    /* slow acknowledgements: the run lasts a few seconds */
+    if (!broker.external)
+        assert_int_equal(hx_broker_cmd(&broker, "rtt all 5"), 0);
+    const char *args[] = {"replay",
+                          "--anchor",
+                          "hup",
+                          "--from",
+                          froms,
+                          "--to",
+                          tos,
+                          "--topic",
+                          tmpl,
+                          "-b",
+                          broker.bootstraps,
+                          "-d",
+                          ci,
+                          "-X",
+                          "batch.num.messages=10",
+                          "-X",
+                          "max.in.flight.requests.per.connection=1",
+                          NULL};
+    assert_int_equal(hx_relay_start(&p, "replay-hup", args), 0);
+    for (int i = 0; i < 40 && hx_proc_running(&p); i++) {
+        hx_sleep_ms(100);
+        if (hx_proc_running(&p) && hx_proc_signal(&p, i % 4 == 3 ? SIGPIPE : SIGHUP) == 0)
+            sent++;
+    }
+    rc = hx_proc_wait(&p, 180000);
+    if (!broker.external)
+        assert_int_equal(hx_broker_cmd(&broker, "rtt all 0"), 0);
+    if (rc != 0)
+        hx_proc_dump(&p, "replay with SIGHUP");
+    assert_int_equal(rc, 0);
+    if (sent < 3)
+        fail_msg("only %d signals landed while the replay ran", sent);
+
+    const char *rt[] = {topic};
+    assert_true(hx_consume(broker.bootstraps, rt, 1, N, 60000, &rep) >= N);
+    assert_int_equal(rep.n, N);
+    /* every inserted row once: the ids are the table's */
+    PGresult *res = PQexec(conn, "SELECT id::text FROM outbox WHERE aggregatetype = 'hup'");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(res), N);
+    bool *seen = calloc(N, sizeof(bool));
+    assert_non_null(seen);
+    for (size_t i = 0; i < rep.n; i++) {
+        const hx_header *h = hx_record_header(&rep.v[i], "id");
+        int k;
+        assert_non_null(h);
+        for (k = 0; k < N && strcmp(PQgetvalue(res, k, 0), h->value) != 0; k++)
+            ;
+        if (k == N || seen[k])
+            fail_msg("record %zu (id %s) is %s", i, h->value, k == N ? "unknown" : "a duplicate");
+        seen[k] = true;
+    }
+    free(seen);
+    PQclear(res);
+    hx_records_free(&rep);
+    assert_int_equal(confirmed("outbox_anchor_hup"), anchor_before);
+    expect((r = ADMIN("anchor", "anchor", "drop", "hup", "-d", ci), &r), 0, NULL);
+}
+
 /* Rows of one transaction each in a range of anchor name; *from and *to
  * receive the range.  Returns the ids in insert order (PQclear it). */
 static PGresult *rows_in_range(const char *anchor, const char *aggtype, int n, char *from,
@@ -721,6 +810,7 @@ int main(void)
         cmocka_unit_test(test_status),
         cmocka_unit_test(test_replay_refusals),
         cmocka_unit_test(test_replay_matches_original),
+        cmocka_unit_test(test_replay_sighup_carries_on),
         cmocka_unit_test(test_replay_dead_letters_refused_record),
         cmocka_unit_test(test_replay_fails_when_dead_letter_refused),
         cmocka_unit_test(test_replay_dead_letters_oversize_record),

@@ -1,11 +1,14 @@
 /*
  * Unit tests for cdc/http: address parsing, and the server on an ephemeral
  * loopback port driven with plain sockets — routes, methods, HEAD, bodies,
- * malformed and oversize requests, the connection limit, /healthz going
- * stale when snapshots stop, and http_server_update()'s rendering.
+ * malformed and oversize requests, /healthz going stale when snapshots
+ * stop, http_server_update()'s rendering, and idle and slow clients: probes
+ * beside 1,000 of them, the request-head deadline and the connection limits.
  *
- * No assertion depends on timing: waits for a state change poll until it
- * happens (bounded only so that a broken server fails instead of hanging).
+ * Only the idle and slow client tests assert on time (a probe answered
+ * within a second, slots freed by the head deadline); elsewhere waits for a
+ * state change poll until it happens (bounded only so that a broken server
+ * fails instead of hanging).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -456,39 +460,244 @@ static void test_oversize_requests(void **state)
     http_server_free(h);
 }
 
-static void test_connection_limit(void **state)
+/* ---- idle and slow clients ------------------------------------------------ */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A non-blocking connection to 127.0.0.1:port from source address src
+ * (any 127.x.y.z: the whole block is loopback), not waited for; -1 when
+ * the socket cannot be made. */
+static int open_from(const char *src, uint16_t port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+    if (fd < 0)
+        return -1;
+    inet_pton(AF_INET, src, &a.sin_addr);
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/*
+ * GET path from src, the whole exchange bounded by limit_ms.  Returns the
+ * status (0: closed without one, -1: no answer within limit_ms) and the
+ * time it took in *ms.
+ */
+static int timed_get(const char *src, uint16_t port, const char *path, int limit_ms, int64_t *ms)
+{
+    char req[256], buf[8192];
+    int64_t t0 = now_ms(), left;
+    size_t off = 0, got = 0;
+    int n =
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+    int fd = open_from(src, port), status = -1;
+
+    if (fd < 0)
+        fail_msg("cannot open a probe connection: %s", strerror(errno));
+    while ((left = limit_ms - (now_ms() - t0)) > 0) {
+        struct pollfd p = {.fd = fd, .events = off < (size_t)n ? POLLOUT : POLLIN};
+        if (poll(&p, 1, (int)left) <= 0)
+            continue;
+        if (off < (size_t)n) {
+            ssize_t w = send(fd, req + off, (size_t)n - off, MSG_NOSIGNAL);
+            if (w < 0 && errno != EAGAIN && errno != EINPROGRESS) {
+                status = 0;
+                break;
+            }
+            if (w > 0)
+                off += (size_t)w;
+            continue;
+        }
+        ssize_t r = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
+        if (r < 0 && errno == EAGAIN)
+            continue;
+        if (r <= 0 || got + (size_t)r == sizeof(buf) - 1) {
+            buf[got] = '\0';
+            if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+                status = 0;
+            break;
+        }
+        got += (size_t)r;
+    }
+    *ms = now_ms() - t0;
+    close(fd);
+    return status;
+}
+
+/* Whether the server closed fd (EOF or reset); drains what it sent. */
+static bool closed_by_server(int fd)
+{
+    char buf[512];
+    for (;;) {
+        ssize_t r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (r > 0)
+            continue;
+        return r == 0 || (errno != EAGAIN && errno != EINTR);
+    }
+}
+
+enum { IDLE, HALF_LINE, TRICKLE };
+
+/* Open n connections from src: a third send nothing, a third half a
+ * request line, a third a request line and then a header one byte at a
+ * time (trickle()). */
+static void open_slow(int *fds, int n, const char *src, uint16_t port)
+{
+    for (int i = 0; i < n; i++) {
+        fds[i] = open_from(src, port);
+        assert_true(fds[i] >= 0);
+    }
+    /* let the connects complete before writing into them */
+    sleep_ms(50);
+    for (int i = 0; i < n; i++) {
+        if (i % 3 == HALF_LINE)
+            (void)send(fds[i], "GET /hea", 8, MSG_NOSIGNAL);
+        else if (i % 3 == TRICKLE)
+            (void)send(fds[i], "GET /healthz HTTP/1.1\r\nX-Slow: ", 31, MSG_NOSIGNAL);
+    }
+}
+
+static void trickle(const int *fds, int n)
+{
+    for (int i = TRICKLE; i < n; i += 3)
+        (void)send(fds[i], "a", 1, MSG_NOSIGNAL);
+}
+
+static void close_all(int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+#define SLOW_CONNECTIONS 1000
+#define PROBE_LIMIT_MS 1000
+
+/*
+ * 1,000 idle and slow connections (idle, half a request line, a header
+ * trickling in a byte at a time) are open: every probe of /healthz,
+ * /readyz and /metrics is answered within a second.  Then the request-head
+ * deadline: every one of them is closed by the server by
+ * HTTP_HEAD_DEADLINE_MS (plus the reaper's pass), the trickling ones too,
+ * although they never went idle — before the idle timeout could have.
+ */
+static void test_many_slow_connections(void **state)
 {
     (void)state;
+    static const char *const paths[] = {"/healthz", "/readyz", "/metrics"};
+    static int fds[SLOW_CONNECTIONS];
     http_server *h = start(60000);
     uint16_t port = http_server_port(h);
-    int fds[HTTP_MAX_CONNECTIONS + 8];
-    int n = (int)(sizeof(fds) / sizeof(fds[0])), status = -1;
+    int64_t t_open, worst = 0, ms;
+    int probes = 0, open_count;
 
     publish(h, METRICS_DOC, STATUS_DOC, true);
-    /* idle connections up to one below the limit: a request is still served
-     * beside them (libmicrohttpd multiplexes; one slow client blocks no one) */
-    for (int i = 0; i < HTTP_MAX_CONNECTIONS - 1; i++) {
-        fds[i] = connect_to(AF_INET, port);
-        assert_true(fds[i] >= 0);
+    assert_true(http_server_connection_limit(h) > SLOW_CONNECTIONS);
+    t_open = now_ms();
+    open_slow(fds, SLOW_CONNECTIONS, "127.0.0.1", port);
+    /* probe while they are all held: until shortly before the deadline */
+    while (now_ms() - t_open < HTTP_HEAD_DEADLINE_MS - 800) {
+        int st = timed_get("127.0.0.1", port, paths[probes % 3], 5000, &ms);
+        if (st != 200 || ms > PROBE_LIMIT_MS)
+            fail_msg("probe %d of %s beside %d slow connections: status %d after %lld ms", probes,
+                     paths[probes % 3], SLOW_CONNECTIONS, st, (long long)ms);
+        if (ms > worst)
+            worst = ms;
+        probes++;
+        trickle(fds, SLOW_CONNECTIONS);
+        sleep_ms(100);
     }
-    assert_int_equal(get_status(port, "/healthz"), 200);
-    /* past the limit: the extra connections wait in the listen backlog
-     * (libmicrohttpd stops accepting) — nothing falls over */
-    for (int i = HTTP_MAX_CONNECTIONS - 1; i < n; i++) {
-        fds[i] = connect_to(AF_INET, port);
-        assert_true(fds[i] >= 0);
+    assert_true(probes >= 6);
+    /* the server still holds them all (none closed early) */
+    open_count = 0;
+    for (int i = 0; i < SLOW_CONNECTIONS; i++)
+        open_count += !closed_by_server(fds[i]);
+    assert_int_equal(open_count, SLOW_CONNECTIONS);
+    print_message("%d probes beside %d slow connections, slowest %lld ms\n", probes,
+                  SLOW_CONNECTIONS, (long long)worst);
+
+    /* keep trickling past the deadline: all closed before the idle timeout */
+    while (now_ms() - t_open < HTTP_HEAD_DEADLINE_MS + 1000) {
+        trickle(fds, SLOW_CONNECTIONS);
+        sleep_ms(200);
     }
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    /* once they are gone the server serves again (it notices the closes
-     * asynchronously, so poll until it does) */
-    for (int tries = 0; tries < 3000 && status != 200; tries++) {
-        status = get_status(port, "/healthz");
-        if (status != 200)
-            sleep_ms(10);
-    }
-    assert_int_equal(status, 200);
+    assert_true(now_ms() - t_open < HTTP_TIMEOUT_S * 1000);
+    open_count = 0;
+    for (int i = 0; i < SLOW_CONNECTIONS; i++)
+        open_count += !closed_by_server(fds[i]);
+    assert_int_equal(open_count, 0);
+    close_all(fds, SLOW_CONNECTIONS);
     http_server_free(h);
+}
+
+/*
+ * At the limits.  One client address holds at most HTTP_PER_IP_CONNECTIONS
+ * (more are closed at once) and a probe from another address is answered
+ * beside them; with every slot taken (two addresses) a probe waits in the
+ * backlog and is answered once the head deadline frees slots — not never.
+ */
+static void test_connection_limits(void **state)
+{
+    (void)state;
+    static int a[HTTP_PER_IP_CONNECTIONS + 16], b[HTTP_MAX_CONNECTIONS];
+    int na = HTTP_PER_IP_CONNECTIONS + 16, nb = HTTP_MAX_CONNECTIONS - HTTP_PER_IP_CONNECTIONS;
+    http_server *h = start(60000);
+    uint16_t port = http_server_port(h);
+    int64_t ms, t_full;
+    int refused = 0, st;
+
+    publish(h, METRICS_DOC, STATUS_DOC, true);
+    assert_int_equal(http_server_connection_limit(h), HTTP_MAX_CONNECTIONS);
+    open_slow(a, na, "127.0.0.1", port);
+    sleep_ms(300);
+    for (int i = 0; i < na; i++)
+        refused += closed_by_server(a[i]);
+    /* the connections past the per-address limit were closed at once */
+    assert_int_equal(refused, na - HTTP_PER_IP_CONNECTIONS);
+    st = timed_get("127.0.0.2", port, "/healthz", 5000, &ms);
+    assert_int_equal(st, 200);
+    assert_true(ms <= PROBE_LIMIT_MS);
+
+    /* every slot taken: the probe queues, and is served within the deadline */
+    open_slow(b, nb, "127.0.0.2", port);
+    sleep_ms(300);
+    t_full = now_ms();
+    st = timed_get("127.0.0.3", port, "/healthz", HTTP_HEAD_DEADLINE_MS + 5000, &ms);
+    print_message("probe with every slot taken: status %d after %lld ms\n", st, (long long)ms);
+    assert_int_equal(st, 200);
+    assert_true(now_ms() - t_full <= HTTP_HEAD_DEADLINE_MS + 1500);
+    close_all(a, na);
+    close_all(b, nb);
+    http_server_free(h);
+}
+
+static void test_connection_limit_sizing(void **state)
+{
+    (void)state;
+    assert_int_equal(http_connection_limit(1048576), HTTP_MAX_CONNECTIONS);
+    assert_int_equal(http_connection_limit(HTTP_MAX_CONNECTIONS + HTTP_FD_RESERVE),
+                     HTTP_MAX_CONNECTIONS);
+    assert_int_equal(http_connection_limit(HTTP_MAX_CONNECTIONS + HTTP_FD_RESERVE - 1),
+                     HTTP_MAX_CONNECTIONS - 1);
+    assert_int_equal(http_connection_limit(1024), 1024 - HTTP_FD_RESERVE);
+    assert_int_equal(http_connection_limit(HTTP_FD_RESERVE + 16), 16);
+    assert_int_equal(http_connection_limit(100), 16);
+    assert_int_equal(http_connection_limit(0), 16);
 }
 
 static void test_healthz_goes_stale(void **state)
@@ -610,12 +819,22 @@ int main(void)
         cmocka_unit_test(test_request_body_refused),
         cmocka_unit_test(test_malformed_requests),
         cmocka_unit_test(test_oversize_requests),
-        cmocka_unit_test(test_connection_limit),
+        cmocka_unit_test(test_connection_limit_sizing),
+        cmocka_unit_test(test_many_slow_connections),
+        cmocka_unit_test(test_connection_limits),
         cmocka_unit_test(test_healthz_goes_stale),
         cmocka_unit_test(test_update_renders_metrics),
         cmocka_unit_test(test_bind_errors_and_shutdown),
         cmocka_unit_test(test_ipv6_loopback),
     };
+    struct rlimit rl;
+
     signal(SIGPIPE, SIG_IGN);
+    /* both ends of a few thousand connections live in this process */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 8192 &&
+        (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= 8192)) {
+        rl.rlim_cur = 8192;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,33 @@
+/*
+ * reload — SIGHUP for the long-running commands (run, replay, backfill).
+ *
+ * Operators send SIGHUP by habit (systemctl reload, log rotation, a closed
+ * terminal); without a handler it would end the process at once, with no
+ * drain and no final status update.  The handler only sets a flag; each
+ * command's loop calls reload_pending() once per pass and, when it says so,
+ * reload_apply() — the one place that decides what a reload changes.  Today
+ * that is nothing: the configuration is read once at start, so it logs
+ * that and the command carries on; no connection is reopened.
+ */
+#ifndef CDC_RELOAD_H
+#define CDC_RELOAD_H
+
+#include <stdbool.h>
+
+#include "cdc/config.h"
+
+/* Install the SIGHUP handler (no SA_RESTART: a poll() in progress returns
+ * EINTR, so the loop acts on it at once). */
+void reload_signals(void);
+
+/* Whether SIGHUP arrived since the last call (clears the flag). */
+bool reload_pending(void);
+
+/*
+ * What one SIGHUP does, on the loop's thread (never in the handler): cfg
+ * is the running configuration (borrowed).  Several SIGHUPs before a pass
+ * count as one.  Never stops the command and reopens nothing.
+ */
+void reload_apply(const config *cfg);
+
+#endif
