@@ -775,7 +775,8 @@ int relay_run(const config *cfg)
             goto out;
         }
         log_info("serving /metrics, /status, /healthz and /readyz on %s", cfg->http_addr);
-        r.anchors = anchorwatch_start(cfg->conninfo, cfg->password, ANCHORWATCH_INTERVAL_MS);
+        r.anchors =
+            anchorwatch_start(cfg->conninfo, cfg->password, cfg->slot, ANCHORWATCH_INTERVAL_MS);
     }
 
     /* The first start decides between "bad configuration" (exit 2) and
