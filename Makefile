@@ -76,12 +76,17 @@ asan:
 
 # The integration tests that differ by server version, on every PostgreSQL
 # major of the matrix besides Debian's 15 (builds from scripts/pgfetch).
+# The primary failover with a failover slot (a streaming standby, about a
+# minute) runs on FAILOVER_PG.
 PG_MATRIX ?= 13 14 16 17 18
+FAILOVER_PG ?= 17
 MATRIX_ITESTS := $(BUILD)/tests/itest_decoding $(BUILD)/tests/itest_shutdown
-integration-matrix: outbox-relay $(MOCKBROKER) $(MATRIX_ITESTS)
+integration-matrix: outbox-relay $(MOCKBROKER) $(MATRIX_ITESTS) $(BUILD)/tests/itest_failover
 	@for v in $(PG_MATRIX); do \
 		echo "--- PostgreSQL $$v"; \
-		OBX_PGVERSION=$$v bash scripts/run-integration $(MATRIX_ITESTS) || rc=1; \
+		OBX_PGVERSION=$$v bash scripts/run-integration $(MATRIX_ITESTS) \
+			$(if $(FAILOVER_PG),$$([ "$$v" = "$(FAILOVER_PG)" ] && echo $(BUILD)/tests/itest_failover)) \
+			|| rc=1; \
 	done; exit $${rc:-0}
 
 # The integration tests with the relay (and the tests) built with ASan/UBSan.

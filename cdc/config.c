@@ -19,6 +19,8 @@
 
 enum {
     OPT_CREATE_SLOT = 1000,
+    OPT_ALLOW_NEW_SLOT,
+    OPT_STATE_FILE,
     OPT_TOPIC,
     OPT_FORMAT,
     OPT_COLUMN,
@@ -50,6 +52,8 @@ static const struct option long_options[] = {
     {"publication", required_argument, NULL, 'P'},
     {"table", required_argument, NULL, 't'},
     {"create-slot", no_argument, NULL, OPT_CREATE_SLOT},
+    {"allow-new-slot", no_argument, NULL, OPT_ALLOW_NEW_SLOT},
+    {"state-file", required_argument, NULL, OPT_STATE_FILE},
     {"brokers", required_argument, NULL, 'b'},
     {"kafka", required_argument, NULL, 'X'},
     {"topic", required_argument, NULL, OPT_TOPIC},
@@ -101,6 +105,9 @@ static const char usage_text[] =
     "  -P, --publication NAME    publication                    (default outbox_pub)\n"
     "  -t, --table SCHEMA.TABLE  outbox table, repeatable       (default public.outbox)\n"
     "      --create-slot         create publication and slot if missing (idempotent)\n"
+    "      --allow-new-slot      with --create-slot: create a missing slot even where it\n"
+    "                            existed before or the server was promoted (skips the gap)\n"
+    "      --state-file FILE     remember where the slot was last seen (survives failovers)\n"
     "  -b, --brokers LIST        Kafka bootstrap servers\n"
     "  -X, --kafka PROP=VALUE    any librdkafka property, repeatable (-X list shows them)\n"
     "      --topic TEMPLATE      topic per event (default outbox.event.{aggregate_type});\n"
@@ -712,6 +719,7 @@ static const char *default_of(const char *name)
         {"publication", "outbox_pub"},
         {"table", "public.outbox"},
         {"create-slot", "false"},
+        {"allow-new-slot", "false"},
         {"topic", "outbox.event.{aggregate_type}"},
         {"format", "envelope"},
         {"tombstone-on-empty-payload", "false"},
@@ -886,6 +894,8 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
             break;
         case 't': rc = add_table(cfg, optarg, err, errlen); break;
         case OPT_CREATE_SLOT: cfg->create_slot = true; break;
+        case OPT_ALLOW_NEW_SLOT: cfg->allow_new_slot = true; break;
+        case OPT_STATE_FILE: cfg->state_file = optarg; break;
         case 'b': cfg->brokers = optarg; break;
         case 'X':
             if (strcmp(optarg, "list") == 0) {

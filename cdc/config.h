@@ -37,6 +37,8 @@ typedef struct config {
     config_table tables[CONFIG_MAX_TABLES];
     size_t ntables;
     bool create_slot;
+    bool allow_new_slot;    /* --allow-new-slot: a missing slot may start afresh */
+    const char *state_file; /* --state-file: where the slot was last seen */
     const char *brokers;
     sink_prop props[CONFIG_MAX_PROPS];
     size_t nprops;

@@ -115,3 +115,17 @@ int policy_proto_version(int server_version, int decoder_max)
                                        : 1;
     return v < decoder_max ? v : decoder_max;
 }
+
+enum policy_slot_verdict policy_slot_verdict(bool exists, bool create_slot, bool allow_new,
+                                             const slot_history *hist, int timeline)
+{
+    bool known = hist && hist->known;
+
+    if (exists)
+        return POLICY_SLOT_USE;
+    if (!create_slot)
+        return known ? POLICY_SLOT_REFUSE : POLICY_SLOT_NOT_CONFIGURED;
+    if (allow_new)
+        return POLICY_SLOT_CREATE;
+    return known || timeline > 1 ? POLICY_SLOT_REFUSE : POLICY_SLOT_CREATE;
+}

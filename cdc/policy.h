@@ -147,4 +147,36 @@ bool policy_give_up(int64_t now_ms, int64_t progress_ms, int64_t give_up_ms);
  */
 int policy_proto_version(int server_version, int decoder_max);
 
+/*
+ * Where the relay last saw its slot: in this process, or in --state-file
+ * (it survives a database failover, being on the relay's side).
+ */
+typedef struct slot_history {
+    bool known;        /* the slot was streamed before */
+    char systemid[32]; /* IDENTIFY_SYSTEM's system identifier then */
+    int timeline;      /* and its timeline */
+} slot_history;
+
+enum policy_slot_verdict {
+    POLICY_SLOT_USE,            /* the slot is there: stream it */
+    POLICY_SLOT_CREATE,         /* missing, and a new slot skips nothing owed */
+    POLICY_SLOT_NOT_CONFIGURED, /* missing and no --create-slot: configuration error */
+    POLICY_SLOT_REFUSE,         /* missing where it existed, or may have: stop (exit 1) */
+};
+
+/*
+ * What to do about the slot.  A new slot starts at the server's current
+ * position: every transaction committed since the old slot's confirmed
+ * position would be skipped, silently.  So a missing slot is only created
+ * when the relay never saw it (hist) and the server was never promoted
+ * (timeline 1: a promoted standby moves to a new timeline, and a failover
+ * without a synchronized slot loses it), or when the operator asks for a
+ * fresh start (allow_new).  An existing slot is always used: its confirmed
+ * position is valid on this server, even after a promotion (a synchronized
+ * failover slot) or pg_upgrade (a new system identifier).  allow_new
+ * only counts with create_slot.
+ */
+enum policy_slot_verdict policy_slot_verdict(bool exists, bool create_slot, bool allow_new,
+                                             const slot_history *hist, int timeline);
+
 #endif

@@ -23,6 +23,7 @@
 #include "cdc/policy.h"
 #include "cdc/reload.h"
 #include "cdc/setup.h"
+#include "cdc/slotstate.h"
 #include "cdc/stream.h"
 #include "cdc/watermark.h"
 #include "decode/lsn.h"
@@ -108,12 +109,14 @@ typedef struct relay {
     stall_watch stall;
     bool end_stream;
     bool parked; /* stream closed under backpressure: reconnect when it clears */
+    slot_history hist; /* where the slot was streamed (and --state-file) */
     uint64_t acked_seen; /* events_acked when acked_at was last moved */
     int64_t acked_at;    /* the last acknowledgement seen (or connection) */
 
     /* The fault being ridden out: logged once, repeats only counted, and
      * its end logged once when the stream has been healthy for a while. */
     char fault[512];
+    bool broker_fault_shown; /* last_error shows sink_fault() */
     unsigned fault_repeats;
     uint64_t fault_flush;
 
@@ -476,6 +479,39 @@ static int rewind_stream(relay *r, int64_t now)
 }
 
 /*
+ * Remember where the slot lives now (and in --state-file), so that a slot
+ * that goes missing later is never recreated silently.  A new timeline
+ * with the slot there is a promotion that kept it (a failover slot): the
+ * stream restarts from the slot's confirmed position rather than after the
+ * last transaction received, whose position may not exist on the new
+ * timeline.
+ */
+static void remember_server(relay *r)
+{
+    char err[512], b[LSN_BUFSZ];
+    slot_history *h = &r->hist;
+
+    if (h->known && strcmp(h->systemid, r->info.systemid) == 0 &&
+        h->timeline == r->info.timeline)
+        return;
+    if (h->known) {
+        log_warn("the server is now system %s timeline %d (was system %s timeline %d): slot "
+                 "\"%s\" is there, confirmed at %s; continuing from it",
+                 r->info.systemid, r->info.timeline, h->systemid, h->timeline, r->cfg->slot,
+                 lsn_format(r->info.slot_confirmed, b));
+        if (r->info.start_lsn > r->info.slot_confirmed)
+            request_rewind(r, "the server's timeline changed: streaming again from the slot's "
+                              "confirmed position");
+    }
+    h->known = true;
+    strlcpy(h->systemid, r->info.systemid, sizeof(h->systemid));
+    h->timeline = r->info.timeline;
+    if (r->cfg->state_file && slotstate_save(r->cfg->state_file, r->cfg->slot, h, err,
+                                             sizeof(err)) != 0)
+        log_warn("%s", err);
+}
+
+/*
  * Returns 0 (connected, or a retry is scheduled) or the exit code to stop
  * with.  After a rewind (or at first) the stream starts from the slot's
  * confirmed position and the watermark starts over there; after a plain
@@ -491,8 +527,9 @@ static int try_connect(relay *r, bool first, int64_t now)
 
     /* After a rewind: from the slot, but never before --start-lsn. */
     uint64_t resume = restart ? (r->cfg->has_start_lsn ? r->cfg->start_lsn : 0) : r->received;
-    s = setup_start(r->st, r->cfg, resume, first, &r->info, err, sizeof(err));
+    s = setup_start(r->st, r->cfg, resume, first, &r->hist, &r->info, err, sizeof(err));
     if (s == STREAM_OK) {
+        remember_server(r);
         if (restart) {
             watermark_reset(r->wm, r->info.start_lsn);
             r->received = r->info.start_lsn;
@@ -695,6 +732,11 @@ int relay_run(const config *cfg)
 
     r.cfg = cfg;
     r.fb.interval_ms = cfg->status_interval_ms;
+    if (cfg->state_file && slotstate_load(cfg->state_file, cfg->slot, &r.hist, err,
+                                          sizeof(err)) != 0) {
+        log_error("%s", err);
+        return 2;
+    }
     r.fb.last_sent_ms = -1;
     r.st = stream_new(cfg);
     r.wm = watermark_new(0);
@@ -842,6 +884,19 @@ int relay_run(const config *cfg)
         r.m->inflight_events = watermark_inflight_events(r.wm);
         r.m->inflight_bytes = r.inflight_bytes;
         r.m->broker_reachable = sink_healthy(r.sk);
+        {
+            /* a connection configuration fault (credentials, CA) is the
+             * error /status shows while it lasts */
+            const char *bf = sink_fault(r.sk);
+            if (bf && strncmp(bf, r.m->last_error, METRICS_ERROR_MAX - 1) != 0) {
+                metrics_set_error(r.m, bf, metrics_now_us());
+                r.broker_fault_shown = true;
+            } else if (!bf && r.broker_fault_shown) {
+                if (!r.fault[0])
+                    metrics_clear_error(r.m);
+                r.broker_fault_shown = false;
+            }
+        }
         metrics_backpressure(r.m, r.connected && paused, now);
         (void)anchorwatch_copy(r.anchors, r.m);
         if (r.http && http_server_update(r.http, r.m, now, metrics_now_us()) != 0)

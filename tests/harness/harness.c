@@ -438,6 +438,52 @@ void hx_pg_stop(hx_pg *pg)
     pg->dir[0] = '\0';
 }
 
+int hx_pg_standby(hx_pg *standby, const hx_pg *primary, const char *name)
+{
+    char port[32], path[600];
+    char *argv[] = {"bash", pgtmp_path, "standby", (char *)primary->dir, standby->dir, NULL};
+
+    memset(standby, 0, sizeof(*standby));
+    snprintf(standby->dir, sizeof(standby->dir), "%s/pg-%s", tmpdir, name);
+    register_cluster(standby->dir);
+    if (run_cmd(argv, NULL, PGTMP_TIMEOUT_MS) != 0) {
+        say("scripts/pgtmp standby \"%s\" failed", standby->dir);
+        hx_pg_stop(standby);
+        return -1;
+    }
+    standby->running = true;
+    snprintf(path, sizeof(path), "%s/port", standby->dir);
+    if (read_file(path, port, sizeof(port)) != 0 || (standby->port = atoi(port)) <= 0) {
+        say("no port in \"%s\"", path);
+        hx_pg_stop(standby);
+        return -1;
+    }
+    hx_pg_conninfo(standby, "postgres", standby->conninfo, sizeof(standby->conninfo));
+    return 0;
+}
+
+int hx_pg_kill9(hx_pg *pg)
+{
+    char path[600], buf[64];
+    pid_t pid;
+
+    snprintf(path, sizeof(path), "%s/data/postmaster.pid", pg->dir);
+    if (read_file(path, buf, sizeof(buf)) != 0 || (pid = (pid_t)atoi(buf)) <= 0) {
+        say("no postmaster pid in \"%s\"", path);
+        return -1;
+    }
+    /* the postmaster leads its own process group (pg_ctl starts it with
+     * setsid): the whole server dies at once, as in a machine crash */
+    if (kill(-pid, SIGKILL) != 0 && kill(pid, SIGKILL) != 0) {
+        say("cannot kill postmaster %d: %s", (int)pid, strerror(errno));
+        return -1;
+    }
+    for (int i = 0; i < 100 && kill(pid, 0) == 0; i++)
+        hx_sleep_ms(50);
+    pg->running = false;
+    return 0;
+}
+
 int hx_pg_ctl(const hx_pg *pg, const char *action)
 {
     char pgbin[600], path[600], cmd[2048];

@@ -74,6 +74,16 @@ void hx_pg_stop(hx_pg *pg);
  */
 int hx_pg_ctl(const hx_pg *pg, const char *action) HX_WUR;
 
+/*
+ * A streaming standby of primary named name (scripts/pgtmp standby: physical
+ * slot "standby"; from PostgreSQL 17 with slot synchronization and the
+ * primary's synchronized_standby_slots).  Stopped by hx_pg_stop/cleanup.
+ */
+int hx_pg_standby(hx_pg *standby, const hx_pg *primary, const char *name) HX_WUR;
+
+/* kill -9 the whole server (postmaster and its children).  0 or -1. */
+int hx_pg_kill9(hx_pg *pg) HX_WUR;
+
 /* The server's version number (e.g. 170010), or -1. */
 int hx_pg_version(const hx_pg *pg);
 

@@ -168,6 +168,34 @@ static void test_proto_version(void **state)
     assert_int_equal(policy_proto_version(170010, 3), 3);
 }
 
+static void test_slot_verdict(void **state)
+{
+    (void)state;
+    slot_history none = {0}, seen = {.known = true, .systemid = "7", .timeline = 1};
+
+    /* an existing slot is used whatever the history or the timeline */
+    assert_int_equal(policy_slot_verdict(true, false, false, &seen, 3), POLICY_SLOT_USE);
+    assert_int_equal(policy_slot_verdict(true, true, true, NULL, 1), POLICY_SLOT_USE);
+    /* first start on a server never promoted */
+    assert_int_equal(policy_slot_verdict(false, true, false, &none, 1), POLICY_SLOT_CREATE);
+    assert_int_equal(policy_slot_verdict(false, true, false, NULL, 1), POLICY_SLOT_CREATE);
+    assert_int_equal(policy_slot_verdict(false, false, false, &none, 1),
+                     POLICY_SLOT_NOT_CONFIGURED);
+    /* seen before, now gone: never recreated silently, --create-slot or not */
+    assert_int_equal(policy_slot_verdict(false, true, false, &seen, 1), POLICY_SLOT_REFUSE);
+    assert_int_equal(policy_slot_verdict(false, false, false, &seen, 1), POLICY_SLOT_REFUSE);
+    assert_int_equal(policy_slot_verdict(false, true, false, &seen, 2), POLICY_SLOT_REFUSE);
+    /* a promoted server without the slot: maybe lost in that failover */
+    assert_int_equal(policy_slot_verdict(false, true, false, &none, 2), POLICY_SLOT_REFUSE);
+    /* the operator's explicit fresh start */
+    assert_int_equal(policy_slot_verdict(false, true, true, &seen, 2), POLICY_SLOT_CREATE);
+    assert_int_equal(policy_slot_verdict(false, true, true, &none, 5), POLICY_SLOT_CREATE);
+    /* ... which needs --create-slot to create anything */
+    assert_int_equal(policy_slot_verdict(false, false, true, &none, 1),
+                     POLICY_SLOT_NOT_CONFIGURED);
+    assert_int_equal(policy_slot_verdict(false, false, true, &seen, 1), POLICY_SLOT_REFUSE);
+}
+
 static void test_park_stream(void **state)
 {
     (void)state;
@@ -300,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_stall_ignores_keepalives_without_request),
         cmocka_unit_test(test_park_stream),
         cmocka_unit_test(test_proto_version),
+        cmocka_unit_test(test_slot_verdict),
         cmocka_unit_test(test_advance_sends_soon_but_batched),
         cmocka_unit_test(test_interval_capped_for_wal_sender_timeout),
         cmocka_unit_test(test_clock_backwards),
