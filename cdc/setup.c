@@ -156,6 +156,37 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
     return STREAM_OK;
 }
 
+/* PostgreSQL 17+, a slot with failover off: a promotion loses it.  With
+ * --create-slot the relay turns it on (the slot is not in use here);
+ * otherwise it says so, once. */
+static void failover_off(PGconn *conn, const config *cfg)
+{
+    static bool warned;
+    char sql[256], qerr[512], state[6];
+    PGresult *res;
+
+    if (cfg->create_slot) {
+        snprintf(sql, sizeof(sql), "ALTER_REPLICATION_SLOT \"%s\" (FAILOVER true)", cfg->slot);
+        res = pgconn_exec(conn, sql, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), state);
+        if (res) {
+            PQclear(res);
+            log_info("turned failover on for replication slot \"%s\" (standbys with "
+                     "sync_replication_slots = on keep it across a promotion)",
+                     cfg->slot);
+            return;
+        }
+        if (!warned)
+            log_warn("cannot turn failover on for replication slot \"%s\": %s", cfg->slot, qerr);
+        warned = true;
+        return;
+    }
+    if (!warned)
+        log_warn("replication slot \"%s\" has failover off: a promoted standby will not have "
+                 "it (run once with --create-slot to turn it on, see High availability)",
+                 cfg->slot);
+    warned = true;
+}
+
 /* Reads the slot; *exists false when missing.  Fills info->slot_confirmed. */
 static enum stream_status check_slot(PGconn *conn, const config *cfg, stream_info *info,
                                      bool *exists, char *err, size_t errlen)
@@ -168,8 +199,8 @@ static enum stream_status check_slot(PGconn *conn, const config *cfg, stream_inf
         return fail(err, errlen, STREAM_RETRY, "cannot quote slot: %s", pq_error(conn));
     snprintf(sql, sizeof(sql),
              "SELECT slot_type, plugin, database, active, active_pid, confirmed_flush_lsn,"
-             " wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
-             ls);
+             " wal_status, %s FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
+             info->server_version >= 170000 ? "failover" : "NULL", ls);
     PQfreemem(ls);
     res = run(conn, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
     if (!res)
@@ -209,6 +240,8 @@ static enum stream_status check_slot(PGconn *conn, const config *cfg, stream_inf
     else if (PQgetisnull(res, 0, 5) || lsn_parse(PQgetvalue(res, 0, 5), &info->slot_confirmed))
         rc =
             fail(err, errlen, STREAM_RETRY, "slot \"%s\" has no confirmed position yet", cfg->slot);
+    else if (strcmp(PQgetvalue(res, 0, 7), "f") == 0)
+        failover_off(conn, cfg);
     PQclear(res);
     return rc;
 }
