@@ -122,6 +122,26 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
                     cfg->publication, cfg->publication);
     }
     PQclear(res);
+    /*
+     * Which tables a publication covers is asked on a plain connection of
+     * its own: on PostgreSQL 16 and later pg_publication_tables opens the
+     * tables, and relation data cached that way in the walsender outlives
+     * the switch to the historic catalog of decoding -- decoding a row
+     * written before its table was rewritten (ALTER COLUMN ... TYPE) then
+     * fails with "could not open toast relation".
+     */
+    PGconn *side = NULL;
+    if (*exists && cfg->ntables > 0) {
+        side = pgconn_open(cfg->conninfo, cfg->password, false, "outbox-relay");
+        if (!side || PQstatus(side) != CONNECTION_OK) {
+            enum stream_status f = fail(err, errlen, STREAM_RETRY,
+                                        "cannot connect to read publication tables: %s",
+                                        pq_error(side));
+            PQfinish(side);
+            PQfreemem(lp);
+            return f;
+        }
+    }
     for (size_t t = 0; *exists && t < cfg->ntables; t++) {
         const config_table *tab = &cfg->tables[t];
         char *ls = literal(conn, tab->schema), *ln = literal(conn, tab->name);
@@ -129,6 +149,7 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
             PQfreemem(ls);
             PQfreemem(ln);
             PQfreemem(lp);
+            PQfinish(side);
             return fail(err, errlen, STREAM_RETRY, "cannot quote: %s", pq_error(conn));
         }
         snprintf(sql, sizeof(sql),
@@ -137,14 +158,16 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
                  lp, ls, ln);
         PQfreemem(ls);
         PQfreemem(ln);
-        res = run(conn, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
+        res = run(side, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
         if (!res) {
             PQfreemem(lp);
+            PQfinish(side);
             return fail(err, errlen, STREAM_RETRY, "cannot read publication tables: %s", qerr);
         }
         if (PQntuples(res) == 0) {
             PQclear(res);
             PQfreemem(lp);
+            PQfinish(side);
             return fail(err, errlen, STREAM_CONFIG,
                         "publication \"%s\" does not cover outbox table \"%s\": ALTER "
                         "PUBLICATION %s ADD TABLE %s",
@@ -152,6 +175,7 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
         }
         PQclear(res);
     }
+    PQfinish(side);
     PQfreemem(lp);
     return STREAM_OK;
 }
@@ -441,26 +465,6 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
     if (resume_lsn > info->start_lsn)
         info->start_lsn = resume_lsn;
 
-    /*
-     * Stream on a fresh connection: on PostgreSQL 16 and later, relation
-     * data the checks above cached in this backend (read with today's
-     * catalog) outlive the switch to the historic catalog of decoding, and
-     * decoding a row written before its table was rewritten (ALTER COLUMN
-     * ... TYPE) then fails with "could not open toast relation".
-     */
-    {
-        stream_info again;
-        stream_close(st);
-        if ((rc = stream_connect(st, "outbox-relay", &again, err, errlen)) != STREAM_OK)
-            goto out;
-        if (strcmp(again.systemid, info->systemid) != 0 || again.timeline != info->timeline) {
-            rc = fail(err, errlen, STREAM_RETRY,
-                      "the server changed between the checks and streaming (system %s timeline "
-                      "%d, then %s timeline %d)",
-                      info->systemid, info->timeline, again.systemid, again.timeline);
-            goto out;
-        }
-    }
     rc = stream_replicate(st, cfg->slot, info->start_lsn, info, err, errlen);
 out:
     if (rc != STREAM_OK)
