@@ -26,7 +26,7 @@ MOCKBROKER := $(BUILD)/mockbroker
 
 .SECONDARY: $(HARNESS_OBJ)
 
-.PHONY: all test unit integration asan asan-integration demo bench bench-smoke chaos chaos-short install clean format deps fuzz deb ops-tests
+.PHONY: all test unit integration compat asan asan-integration demo bench bench-smoke chaos chaos-short install clean format deps fuzz deb ops-tests
 
 all: outbox-relay
 
@@ -100,6 +100,15 @@ bench: deps
 bench-smoke:
 	$(MAKE) outbox-relay $(MOCKBROKER) $(BENCH_BIN)
 	bash scripts/bench-smoke
+
+# Debezium as the oracle (scripts/compat): Debezium's connector and outbox
+# EventRouter and the relay over the same rows, compared record by record.
+$(BUILD)/tests/compat_dump: tests/compat/dump.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lrdkafka
+
+compat: outbox-relay $(BUILD)/tests/compat_dump
+	bash scripts/compat
 
 # Fault scenarios with an independent verifier (tests/chaos): the long run,
 # and a short one of every scenario.

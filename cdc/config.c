@@ -1052,6 +1052,11 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
         if (outbox_colmap_build(&cfg->tables[t].colmap, cfg->tables[t].qualname, cfg->column_args,
                                 cfg->ncolumn_args, cerr, sizeof(cerr)) != 0)
             return fail(err, errlen, "invalid --column: %s", cerr);
+    /* Debezium's EventRouter needs no type column and keys a NULL or empty
+     * aggregate id as a NULL key: so does its format. */
+    if (cfg->format == ENVELOPE_FORMAT_DEBEZIUM)
+        for (size_t t = 0; t < cfg->ntables; t++)
+            cfg->tables[t].colmap.optional = 1u << OB_TYPE | 1u << OB_AGGREGATE_ID;
     if (cfg->has_start_lsn && cfg->has_end_lsn && cfg->end_lsn < cfg->start_lsn)
         return fail(err, errlen, "--end-lsn is below --start-lsn: swap them");
 

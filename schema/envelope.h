@@ -266,6 +266,10 @@ int envelope_build_dead_letter(const char *dlq_topic, const relcache_entry *rel,
 int envelope_msg_add_header(envelope_msg *msg, const char *name, const char *value,
                             size_t len) OBX_WUR;
 
+/* A header whose value is NULL (not empty).  Returns 0, or -1 when out of
+ * memory or full. */
+int envelope_msg_add_null_header(envelope_msg *m, const char *name);
+
 /* envelope_msg_add_header() of a NUL-terminated value. */
 int envelope_msg_add_header_str(envelope_msg *msg, const char *name, const char *value) OBX_WUR;
 

@@ -66,6 +66,7 @@ const format_ops format_debezium = {
     .name = "debezium",
     .reserved_headers = reserved_headers,
     .tombstones = true,
+    .null_headers = true,
     .check_field = check_field,
     .write_value = write_value,
     .add_headers = add_headers,
