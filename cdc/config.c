@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "base/scrub.h"
 #include "cdc/cfgfile.h"
@@ -37,6 +39,9 @@ enum {
     OPT_MESSAGES,
     OPT_FIELD,
     OPT_TOMBSTONE,
+    OPT_DBZ_CONVERTER,
+    OPT_DBZ_EXPAND,
+    OPT_DBZ_CONTEXT,
     OPT_MSG_TIMESTAMP,
     OPT_PASSWORD_FILE,
     OPT_CONFIG,
@@ -68,6 +73,9 @@ static const struct option long_options[] = {
     {"messages", required_argument, NULL, OPT_MESSAGES},
     {"field", required_argument, NULL, OPT_FIELD},
     {"tombstone-on-empty-payload", no_argument, NULL, OPT_TOMBSTONE},
+    {"debezium-converter", required_argument, NULL, OPT_DBZ_CONVERTER},
+    {"expand-json-payload", no_argument, NULL, OPT_DBZ_EXPAND},
+    {"debezium-context", required_argument, NULL, OPT_DBZ_CONTEXT},
     {"message-timestamp", required_argument, NULL, OPT_MSG_TIMESTAMP},
     {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -110,6 +118,13 @@ static const char usage_text[] =
     "      --field COLUMN:header[:NAME] | COLUMN:envelope[:NAME]\n"
     "                            an additional column as a header or in the value, repeatable\n"
     "      --tombstone-on-empty-payload  debezium: a NULL payload gives a NULL value\n"
+    "      --debezium-converter string|json  debezium: the value as Kafka Connect's\n"
+    "                            StringConverter (default) or JsonConverter without\n"
+    "                            schemas writes it\n"
+    "      --expand-json-payload debezium: table.expand.json.payload=true (needs\n"
+    "                            --debezium-converter json)\n"
+    "      --debezium-context NAME  debezium: the __debezium.context.* headers, NAME\n"
+    "                            as connectorLogicalName (Debezium's topic.prefix)\n"
     "      --message-timestamp none|commit|event  Kafka message timestamp (default none:\n"
     "                            the producer's clock; event = the timestamp column)\n"
     "      --column [TABLE:]ROLE=COLUMN  map a role to another column, repeatable; with\n"
@@ -701,6 +716,30 @@ static void layers_note(struct config_layers *l, int c, int longindex, char **ar
         (void)add_record(l, idx, arg, l->cur_where);
 }
 
+/* A UUIDv7 (RFC 9562: Unix milliseconds, then random bits) for
+ * __debezium.context.runId, as Debezium makes one per connector start. */
+static void make_run_id(char out[37])
+{
+    unsigned char b[16] = {0};
+    struct timespec ts;
+    uint64_t ms;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (getrandom(b + 6, 10, 0) != 10) {
+        for (int i = 6; i < 16; i++)
+            b[i] = (unsigned char)(ts.tv_nsec >> (i % 4 * 8));
+    }
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)(0x70 | (b[6] & 0x0F));
+    b[8] = (unsigned char)(0x80 | (b[8] & 0x3F));
+    snprintf(out, 37,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
 /* What an option is when nothing sets it, for --print-config; NULL: unset. */
 static const char *default_of(const char *name)
 {
@@ -712,6 +751,8 @@ static const char *default_of(const char *name)
         {"topic", "outbox.event.{aggregate_type}"},
         {"format", "envelope"},
         {"tombstone-on-empty-payload", "false"},
+        {"debezium-converter", "string"},
+        {"expand-json-payload", "false"},
         {"message-timestamp", "none"},
         {"dlq-topic", "outbox.dlq"},
         {"status-interval", "1"},
@@ -915,6 +956,22 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
             cfg->nfields++;
             break;
         case OPT_TOMBSTONE: cfg->tombstone_on_empty = true; break;
+        case OPT_DBZ_CONVERTER:
+            if (strcmp(optarg, "json") == 0)
+                cfg->dbz_json_converter = true;
+            else if (strcmp(optarg, "string") == 0)
+                cfg->dbz_json_converter = false;
+            else
+                return fail(err, errlen,
+                            "invalid --debezium-converter \"%s\" (use string or json)", optarg);
+            break;
+        case OPT_DBZ_EXPAND: cfg->dbz_expand = true; break;
+        case OPT_DBZ_CONTEXT:
+            if (optarg[0] == '\0' || strlen(optarg) >= sizeof(cfg->dbz_context))
+                return fail(err, errlen, "invalid --debezium-context \"%s\" (1 to %zu bytes)",
+                            optarg, sizeof(cfg->dbz_context) - 1);
+            snprintf(cfg->dbz_context, sizeof(cfg->dbz_context), "%s", optarg);
+            break;
         case OPT_CONFIG:
         case OPT_PRINT_CONFIG: break; /* taken by layers_build() */
         case OPT_LOG_LEVEL:
@@ -1060,11 +1117,17 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
     if (cfg->has_start_lsn && cfg->has_end_lsn && cfg->end_lsn < cfg->start_lsn)
         return fail(err, errlen, "--end-lsn is below --start-lsn: swap them");
 
+    if (cfg->dbz_context[0])
+        make_run_id(cfg->dbz_run_id);
     cfg->envelope = (envelope_opts){.format = cfg->format,
                                     .topic_tmpl = cfg->topic,
                                     .fields = cfg->fields,
                                     .nfields = cfg->nfields,
                                     .tombstone_on_empty = cfg->tombstone_on_empty,
+                                    .dbz_json_converter = cfg->dbz_json_converter,
+                                    .dbz_expand = cfg->dbz_expand,
+                                    .dbz_context = cfg->dbz_context[0] ? cfg->dbz_context : NULL,
+                                    .dbz_run_id = cfg->dbz_run_id,
                                     .timestamp = cfg->msg_timestamp};
     if (envelope_opts_check(&cfg->envelope, cerr, sizeof(cerr)) != 0)
         return fail(err, errlen, "%s", cerr);

@@ -78,6 +78,18 @@ int envelope_opts_check(const envelope_opts *o, char *err, size_t errlen)
     if (o->tombstone_on_empty && !f->tombstones)
         return errbuf_fail(err, errlen,
                            "tombstones on empty payload exist only in the debezium format");
+    if ((o->dbz_json_converter || o->dbz_expand || o->dbz_context != NULL) &&
+        o->format != ENVELOPE_FORMAT_DEBEZIUM)
+        return errbuf_fail(err, errlen,
+                           "--debezium-converter, --expand-json-payload and --debezium-context "
+                           "apply only to --format debezium");
+    if (o->dbz_context != NULL && o->dbz_run_id == NULL)
+        return errbuf_fail(err, errlen, "--debezium-context: no run id");
+    if (o->dbz_expand && !o->dbz_json_converter)
+        return errbuf_fail(err, errlen,
+                           "--expand-json-payload needs --debezium-converter json (an expanded "
+                           "payload through Debezium's StringConverter is a Java Struct's "
+                           "toString(), no consumer can read it)");
     if ((unsigned)o->timestamp > ENVELOPE_TS_EVENT)
         return errbuf_fail(err, errlen, "unknown message timestamp source %d", (int)o->timestamp);
     return 0;
