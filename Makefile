@@ -26,7 +26,7 @@ MOCKBROKER := $(BUILD)/mockbroker
 
 .SECONDARY: $(HARNESS_OBJ)
 
-.PHONY: all test unit integration asan asan-integration demo bench bench-smoke chaos chaos-short install clean format deps fuzz
+.PHONY: all test unit integration asan asan-integration demo bench bench-smoke chaos chaos-short chaos-real chaos-1000 install clean format deps fuzz
 
 all: outbox-relay
 
@@ -108,6 +108,15 @@ chaos: outbox-relay $(MOCKBROKER)
 
 chaos-short: outbox-relay $(MOCKBROKER)
 	bash scripts/chaos --short
+
+# The same on a real Apache Kafka cluster (scripts/kafka; jars from Maven
+# Central), and the 1,000-cycle kill -9 of the relay there (about 40 minutes).
+chaos-real: deps outbox-relay
+	bash scripts/chaos --real
+
+chaos-1000: deps outbox-relay
+	CHAOS_SCENARIOS=kill9 CHAOS_KILLS=$${CHAOS_KILLS:-1000} \
+		CHAOS_KILL_GAP_MS=$${CHAOS_KILL_GAP_MS:-1500} bash scripts/chaos --real
 
 # Fuzz the decoder and the record builder (libFuzzer + ASan + UBSan):
 # FUZZ_SECONDS for the decoder, half for the builder; the test suite runs
