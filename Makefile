@@ -26,7 +26,7 @@ MOCKBROKER := $(BUILD)/mockbroker
 
 .SECONDARY: $(HARNESS_OBJ)
 
-.PHONY: all test unit integration asan asan-integration demo bench bench-smoke chaos chaos-short chaos-real chaos-1000 install clean format deps fuzz
+.PHONY: all test unit integration integration-matrix asan asan-integration demo bench bench-smoke chaos chaos-short chaos-real chaos-1000 install clean format deps fuzz deb ops-tests
 
 all: outbox-relay
 
@@ -73,6 +73,21 @@ ASAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-
 
 asan:
 	$(MAKE) BUILD=build/asan CFLAGS="$(ASAN_CFLAGS)" unit
+
+# The integration tests that differ by server version, on every PostgreSQL
+# major of the matrix besides Debian's 15 (builds from scripts/pgfetch).
+# The primary failover with a failover slot (a streaming standby, about a
+# minute) runs on FAILOVER_PG.
+PG_MATRIX ?= 13 14 16 17 18
+FAILOVER_PG ?= 17
+MATRIX_ITESTS := $(BUILD)/tests/itest_decoding $(BUILD)/tests/itest_shutdown
+integration-matrix: outbox-relay $(MOCKBROKER) $(MATRIX_ITESTS) $(BUILD)/tests/itest_failover
+	@for v in $(PG_MATRIX); do \
+		echo "--- PostgreSQL $$v"; \
+		OBX_PGVERSION=$$v bash scripts/run-integration $(MATRIX_ITESTS) \
+			$(if $(FAILOVER_PG),$$([ "$$v" = "$(FAILOVER_PG)" ] && echo $(BUILD)/tests/itest_failover)) \
+			|| rc=1; \
+	done; exit $${rc:-0}
 
 # The integration tests with the relay (and the tests) built with ASan/UBSan.
 asan-integration: $(MOCKBROKER)
@@ -137,8 +152,18 @@ install: outbox-relay
 		$(DESTDIR)$(PREFIX)/share/outbox-relay/outbox-relay.service
 	install -D -m 0644 scripts/outbox-relay.conf \
 		$(DESTDIR)$(PREFIX)/share/outbox-relay/outbox-relay.conf
+	install -D -m 0644 scripts/man/outbox-relay.1 $(DESTDIR)$(PREFIX)/share/man/man1/outbox-relay.1
 
 PREFIX ?= /usr/local
+
+# The Debian package, build/deb/outbox-relay_VERSION_ARCH.deb (dpkg-deb;
+# dependencies from dpkg-shlibdeps).
+deb: outbox-relay
+	bash scripts/deb/build outbox-relay build/deb
+
+# Packaging, man page, dashboards and alerts (tests/ops).
+ops-tests: outbox-relay $(MOCKBROKER)
+	bash tests/ops/run
 
 format:
 	clang-format -i $(wildcard */*.c */*.h tests/*/*.c tests/*/*.h tests/*.c)

@@ -334,10 +334,19 @@ static void stop_and_resume(int T, const char *aggtype, const char *slot, int si
         }
         hx_sleep_ms(50);
     }
-    /* c1: where the slot stood when the signal went out */
-    if (c1 >= committed_end)
-        fprintf(stderr, "note: the stop did not land mid-stream (slot at %s, rows end at %s)\n",
+    /* c1: where the slot stood when the signal went out.  A stop after the
+     * last committed row tests nothing of a stop mid-stream: say so as a
+     * skip, not a pass. */
+    if (c1 >= committed_end) {
+        fprintf(stderr, "skipped: the stop did not land mid-stream (slot at %s, rows end at %s)\n",
                 hx_lsn_format(c1, a, sizeof(a)), hx_lsn_format(committed_end, b, sizeof(b)));
+        assert_int_equal(hx_proc_signal(&relay, SIGTERM), 0);
+        expect_exit(&relay, 0, 90000);
+        assert_int_equal(hx_exec(conn2, "ROLLBACK"), 0);
+        if (!broker.external)
+            assert_int_equal(hx_broker_cmd(&broker, "rtt all 0"), 0);
+        skip();
+    }
     assert_int_equal(hx_proc_signal(&relay, sig), 0);
     expect_exit(&relay, sig == SIGTERM ? 0 : 128 + SIGKILL, 90000);
     stopped_relay = relay;
@@ -432,8 +441,15 @@ static void sigterm_inside(int T, const char *aggtype, const char *const *extra)
         if (first.n == 0 && hx_now_ms() >= until)
             fail_msg("nothing of the transaction arrived within 60 s");
     }
-    if (first.n >= N)
-        fprintf(stderr, "note: the whole transaction was delivered before the stop\n");
+    if (first.n >= N) {
+        /* the stop would not land inside the transaction: not this test */
+        fprintf(stderr, "skipped: the whole transaction was delivered before the stop\n");
+        hx_records_free(&first);
+        assert_int_equal(hx_proc_signal(&relay, SIGTERM), 0);
+        expect_exit(&relay, 0, 150000);
+        assert_int_equal(hx_broker_cmd(&broker, "rtt all 0"), 0);
+        skip();
+    }
     hx_records_free(&first);
     assert_int_equal(hx_proc_signal(&relay, SIGTERM), 0);
     expect_exit(&relay, 0, 150000);

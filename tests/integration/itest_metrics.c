@@ -192,6 +192,9 @@ static void test_endpoint_during_a_run(void **state)
     assert_int_equal((int)sample(body, "outbox_relay_anchors"), 1);
     assert_true(sample(body, "outbox_relay_anchor_retained_wal_bytes{anchor=\"outbox_anchor_met\","
                              "wal_status=\"reserved\"}") > 0);
+    /* the relay's own slot, for the alert on a slot losing WAL */
+    assert_int_equal((int)sample(body, "outbox_relay_slot_wal_status{wal_status=\"reserved\"}"), 1);
+    assert_int_equal((int)sample(body, "outbox_relay_slot_wal_status{wal_status=\"lost\"}"), 0);
     assert_null(strstr(body, SECRET));
     free(body);
     assert_int_equal(hx_exec(conn, "SELECT pg_drop_replication_slot('outbox_anchor_met')"), 0);
@@ -230,6 +233,87 @@ static void test_endpoint_during_a_run(void **state)
     assert_non_null(strstr(log, "streaming slot")); /* the log is really there */
     assert_null(strstr(log, SECRET));
     free(log);
+}
+
+/* /status last_error for the JSON at port: true when it is set. */
+static bool status_has_error(int port)
+{
+    char *body = NULL;
+    json_error_t jerr;
+    json_t *st;
+    bool set;
+
+    assert_int_equal(http_get(port, "/status", &body), 200);
+    st = json_loads(body, 0, &jerr);
+    assert_non_null(st);
+    free(body);
+    set = json_is_string(json_object_get(st, "last_error"));
+    json_decref(st);
+    return set;
+}
+
+/*
+ * /status shows the fault the relay is riding out, and no longer once it
+ * streams healthily again (the confirmed position moved past where it stood
+ * when the fault began).  It used to keep the last error for ever.
+ */
+static void test_last_error_clears_on_recovery(void **state)
+{
+    (void)state;
+    char tmpl[200], http[64];
+    const char *slot = "met_recover";
+    int port = free_port();
+    uint64_t end, c = 0;
+    hx_proc relay;
+    bool set = false;
+
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.rec.{aggregate_type}", hx_run_id());
+    snprintf(http, sizeof(http), "127.0.0.1:%d", port);
+    const char *args[] = {"run",     "-d",  pg.conninfo, "-b",   broker.bootstraps, "--slot",
+                          slot,      "--create-slot",    "--topic", tmpl,           "--http",
+                          http,      NULL};
+    assert_int_equal(hx_relay_start(&relay, "recover", args), 0);
+    char active[8] = "";
+    for (int i = 0; i < 150 && strcmp(active, "t") != 0; i++) {
+        hx_query1(conn, active, sizeof(active),
+                  "SELECT active FROM pg_replication_slots WHERE slot_name = '%s'", slot);
+        hx_sleep_ms(100);
+    }
+    assert_string_equal(active, "t");
+    assert_false(status_has_error(port));
+
+    /* a fault: the server ends the replication connection */
+    assert_int_equal(hx_exec(conn, "SELECT pg_terminate_backend(active_pid) FROM "
+                                   "pg_replication_slots WHERE slot_name = 'met_recover'"),
+                     0);
+    for (int i = 0; i < 100 && !set; i++) {
+        hx_sleep_ms(100);
+        set = status_has_error(port);
+    }
+    if (!set) {
+        hx_proc_dump(&relay, "no last_error after the walsender was terminated");
+        fail_msg("/status never showed the fault");
+    }
+
+    /* healthy again: an event goes through and the slot moves past it */
+    assert_int_equal(hx_exec(conn, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                                   " VALUES ('rec', 'a', 'Recovered', '{}')"),
+                     0);
+    assert_int_equal(hx_current_lsn(conn, true, &end), 0);
+    for (int i = 0; i < 300 && c < end; i++) {
+        hx_slot_confirmed(conn, slot, &c);
+        hx_sleep_ms(100);
+    }
+    assert_true(c >= end);
+    for (int i = 0; i < 50 && set; i++) {
+        hx_sleep_ms(200);
+        set = status_has_error(port);
+    }
+    if (set)
+        hx_proc_dump(&relay, "last_error kept after recovery");
+    assert_false(set);
+    assert_int_equal(hx_proc_signal(&relay, SIGTERM), 0);
+    assert_int_equal(hx_proc_wait(&relay, 30000), 0);
 }
 
 /* Password authentication with --password-file: without it the relay
@@ -333,6 +417,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_endpoint_during_a_run),
+        cmocka_unit_test(test_last_error_clears_on_recovery),
         cmocka_unit_test(test_password_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -5,7 +5,8 @@
  * rolled-back transaction and a rolled-back savepoint.  The relay runs to
  * --end-lsn; a consumer then reads back exactly the committed rows, once
  * each, keyed by aggregate id, in per-aggregate commit order, with the
- * envelope of DESIGN.md, and the slot is confirmed past the last commit.
+ * envelope README.md describes ("The record"), and the slot is confirmed past
+ * the last commit.
  */
 #include <inttypes.h>
 #include <setjmp.h>
