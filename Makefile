@@ -26,7 +26,7 @@ MOCKBROKER := $(BUILD)/mockbroker
 
 .SECONDARY: $(HARNESS_OBJ)
 
-.PHONY: all test unit integration compat asan asan-integration demo bench bench-smoke chaos chaos-short install clean format deps fuzz deb ops-tests
+.PHONY: all test unit integration integration-matrix compat asan asan-integration demo bench bench-smoke chaos chaos-short chaos-real chaos-1000 install clean format deps fuzz deb ops-tests
 
 all: outbox-relay
 
@@ -74,6 +74,21 @@ ASAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-
 asan:
 	$(MAKE) BUILD=build/asan CFLAGS="$(ASAN_CFLAGS)" unit
 
+# The integration tests that differ by server version, on every PostgreSQL
+# major of the matrix besides Debian's 15 (builds from scripts/pgfetch).
+# The primary failover with a failover slot (a streaming standby, about a
+# minute) runs on FAILOVER_PG.
+PG_MATRIX ?= 13 14 16 17 18
+FAILOVER_PG ?= 17
+MATRIX_ITESTS := $(BUILD)/tests/itest_decoding $(BUILD)/tests/itest_shutdown
+integration-matrix: outbox-relay $(MOCKBROKER) $(MATRIX_ITESTS) $(BUILD)/tests/itest_failover
+	@for v in $(PG_MATRIX); do \
+		echo "--- PostgreSQL $$v"; \
+		OBX_PGVERSION=$$v bash scripts/run-integration $(MATRIX_ITESTS) \
+			$(if $(FAILOVER_PG),$$([ "$$v" = "$(FAILOVER_PG)" ] && echo $(BUILD)/tests/itest_failover)) \
+			|| rc=1; \
+	done; exit $${rc:-0}
+
 # The integration tests with the relay (and the tests) built with ASan/UBSan.
 asan-integration: $(MOCKBROKER)
 	$(MAKE) BUILD=build/asan CFLAGS="$(ASAN_CFLAGS)" build/asan/outbox-relay \
@@ -117,6 +132,15 @@ chaos: outbox-relay $(MOCKBROKER)
 
 chaos-short: outbox-relay $(MOCKBROKER)
 	bash scripts/chaos --short
+
+# The same on a real Apache Kafka cluster (scripts/kafka; jars from Maven
+# Central), and the 1,000-cycle kill -9 of the relay there (about 40 minutes).
+chaos-real: deps outbox-relay
+	bash scripts/chaos --real
+
+chaos-1000: deps outbox-relay
+	CHAOS_SCENARIOS=kill9 CHAOS_KILLS=$${CHAOS_KILLS:-1000} \
+		CHAOS_KILL_GAP_MS=$${CHAOS_KILL_GAP_MS:-1500} bash scripts/chaos --real
 
 # Fuzz the decoder and the record builder (libFuzzer + ASan + UBSan):
 # FUZZ_SECONDS for the decoder, half for the builder; the test suite runs

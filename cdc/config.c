@@ -21,6 +21,8 @@
 
 enum {
     OPT_CREATE_SLOT = 1000,
+    OPT_ALLOW_NEW_SLOT,
+    OPT_STATE_FILE,
     OPT_TOPIC,
     OPT_FORMAT,
     OPT_COLUMN,
@@ -55,6 +57,8 @@ static const struct option long_options[] = {
     {"publication", required_argument, NULL, 'P'},
     {"table", required_argument, NULL, 't'},
     {"create-slot", no_argument, NULL, OPT_CREATE_SLOT},
+    {"allow-new-slot", no_argument, NULL, OPT_ALLOW_NEW_SLOT},
+    {"state-file", required_argument, NULL, OPT_STATE_FILE},
     {"brokers", required_argument, NULL, 'b'},
     {"kafka", required_argument, NULL, 'X'},
     {"topic", required_argument, NULL, OPT_TOPIC},
@@ -109,6 +113,9 @@ static const char usage_text[] =
     "  -P, --publication NAME    publication                    (default outbox_pub)\n"
     "  -t, --table SCHEMA.TABLE  outbox table, repeatable       (default public.outbox)\n"
     "      --create-slot         create publication and slot if missing (idempotent)\n"
+    "      --allow-new-slot      with --create-slot: create a missing slot even where it\n"
+    "                            existed before or the server was promoted (skips the gap)\n"
+    "      --state-file FILE     remember where the slot was last seen (survives failovers)\n"
     "  -b, --brokers LIST        Kafka bootstrap servers\n"
     "  -X, --kafka PROP=VALUE    any librdkafka property, repeatable (-X list shows them)\n"
     "      --topic TEMPLATE      topic per event (default outbox.event.{aggregate_type});\n"
@@ -359,6 +366,9 @@ struct config_layers {
     const char *cur_where; /* the source of the option being parsed */
     bool in_loop;
     bool print;
+    int orig_argc; /* what config_parse_flags() was given, for config_reload() */
+    char **orig_argv;
+    unsigned flags;
 };
 
 static bool in_list(const char *name, const char *const *list, size_t n)
@@ -748,6 +758,7 @@ static const char *default_of(const char *name)
         {"publication", "outbox_pub"},
         {"table", "public.outbox"},
         {"create-slot", "false"},
+        {"allow-new-slot", "false"},
         {"topic", "outbox.event.{aggregate_type}"},
         {"format", "envelope"},
         {"tombstone-on-empty-payload", "false"},
@@ -924,6 +935,8 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
             break;
         case 't': rc = add_table(cfg, optarg, err, errlen); break;
         case OPT_CREATE_SLOT: cfg->create_slot = true; break;
+        case OPT_ALLOW_NEW_SLOT: cfg->allow_new_slot = true; break;
+        case OPT_STATE_FILE: cfg->state_file = optarg; break;
         case 'b': cfg->brokers = optarg; break;
         case 'X':
             if (strcmp(optarg, "list") == 0) {
@@ -1176,6 +1189,9 @@ enum config_result config_parse_flags(int argc, char **argv, config *cfg, unsign
     cfg->layers = calloc(1, sizeof(*cfg->layers));
     if (!cfg->layers)
         return fail(err, errlen, "out of memory");
+    cfg->layers->orig_argc = argc;
+    cfg->layers->orig_argv = argv;
+    cfg->layers->flags = flags;
     rc = layers_build(cfg->layers, argc, argv, &cfg->config_file, err, errlen);
     if (rc != CONFIG_OK)
         return rc;
@@ -1191,6 +1207,100 @@ enum config_result config_parse_flags(int argc, char **argv, config *cfg, unsign
                  msg);
     }
     return rc;
+}
+
+enum config_result config_reload(const config *cur, config *next, char *err, size_t errlen)
+{
+    enum config_result rc;
+
+    if (!cur->layers)
+        return fail(err, errlen, "no configuration to read again");
+    rc = config_parse_flags(cur->layers->orig_argc, cur->layers->orig_argv, next,
+                            cur->layers->flags, err, errlen);
+    if (rc == CONFIG_EXIT) /* --help and the like cannot be running */
+        rc = fail(err, errlen, "the command line does not describe a run");
+    return rc;
+}
+
+void config_print(const config *cfg, FILE *out)
+{
+    if (cfg->layers)
+        print_config(cfg, out);
+}
+
+/* The lines of config_print() without their "  # source" comments. */
+static char *printed(const config *cfg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    if (!f)
+        return NULL;
+    config_print(cfg, f);
+    fclose(f);
+    return buf;
+}
+
+/* The key of one printed line ("key = value  # src" or "# key is not set"). */
+static size_t line_key(const char *line, size_t n, const char **key)
+{
+    if (n > 2 && line[0] == '#' && line[1] == ' ' && memmem(line, n, " is not set", 11)) {
+        *key = line + 2;
+        return strcspn(line + 2, " ");
+    }
+    if (line[0] == '#')
+        return 0;
+    *key = line;
+    return strcspn(line, " ");
+}
+
+/* Whether the line for key (with its value, without its source) is in text. */
+static bool has_line(const char *text, const char *line, size_t n)
+{
+    for (const char *p = text; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t m = nl ? (size_t)(nl - p) : strlen(p);
+        const char *src = memmem(p, m, "  # ", 4);
+        size_t vm = src ? (size_t)(src - p) : m;
+        if (vm == n && memcmp(p, line, n) == 0)
+            return true;
+        p = nl ? nl + 1 : NULL;
+    }
+    return false;
+}
+
+int config_changed_keys(const config *a, const config *b, char keys[][64], int max)
+{
+    char *ta = printed(a), *tb = printed(b);
+    int n = 0;
+
+    for (int pass = 0; pass < 2 && ta && tb; pass++) {
+        const char *from = pass ? tb : ta, *in = pass ? ta : tb;
+        for (const char *p = from; *p;) {
+            const char *nl = strchr(p, '\n'), *key = NULL;
+            size_t m = nl ? (size_t)(nl - p) : strlen(p);
+            const char *src = memmem(p, m, "  # ", 4);
+            size_t vm = src ? (size_t)(src - p) : m;
+            size_t kl = line_key(p, m, &key);
+            if (kl > 0 && kl < 64 && !has_line(in, p, vm)) {
+                bool dup = false;
+                for (int i = 0; i < n && !dup; i++)
+                    dup = strlen(keys[i]) == kl && memcmp(keys[i], key, kl) == 0;
+                if (!dup && n < max) {
+                    memcpy(keys[n], key, kl);
+                    keys[n][kl] = '\0';
+                    n++;
+                }
+            }
+            if (!nl)
+                break;
+            p = nl + 1;
+        }
+    }
+    free(ta);
+    free(tb);
+    return n;
 }
 
 void config_free(config *cfg)

@@ -7,6 +7,7 @@
 
 #include "cdc/log.h"
 #include "cdc/pgconn.h"
+#include "cdc/policy.h"
 #include "decode/lsn.h"
 
 #define fail(err, errlen, st, ...) ((enum stream_status)pgconn_fail(err, errlen, st, __VA_ARGS__))
@@ -277,15 +278,25 @@ static void drop_publication(PGconn *conn, const config *cfg)
     PQclear(PQexec(conn, sql));
 }
 
-static enum stream_status create_slot(PGconn *conn, const config *cfg, char *err, size_t errlen)
+static enum stream_status create_slot(PGconn *conn, const config *cfg, int server_version,
+                                      char *err, size_t errlen)
 {
     char sql[256], qerr[512], state[6];
     PGresult *res;
+    bool failover = server_version >= 170000;
 
-    /* The keyword syntax works from PostgreSQL 10 on; no snapshot is
-     * exported because the relay never reads the table. */
-    snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT",
-             cfg->slot);
+    /* No snapshot: the relay never reads the table.  From PostgreSQL 17
+     * the slot is a failover slot: standbys with sync_replication_slots
+     * keep a copy that a promotion makes usable.  The keyword syntax
+     * works from 10 on. */
+    if (failover)
+        snprintf(sql, sizeof(sql),
+                 "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput (SNAPSHOT 'nothing', "
+                 "FAILOVER true)",
+                 cfg->slot);
+    else
+        snprintf(sql, sizeof(sql),
+                 "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT", cfg->slot);
     log_info("creating replication slot \"%s\": waits until transactions running now have "
              "ended",
              cfg->slot);
@@ -296,13 +307,17 @@ static enum stream_status create_slot(PGconn *conn, const config *cfg, char *err
         return fail(err, errlen, STREAM_CONFIG, "cannot create replication slot \"%s\": %s",
                     cfg->slot, qerr);
     }
-    log_info("created replication slot \"%s\" at %s", cfg->slot, PQgetvalue(res, 0, 1));
+    log_info("created replication slot \"%s\" at %s%s", cfg->slot, PQgetvalue(res, 0, 1),
+             failover ? " with failover on (standbys with sync_replication_slots = on keep it "
+                        "across a promotion)"
+                      : "");
     PQclear(res);
     return STREAM_OK;
 }
 
 enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_lsn, bool first,
-                               stream_info *info, char *err, size_t errlen)
+                               const slot_history *hist, stream_info *info, char *err,
+                               size_t errlen)
 {
     PGconn *conn;
     enum stream_status rc;
@@ -326,12 +341,36 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
                   cfg->publication, cfg->publication);
         goto out;
     }
-    if (!slot_exists && !cfg->create_slot) {
+    switch (policy_slot_verdict(slot_exists, cfg->create_slot, cfg->allow_new_slot, hist,
+                                info->timeline)) {
+    case POLICY_SLOT_USE:
+    case POLICY_SLOT_CREATE: break;
+    case POLICY_SLOT_NOT_CONFIGURED:
         rc = fail(err, errlen, STREAM_CONFIG,
                   "replication slot \"%s\" does not exist: run with --create-slot, or name "
                   "yours with --slot",
                   cfg->slot);
         goto out;
+    case POLICY_SLOT_REFUSE: {
+        char where[160];
+        if (hist && hist->known)
+            snprintf(where, sizeof(where), "it was streamed on system %s timeline %d",
+                     hist->systemid, hist->timeline);
+        else
+            snprintf(where, sizeof(where), "the server was promoted at some point (timeline %d)",
+                     info->timeline);
+        rc = fail(err, errlen, STREAM_LOST,
+                  "replication slot \"%s\" is missing on this server (system %s timeline %d) "
+                  "but %s: lost in a failover without a synchronized slot? A new slot would "
+                  "start at the current position and silently skip every transaction committed "
+                  "since the old slot's confirmed position, so the relay stops. To recover: "
+                  "start once with --create-slot --allow-new-slot, then publish the gap again "
+                  "with \"outbox-relay backfill --since TIME\" (rows still in the outbox table) "
+                  "or \"outbox-relay replay --anchor NAME --from LSN\" (an anchor on this "
+                  "server)",
+                  cfg->slot, info->systemid, info->timeline, where);
+        goto out;
+    }
     }
     /* Publication before slot: pgoutput looks publications up with the
      * catalog snapshot of the decoding position. */
@@ -341,7 +380,12 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
         created_pub = true;
     }
     if (!slot_exists) {
-        if ((rc = create_slot(conn, cfg, err, errlen)) != STREAM_OK) {
+        if (cfg->allow_new_slot && ((hist && hist->known) || info->timeline > 1))
+            log_warn("--allow-new-slot: creating replication slot \"%s\" afresh at the "
+                     "current position; transactions committed since the old slot's "
+                     "confirmed position are not published (backfill or replay them)",
+                     cfg->slot);
+        if ((rc = create_slot(conn, cfg, info->server_version, err, errlen)) != STREAM_OK) {
             if (created_pub)
                 drop_publication(conn, cfg);
             goto out;
@@ -380,6 +424,26 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
     if (resume_lsn > info->start_lsn)
         info->start_lsn = resume_lsn;
 
+    /*
+     * Stream on a fresh connection: on PostgreSQL 16 and later, relation
+     * data the checks above cached in this backend (read with today's
+     * catalog) outlive the switch to the historic catalog of decoding, and
+     * decoding a row written before its table was rewritten (ALTER COLUMN
+     * ... TYPE) then fails with "could not open toast relation".
+     */
+    {
+        stream_info again;
+        stream_close(st);
+        if ((rc = stream_connect(st, "outbox-relay", &again, err, errlen)) != STREAM_OK)
+            goto out;
+        if (strcmp(again.systemid, info->systemid) != 0 || again.timeline != info->timeline) {
+            rc = fail(err, errlen, STREAM_RETRY,
+                      "the server changed between the checks and streaming (system %s timeline "
+                      "%d, then %s timeline %d)",
+                      info->systemid, info->timeline, again.systemid, again.timeline);
+            goto out;
+        }
+    }
     rc = stream_replicate(st, cfg->slot, info->start_lsn, info, err, errlen);
 out:
     if (rc != STREAM_OK)

@@ -15,6 +15,7 @@
 #include "base/clock.h"
 #include "cdc/log.h"
 #include "cdc/pgconn.h"
+#include "cdc/policy.h"
 #include "decode/lsn.h"
 #include "decode/pgoutput.h"
 
@@ -140,12 +141,7 @@ static enum stream_status check_server(stream *st, stream_info *info, char *err,
     strlcpy(info->dbname, PQgetvalue(res, 0, 3), sizeof(info->dbname));
     PQclear(res);
     info->server_version = PQserverVersion(st->conn);
-    info->proto_version = info->server_version >= 160000   ? 4
-                          : info->server_version >= 150000 ? 3
-                          : info->server_version >= 140000 ? 2
-                                                           : 1;
-    if (info->proto_version > PGO_MAX_PROTO_VERSION)
-        info->proto_version = PGO_MAX_PROTO_VERSION;
+    info->proto_version = policy_proto_version(info->server_version, PGO_MAX_PROTO_VERSION);
     if (st->cfg->messages_prefix && info->server_version < 140000)
         return fail(err, errlen, STREAM_CONFIG,
                     "--messages needs PostgreSQL 14 or later (the server is %d): remove it",

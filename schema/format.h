@@ -14,7 +14,9 @@
  *   3. add one entry to the table in format.c;
  *   4. tests: a fixture in tests/fixtures/formats, and README's format list.
  * format.c refuses to compile when the table and the enum differ in length;
- * test_envelope checks that ENVELOPE_FORMAT_NAMES lists the table's names.
+ * test_format_table checks that ENVELOPE_FORMAT_NAMES lists the table's
+ * names and that every header the format writes is in reserved_headers
+ * (or refused by its check_field).
  *
  * Everything is borrowed: a format writes into the caller's writer and
  * message and keeps nothing.
