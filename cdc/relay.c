@@ -116,6 +116,7 @@ typedef struct relay {
     /* The fault being ridden out: logged once, repeats only counted, and
      * its end logged once when the stream has been healthy for a while. */
     char fault[512];
+    bool broker_fault_shown; /* last_error shows sink_fault() */
     unsigned fault_repeats;
     uint64_t fault_flush;
 
@@ -883,6 +884,19 @@ int relay_run(const config *cfg)
         r.m->inflight_events = watermark_inflight_events(r.wm);
         r.m->inflight_bytes = r.inflight_bytes;
         r.m->broker_reachable = sink_healthy(r.sk);
+        {
+            /* a connection configuration fault (credentials, CA) is the
+             * error /status shows while it lasts */
+            const char *bf = sink_fault(r.sk);
+            if (bf && strncmp(bf, r.m->last_error, METRICS_ERROR_MAX - 1) != 0) {
+                metrics_set_error(r.m, bf, metrics_now_us());
+                r.broker_fault_shown = true;
+            } else if (!bf && r.broker_fault_shown) {
+                if (!r.fault[0])
+                    metrics_clear_error(r.m);
+                r.broker_fault_shown = false;
+            }
+        }
         metrics_backpressure(r.m, r.connected && paused, now);
         (void)anchorwatch_copy(r.anchors, r.m);
         if (r.http && http_server_update(r.http, r.m, now, metrics_now_us()) != 0)

@@ -75,7 +75,7 @@ static enum stream_status check_tables(PGconn *conn, const config *cfg, char *er
         }
         for (int r = 0; r < OB_NROLES; r++) {
             bool found = false;
-            if (!outbox_role_required((enum outbox_role)r))
+            if (!outbox_colmap_requires(&tab->colmap, (enum outbox_role)r))
                 continue;
             for (int i = 0; i < PQntuples(res) && !found; i++)
                 found = strcmp(PQgetvalue(res, i, 1), tab->colmap.col[r]) == 0;
@@ -85,6 +85,22 @@ static enum stream_status check_tables(PGconn *conn, const config *cfg, char *er
                      "another column with --column %s=COLUMN",
                      tab->qualname, tab->colmap.col[r], outbox_role_name((enum outbox_role)r),
                      outbox_role_name((enum outbox_role)r));
+                PQclear(res);
+                return STREAM_CONFIG;
+            }
+        }
+        /* Debezium's EventRouter refuses to run when an additional field's
+         * column is missing (table.fields.additional.error.on.missing): so
+         * does its format; the others leave the field out of the record. */
+        for (size_t f = 0; cfg->format == ENVELOPE_FORMAT_DEBEZIUM && f < cfg->nfields; f++) {
+            bool found = false;
+            for (int i = 0; i < PQntuples(res) && !found; i++)
+                found = strcmp(PQgetvalue(res, i, 1), cfg->fields[f].column) == 0;
+            if (!found) {
+                fail(err, errlen, STREAM_CONFIG,
+                     "outbox table \"%s\" has no column \"%s\" for --field %s (the debezium "
+                     "format, as Debezium, requires every additional column)",
+                     tab->qualname, cfg->fields[f].column, cfg->fields[f].column);
                 PQclear(res);
                 return STREAM_CONFIG;
             }
