@@ -1,9 +1,9 @@
 /*
- * compat: what this machine's librdkafka can do against one Kafka cluster.
+ * kafka_features: what this machine's librdkafka can do against one Kafka cluster.
  * scripts/kafka-compat runs it against every broker version it covers and
  * builds README's compatibility table from its output.
  *
- *   compat PLAINTEXT_BOOTSTRAP [SASL_BOOTSTRAP USER PASSWORD CA_FILE]
+ *   kafka_features PLAINTEXT_BOOTSTRAP [SASL_BOOTSTRAP USER PASSWORD CA_FILE]
  *
  * One line per check, "CHECK<TAB>ok|FAIL<TAB>what was seen":
  *   idempotent    1,000 records with enable.idempotence=true, all acknowledged
@@ -354,7 +354,7 @@ static void check_sasl(const char *check, const char *mechanism, const char *sas
 int main(int argc, char **argv)
 {
     if (argc != 2 && argc != 6) {
-        fprintf(stderr, "usage: compat BOOTSTRAP [SASL_BOOTSTRAP USER PASSWORD CA_FILE]\n");
+        fprintf(stderr, "usage: kafka_features BOOTSTRAP [SASL_BOOTSTRAP USER PASSWORD CA_FILE]\n");
         return 2;
     }
     bootstrap = argv[1];
