@@ -47,84 +47,61 @@ static const char backfill_usage[] =
     "consumers deduplicate on id), 2 bad usage, a missing table, a table without a\n"
     "primary key, --since without a timestamp column, --where that is not valid SQL\n";
 
+static int backfill_option(void *arg, int argc, char **argv, int *i, char *err, size_t errlen)
+{
+    backfill_args *a = arg;
+    const char *v;
+    int m;
+
+    if ((m = oneshot_option(argc, argv, i, "--where", &v, err, errlen)) == 1) {
+        if (!v[strspn(v, " \t\r\n")])
+            return oneshot_usage_fail(err, errlen,
+                                      "--where is empty: give an SQL condition, e.g. --where "
+                                      "\"aggregatetype = 'order'\"");
+        a->where = v;
+    }
+    if (m == 0 && (m = oneshot_option(argc, argv, i, "--since", &v, err, errlen)) == 1) {
+        if (pgtime_parse_text(v, strlen(v), &a->since_us) != 0)
+            return oneshot_usage_fail(err, errlen,
+                                      "malformed --since \"%s\": give a timestamp with its time "
+                                      "zone, like 2026-11-23T18:14:13Z or '2026-11-23 "
+                                      "18:14:13+01'",
+                                      v);
+        a->has_since = true;
+    }
+    if (m == 0 && (m = oneshot_option(argc, argv, i, "--batch-size", &v, err, errlen)) == 1) {
+        char *end;
+        errno = 0;
+        long b = strtol(v, &end, 10);
+        if (errno || end == v || *end || b < 1 || b > BACKFILL_BATCH_MAX)
+            return oneshot_usage_fail(err, errlen,
+                                      "invalid --batch-size \"%s\": give a row count from 1 to %d",
+                                      v, BACKFILL_BATCH_MAX);
+        a->batch_size = (int)b;
+    }
+    return m;
+}
+
 int backfill_parse(int argc, char **argv, backfill_args *a, char *err, size_t errlen)
 {
     static const char *const refused[] = {"--start-lsn", "--end-lsn", "--create-slot", "--http",
                                           "--messages"};
-    bool missing;
-    int n = 1, ri;
+    const oneshot_cmdline cl = {.name = "backfill",
+                                .usage = backfill_usage,
+                                .refused = refused,
+                                .nrefused = sizeof(refused) / sizeof(refused[0]),
+                                .refused_why = "it reads the outbox tables from a snapshot (to "
+                                               "publish a past LSN range use \"outbox-relay "
+                                               "replay\")",
+                                .option = backfill_option,
+                                .arg = a};
+    int rc;
 
     memset(a, 0, sizeof(*a));
     a->batch_size = BACKFILL_BATCH_DEFAULT;
-    a->argv_copy = oneshot_argv_new(argc);
-    if (!a->argv_copy)
-        return oneshot_usage_fail(err, errlen, "out of memory");
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (strcmp(argv[i], "--") == 0)
-            break;
-        if (strcmp(argv[i], "--help") == 0) {
-            fputs(backfill_usage, stdout);
-            return 1;
-        }
-        if (strcmp(argv[i], "--dry-run") == 0) {
-            a->dry_run = true;
-            continue;
-        }
-        ri = oneshot_option_index(argv[i], refused, sizeof(refused) / sizeof(refused[0]));
-        if (ri >= 0)
-            return oneshot_usage_fail(err, errlen,
-                                      "%s does not apply to backfill: it reads the outbox tables "
-                                      "from a snapshot (to publish a past LSN range use "
-                                      "\"outbox-relay replay\")",
-                                      refused[ri]);
-        if ((v = oneshot_opt_value(argc, argv, &i, "--where", &missing)) != NULL) {
-            if (!v[strspn(v, " \t\r\n")])
-                return oneshot_usage_fail(err, errlen,
-                                          "--where is empty: give an SQL condition, e.g. --where "
-                                          "\"aggregatetype = 'order'\"");
-            a->where = v;
-            continue;
-        }
-        if (missing)
-            return oneshot_usage_fail(err, errlen, "option \"--where\" needs a value (see --help)");
-        if ((v = oneshot_opt_value(argc, argv, &i, "--since", &missing)) != NULL) {
-            if (pgtime_parse_text(v, strlen(v), &a->since_us) != 0)
-                return oneshot_usage_fail(
-                    err, errlen,
-                    "malformed --since \"%s\": give a timestamp with its time zone, "
-                    "like 2026-11-23T18:14:13Z or '2026-11-23 18:14:13+01'",
-                    v);
-            a->has_since = true;
-            continue;
-        }
-        if (missing)
-            return oneshot_usage_fail(err, errlen, "option \"--since\" needs a value (see --help)");
-        if ((v = oneshot_opt_value(argc, argv, &i, "--batch-size", &missing)) != NULL) {
-            char *end;
-            errno = 0;
-            long b = strtol(v, &end, 10);
-            if (errno || end == v || *end || b < 1 || b > BACKFILL_BATCH_MAX)
-                return oneshot_usage_fail(
-                    err, errlen, "invalid --batch-size \"%s\": give a row count from 1 to %d", v,
-                    BACKFILL_BATCH_MAX);
-            a->batch_size = (int)b;
-            continue;
-        }
-        if (missing)
-            return oneshot_usage_fail(err, errlen,
-                                      "option \"--batch-size\" needs a value (see --help)");
-        a->argv_copy[n++] = argv[i];
-    }
-    if (a->dry_run)
-        n = oneshot_argv_dry_run(a->argv_copy, n);
-    a->argv_copy[n] = NULL;
-    switch (config_parse(n, a->argv_copy, &a->cfg, err, errlen)) {
-    case CONFIG_OK: break;
-    case CONFIG_EXIT: return 1;
-    case CONFIG_USAGE:
-    default: return 2;
-    }
+    rc = oneshot_parse(argc, argv, &cl, &a->dry_run, &a->argv_copy, &a->cfg, err, errlen);
+    if (rc != 0)
+        return rc;
     for (size_t f = 0; f < a->cfg.nfields; f++)
         if (a->cfg.fields[f].placement == ENVELOPE_PLACE_HEADER &&
             strcmp(a->cfg.fields[f].name, "backfill") == 0)

@@ -320,6 +320,62 @@ int oneshot_argv_dry_run(char **argv, int n)
     return n + 2;
 }
 
+int oneshot_option(int argc, char **argv, int *i, const char *name, const char **value,
+                   char *err, size_t errlen)
+{
+    bool missing;
+
+    *value = oneshot_opt_value(argc, argv, i, name, &missing);
+    if (*value)
+        return 1;
+    if (missing)
+        return oneshot_usage_fail(err, errlen, "option \"%s\" needs a value (see --help)", name);
+    return 0;
+}
+
+int oneshot_parse(int argc, char **argv, const oneshot_cmdline *cl, bool *dry_run,
+                  char ***argv_copy, config *cfg, char *err, size_t errlen)
+{
+    char **v = oneshot_argv_new(argc);
+    int n = 1, r;
+
+    *argv_copy = v;
+    if (!v)
+        return oneshot_usage_fail(err, errlen, "out of memory");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(cl->usage, stdout);
+            return 1;
+        }
+        if (strcmp(argv[i], "--dry-run") == 0) {
+            *dry_run = true;
+            continue;
+        }
+        r = oneshot_option_index(argv[i], cl->refused, cl->nrefused);
+        if (r >= 0)
+            return oneshot_usage_fail(err, errlen, "%s does not apply to %s: %s", cl->refused[r],
+                                      cl->name, cl->refused_why);
+        r = cl->option(cl->arg, argc, argv, &i, err, errlen);
+        if (r == 2)
+            return 2;
+        if (r == 0)
+            v[n++] = argv[i];
+    }
+    if (cl->check && cl->check(cl->arg, err, errlen) != 0)
+        return 2;
+    if (*dry_run)
+        n = oneshot_argv_dry_run(v, n);
+    v[n] = NULL;
+    switch (config_parse(n, v, cfg, err, errlen)) {
+    case CONFIG_OK: return 0;
+    case CONFIG_EXIT: return 1;
+    case CONFIG_USAGE:
+    default: return 2;
+    }
+}
+
 void oneshot_signals(void (*handler)(int))
 {
     struct sigaction sa = {0};

@@ -140,6 +140,42 @@ void oneshot_print_topics(const oneshot *o, FILE *out);
 
 /* ---- the command line both commands share -------------------------------- */
 
+/*
+ * A command's own option at argv[*i]: 1 taken (*i advanced past its
+ * value), 0 not one of its own, 2 bad usage (err says the fix).
+ */
+typedef int (*oneshot_option_fn)(void *arg, int argc, char **argv, int *i, char *err,
+                                 size_t errlen);
+
+typedef struct oneshot_cmdline {
+    const char *name;                /* "replay": in messages */
+    const char *usage;               /* what --help prints */
+    const char *const *refused;      /* `run` options that do not apply */
+    size_t nrefused;
+    const char *refused_why;         /* after "OPTION does not apply to NAME: " */
+    oneshot_option_fn option;        /* the command's own options */
+    int (*check)(void *arg, char *err, size_t errlen); /* before config_parse(): 0 or 2;
+                                                         NULL: none */
+    void *arg;
+} oneshot_cmdline;
+
+/*
+ * The command line of a one-shot command: --help, --dry-run (*dry_run),
+ * the refused options and the command's own through cl, everything else
+ * through config_parse() into cfg as for `run`.  *argv_copy (the vector
+ * handed to config_parse()) is the caller's to free(), in every case.
+ * Returns 0 to go on, 1 when help or version was printed (exit 0), 2 with
+ * err naming the fix.
+ */
+int oneshot_parse(int argc, char **argv, const oneshot_cmdline *cl, bool *dry_run,
+                  char ***argv_copy, config *cfg, char *err, size_t errlen);
+
+/* Within an option function: argv[*i] is "--name VALUE" or "--name=VALUE".
+ * 1 with *value set (*i advanced), 0 when it is another option, 2 when the
+ * value is missing (err set). */
+int oneshot_option(int argc, char **argv, int *i, const char *name, const char **value,
+                   char *err, size_t errlen);
+
 /* Formats the message into err; returns 2 (bad usage). */
 int oneshot_usage_fail(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

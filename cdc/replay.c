@@ -53,80 +53,60 @@ static const char replay_usage[] =
     "exit codes: 0 every event in the range acknowledged (or its dead letter), 1 runtime\n"
     "failure (run it again: consumers deduplicate on id), 2 bad usage or a refused range\n";
 
-int replay_parse(int argc, char **argv, replay_args *a, char *err, size_t errlen)
+static int replay_option(void *arg, int argc, char **argv, int *i, char *err, size_t errlen)
 {
-    static const char *const refused[] = {"--start-lsn", "--end-lsn", "--create-slot", "--http"};
-    bool has_from = false, missing;
-    int n = 1, ri;
+    replay_args *a = arg;
+    const char *v;
+    int m;
 
-    memset(a, 0, sizeof(*a));
-    a->argv_copy = oneshot_argv_new(argc);
-    if (!a->argv_copy)
-        return oneshot_usage_fail(err, errlen, "out of memory");
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (strcmp(argv[i], "--") == 0)
-            break;
-        if (strcmp(argv[i], "--help") == 0) {
-            fputs(replay_usage, stdout);
-            return 1;
-        }
-        if (strcmp(argv[i], "--dry-run") == 0) {
-            a->dry_run = true;
-            continue;
-        }
-        ri = oneshot_option_index(argv[i], refused, sizeof(refused) / sizeof(refused[0]));
-        if (ri >= 0)
-            return oneshot_usage_fail(err, errlen,
-                                      "%s does not apply to replay: give the range with --from "
-                                      "and --to",
-                                      refused[ri]);
-        if ((v = oneshot_opt_value(argc, argv, &i, "--anchor", &missing)) != NULL) {
-            a->anchor_name = v;
-            if (admin_anchor_slot(v, a->anchor, err, errlen) != 0)
-                return 2;
-            continue;
-        }
-        if (missing)
-            return oneshot_usage_fail(err, errlen,
-                                      "option \"--anchor\" needs a value (see --help)");
-        if ((v = oneshot_opt_value(argc, argv, &i, "--from", &missing)) != NULL) {
-            if (lsn_parse(v, &a->from) != 0)
-                return oneshot_usage_fail(err, errlen,
-                                          "malformed --from \"%s\": give an LSN like 0/16B3748", v);
-            has_from = true;
-            continue;
-        }
-        if (missing)
-            return oneshot_usage_fail(err, errlen, "option \"--from\" needs a value (see --help)");
-        if ((v = oneshot_opt_value(argc, argv, &i, "--to", &missing)) != NULL) {
-            if (lsn_parse(v, &a->to) != 0)
-                return oneshot_usage_fail(err, errlen,
-                                          "malformed --to \"%s\": give an LSN like 0/16B3748", v);
-            a->has_to = true;
-            continue;
-        }
-        if (missing)
-            return oneshot_usage_fail(err, errlen, "option \"--to\" needs a value (see --help)");
-        a->argv_copy[n++] = argv[i];
+    if ((m = oneshot_option(argc, argv, i, "--anchor", &v, err, errlen)) == 1) {
+        a->anchor_name = v;
+        return admin_anchor_slot(v, a->anchor, err, errlen) == 0 ? 1 : 2;
     }
+    if (m == 0 && (m = oneshot_option(argc, argv, i, "--from", &v, err, errlen)) == 1) {
+        if (lsn_parse(v, &a->from) != 0)
+            return oneshot_usage_fail(err, errlen,
+                                      "malformed --from \"%s\": give an LSN like 0/16B3748", v);
+        a->has_from = true;
+    }
+    if (m == 0 && (m = oneshot_option(argc, argv, i, "--to", &v, err, errlen)) == 1) {
+        if (lsn_parse(v, &a->to) != 0)
+            return oneshot_usage_fail(err, errlen,
+                                      "malformed --to \"%s\": give an LSN like 0/16B3748", v);
+        a->has_to = true;
+    }
+    return m;
+}
+
+static int replay_required(void *arg, char *err, size_t errlen)
+{
+    const replay_args *a = arg;
+
     if (!a->anchor_name)
         return oneshot_usage_fail(
             err, errlen, "replay needs --anchor NAME (outbox-relay anchor list shows them)");
-    if (!has_from)
+    if (!a->has_from)
         return oneshot_usage_fail(err, errlen,
                                   "replay needs --from LSN: the first commit LSN to publish again");
     if (a->has_to && a->to < a->from)
         return oneshot_usage_fail(err, errlen, "--from is after --to: swap them");
-    if (a->dry_run)
-        n = oneshot_argv_dry_run(a->argv_copy, n);
-    a->argv_copy[n] = NULL;
-    switch (config_parse(n, a->argv_copy, &a->cfg, err, errlen)) {
-    case CONFIG_OK: return 0;
-    case CONFIG_EXIT: return 1;
-    case CONFIG_USAGE:
-    default: return 2;
-    }
+    return 0;
+}
+
+int replay_parse(int argc, char **argv, replay_args *a, char *err, size_t errlen)
+{
+    static const char *const refused[] = {"--start-lsn", "--end-lsn", "--create-slot", "--http"};
+    const oneshot_cmdline cl = {.name = "replay",
+                                .usage = replay_usage,
+                                .refused = refused,
+                                .nrefused = sizeof(refused) / sizeof(refused[0]),
+                                .refused_why = "give the range with --from and --to",
+                                .option = replay_option,
+                                .check = replay_required,
+                                .arg = a};
+
+    memset(a, 0, sizeof(*a));
+    return oneshot_parse(argc, argv, &cl, &a->dry_run, &a->argv_copy, &a->cfg, err, errlen);
 }
 
 void replay_args_free(replay_args *a)
