@@ -153,7 +153,7 @@ typedef struct backfiller {
     bf_table *tables;
     size_t ntables;
 
-    uint64_t total, rows;          /* expected (count) and read */
+    uint64_t total, rows; /* expected (count) and read */
 
     progress prog;
 } backfiller;
@@ -168,8 +168,8 @@ static void show_progress(backfiller *b, bool force)
 
     if (!progress_due(&b->prog, now, force))
         return;
-    snprintf(head, sizeof(head), "%llu/%llu rows read, %llu events %s",
-             (unsigned long long)b->rows, (unsigned long long)b->total,
+    snprintf(head, sizeof(head), "%llu/%llu rows read, %llu events %s", (unsigned long long)b->rows,
+             (unsigned long long)b->total,
              (unsigned long long)(b->a->dry_run ? b->o.records : b->o.acked),
              b->a->dry_run ? "counted" : "acknowledged");
     progress_format(line, sizeof(line), head, b->rows, b->total, b->rows, "rows",
@@ -219,8 +219,7 @@ static int connect_db(backfiller *b, char *err, size_t errlen)
     static const char *const sets[] = {
         /* the text forms pgoutput sends, so values read the same as streamed */
         "SET DateStyle = 'ISO, YMD'", "SET TimeZone = 'UTC'", "SET IntervalStyle = 'iso_8601'",
-        "SET extra_float_digits = 3",
-        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"};
+        "SET extra_float_digits = 3", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"};
     const config *cfg = b->cfg;
     char qerr[512];
     PGresult *res;
@@ -237,7 +236,8 @@ static int connect_db(backfiller *b, char *err, size_t errlen)
         return -1;
     }
     for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
-        if (!(res = pgconn_exec(b->conn, sets[i], 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), NULL))) {
+        if (!(res = pgconn_exec(b->conn, sets[i], 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr),
+                                NULL))) {
             snprintf(err, errlen, "%s failed: %s", sets[i], qerr);
             return -1;
         }
@@ -246,9 +246,9 @@ static int connect_db(backfiller *b, char *err, size_t errlen)
     /* The first query of the transaction takes its snapshot: now() is the
      * transaction's start, the source.snapshot_time of every event. */
     res = pgconn_exec(b->conn,
-            "SELECT pg_catalog.current_database(),"
-            " (extract(epoch FROM pg_catalog.now()) * 1000000)::bigint",
-            0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+                      "SELECT pg_catalog.current_database(),"
+                      " (extract(epoch FROM pg_catalog.now()) * 1000000)::bigint",
+                      0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
     if (!res) {
         snprintf(err, errlen, "cannot start the snapshot: %s", qerr);
         return -1;
@@ -325,168 +325,174 @@ static char *table_sql(backfiller *b, const bf_table *t)
     return out;
 }
 
-/*
- * Look the table up in the snapshot's catalog: its columns (those pgoutput
- * sends: not dropped, not generated), its primary key, the binding of the
- * column map, the --since column, and the count of matching rows.  Returns
- * 0, or -1 with *code 2 (the table or an option is wrong) or 1.
- */
-static int resolve_table(backfiller *b, bf_table *t, char *err, size_t errlen, int *code)
+/* Failures below: err set, *code 2 (the table or an option is wrong) or 1. */
+#define table_fail(code_, ...) (*code = (code_), pgconn_fail(err, errlen, -1, __VA_ARGS__))
+
+/* The table's oid (text, in oid[16]); it must exist and be a table. */
+static int find_table(backfiller *b, const bf_table *t, char oid[16], char *err, size_t errlen,
+                      int *code)
 {
-    const char *qn = t->ct->qualname;
-    char qerr[512], oidbuf[16], state[6];
-    char *tsql = NULL, *filter = NULL, *sql = NULL;
     const char *params[2] = {t->ct->schema, t->ct->name};
-    PGresult *res;
-    int rc = -1;
+    const char *qn = t->ct->qualname;
+    char qerr[512];
+    PGresult *res = pgconn_exec(
+        b->conn,
+        "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+        2, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+    int rc = 0;
 
-    *code = 1;
-    res = pgconn_exec(b->conn,
-            "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-            2, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
-    if (!res) {
-        snprintf(err, errlen, "cannot look up table \"%s\": %s", qn, qerr);
-        return -1;
-    }
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        *code = 2;
-        snprintf(err, errlen,
-                 "outbox table \"%s\" does not exist: give the right --table SCHEMA.TABLE "
-                 "(case matters: names are taken as written)",
-                 qn);
-        return -1;
-    }
-    if (strcmp(PQgetvalue(res, 0, 1), "r") != 0 && strcmp(PQgetvalue(res, 0, 1), "p") != 0) {
-        PQclear(res);
-        *code = 2;
-        snprintf(err, errlen, "\"%s\" is not a table: backfill reads outbox tables (--table)", qn);
-        return -1;
-    }
-    strlcpy(oidbuf, PQgetvalue(res, 0, 0), sizeof(oidbuf));
+    if (!res)
+        return table_fail(1, "cannot look up table \"%s\": %s", qn, qerr);
+    if (PQntuples(res) != 1)
+        rc = table_fail(2,
+                        "outbox table \"%s\" does not exist: give the right --table "
+                        "SCHEMA.TABLE (case matters: names are taken as written)",
+                        qn);
+    else if (strcmp(PQgetvalue(res, 0, 1), "r") != 0 && strcmp(PQgetvalue(res, 0, 1), "p") != 0)
+        rc = table_fail(2, "\"%s\" is not a table: backfill reads outbox tables (--table)", qn);
+    else
+        strlcpy(oid, PQgetvalue(res, 0, 0), 16);
     PQclear(res);
+    return rc;
+}
 
-    params[0] = oidbuf;
-    res = pgconn_exec(b->conn,
-            "SELECT attname, atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND "
-            "attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
-            1, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
-    if (!res) {
-        snprintf(err, errlen, "cannot read the columns of \"%s\": %s", qn, qerr);
-        return -1;
-    }
-    int natts = PQntuples(res);
+/* Its columns as pgoutput sends them (not dropped, not generated), in
+ * attnum order, into t->rel, and room for one row's values. */
+static int read_columns(backfiller *b, bf_table *t, const char *oid, char *err, size_t errlen)
+{
+    const char *params[1] = {oid};
+    char qerr[512];
+    PGresult *res =
+        pgconn_exec(b->conn,
+                    "SELECT attname, atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND "
+                    "attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                    1, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+    int natts, rc = 0;
+
+    if (!res)
+        return pgconn_fail(err, errlen, -1, "cannot read the columns of \"%s\": %s",
+                           t->ct->qualname, qerr);
+    natts = PQntuples(res);
     t->rel.qualname = (char *)t->ct->qualname;
     t->rel.nspname = (char *)t->ct->schema;
     t->rel.relname = (char *)t->ct->name;
-    t->rel.oid = (uint32_t)strtoul(oidbuf, NULL, 10);
+    t->rel.oid = (uint32_t)strtoul(oid, NULL, 10);
     t->rel.atts = calloc((size_t)natts + 1, sizeof(*t->rel.atts));
     t->vals = calloc((size_t)natts + 1, sizeof(*t->vals));
-    if (!t->rel.atts || !t->vals) {
-        PQclear(res);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    for (int i = 0; i < natts; i++) {
+    if (!t->rel.atts || !t->vals)
+        rc = pgconn_fail(err, errlen, -1, "out of memory");
+    for (int i = 0; rc == 0 && i < natts; i++) {
         t->rel.atts[i].name = strdup(PQgetvalue(res, i, 0));
         t->rel.atts[i].type_oid = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
-        if (!t->rel.atts[i].name) {
-            PQclear(res);
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        t->rel.natts = (uint16_t)(i + 1);
+        if (!t->rel.atts[i].name)
+            rc = pgconn_fail(err, errlen, -1, "out of memory");
+        else
+            t->rel.natts = (uint16_t)(i + 1);
     }
     PQclear(res);
+    return rc;
+}
 
-    res = pgconn_exec(b->conn,
-            "SELECT a.attname FROM pg_catalog.pg_index i"
-            " CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)"
-            " JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
-            " WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
-            1, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
-    if (!res) {
-        snprintf(err, errlen, "cannot read the primary key of \"%s\": %s", qn, qerr);
-        return -1;
-    }
-    if (PQntuples(res) == 0) {
-        PQclear(res);
-        *code = 2;
-        snprintf(err, errlen,
-                 "outbox table \"%s\" has no primary key: backfill reads it in primary-key order; "
-                 "add one (ALTER TABLE %s ADD PRIMARY KEY (id))",
-                 qn, qn);
-        return -1;
-    }
-    t->pk = calloc((size_t)PQntuples(res), sizeof(*t->pk));
-    if (!t->pk) {
-        PQclear(res);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    for (int i = 0; i < PQntuples(res); i++) {
-        if (!(t->pk[i] = strdup(PQgetvalue(res, i, 0)))) {
-            PQclear(res);
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        t->npk = i + 1;
+/* Its primary key's column names, in key order: backfill reads in that
+ * order, so a table without one is refused. */
+static int read_primary_key(backfiller *b, bf_table *t, const char *oid, char *err, size_t errlen,
+                            int *code)
+{
+    const char *params[1] = {oid};
+    const char *qn = t->ct->qualname;
+    char qerr[512];
+    PGresult *res = pgconn_exec(
+        b->conn,
+        "SELECT a.attname FROM pg_catalog.pg_index i"
+        " CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)"
+        " JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+        " WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
+        1, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+    int rc = 0;
+
+    if (!res)
+        return table_fail(1, "cannot read the primary key of \"%s\": %s", qn, qerr);
+    if (PQntuples(res) == 0)
+        rc = table_fail(2,
+                        "outbox table \"%s\" has no primary key: backfill reads it in "
+                        "primary-key order; add one (ALTER TABLE %s ADD PRIMARY KEY (id))",
+                        qn, qn);
+    else if (!(t->pk = calloc((size_t)PQntuples(res), sizeof(*t->pk))))
+        rc = table_fail(1, "out of memory");
+    for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+        if (!(t->pk[i] = strdup(PQgetvalue(res, i, 0))))
+            rc = table_fail(1, "out of memory");
+        else
+            t->npk = i + 1;
     }
     PQclear(res);
+    return rc;
+}
 
-    if (outbox_bind(&t->ct->colmap, &t->rel, &t->binding, qerr, sizeof(qerr)) != 0) {
-        *code = 2;
-        snprintf(err, errlen, "%s", qerr);
-        return -1;
-    }
-    if (b->a->has_since && t->binding.idx[OB_TIMESTAMP] < 0) {
-        *code = 2;
-        snprintf(err, errlen,
-                 "--since filters on the event timestamp column, and \"%s\" has no column \"%s\": "
-                 "map it with --column %s:timestamp=COLUMN",
-                 qn, t->ct->colmap.col[OB_TIMESTAMP], qn);
-        return -1;
-    }
+/* The count of matching rows for the progress estimate, which also checks
+ * --where and --since against the table before anything is published. */
+static int count_rows(backfiller *b, bf_table *t, char *err, size_t errlen, int *code)
+{
+    const char *qn = t->ct->qualname;
+    char qerr[512], state[6];
+    char *tsql = table_sql(b, t), *filter = filter_sql(b, t), *sql = NULL;
+    PGresult *res = NULL;
+    int rc = -1;
 
-    /* The count for the progress estimate also checks --where and --since
-     * against the table before anything is published. */
-    tsql = table_sql(b, t);
-    filter = filter_sql(b, t);
     if (!tsql || !filter || asprintf(&sql, "SELECT count(*) FROM %s%s", tsql, filter) < 0) {
         sql = NULL;
-        snprintf(err, errlen, "out of memory");
-        goto done;
-    }
-    res = pgconn_exec(b->conn, sql, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), state);
-    if (!res) {
-        /* class 42: syntax error, unknown column, no such operator, ... —
+        table_fail(1, "out of memory");
+    } else if (!(res = pgconn_exec(b->conn, sql, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr),
+                                   state))) {
+        /* class 42: syntax error, unknown column, no such operator, ... --
          * the filter is at fault; 22: a value in it that does not convert */
-        if (strcmp(state, "42501") == 0) {
-            *code = 2;
-            snprintf(err, errlen, "cannot read \"%s\": %s: GRANT SELECT ON %s TO the role", qn,
-                     qerr, qn);
-        } else if ((b->a->where || b->a->has_since) &&
-                   (strncmp(state, "42", 2) == 0 || strncmp(state, "22", 2) == 0)) {
-            *code = 2;
-            snprintf(err, errlen, "%s not valid for table \"%s\": %s",
-                     !b->a->where            ? "--since is"
-                     : b->a->has_since ? "--where or --since is"
-                                       : "--where is",
-                     qn, qerr);
-        } else {
-            snprintf(err, errlen, "cannot count the rows of \"%s\": %s", qn, qerr);
-        }
-        goto done;
+        if (strcmp(state, "42501") == 0)
+            table_fail(2, "cannot read \"%s\": %s: GRANT SELECT ON %s TO the role", qn, qerr, qn);
+        else if ((b->a->where || b->a->has_since) &&
+                 (strncmp(state, "42", 2) == 0 || strncmp(state, "22", 2) == 0))
+            table_fail(2, "%s not valid for table \"%s\": %s",
+                       !b->a->where      ? "--since is"
+                       : b->a->has_since ? "--where or --since is"
+                                         : "--where is",
+                       qn, qerr);
+        else
+            table_fail(1, "cannot count the rows of \"%s\": %s", qn, qerr);
+    } else {
+        t->total = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        rc = 0;
     }
-    t->total = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
-    rc = 0;
-done:
     free(sql);
     free(filter);
     free(tsql);
     return rc;
+}
+
+/*
+ * Look the table up in the snapshot's catalog: its columns, its primary
+ * key, the binding of the column map, the --since column, and the count of
+ * matching rows.  Returns 0, or -1 with *code 2 (the table or an option is
+ * wrong) or 1.
+ */
+static int resolve_table(backfiller *b, bf_table *t, char *err, size_t errlen, int *code)
+{
+    const char *qn = t->ct->qualname;
+    char oid[16], qerr[512];
+
+    *code = 1;
+    if (find_table(b, t, oid, err, errlen, code) != 0 ||
+        read_columns(b, t, oid, err, errlen) != 0 ||
+        read_primary_key(b, t, oid, err, errlen, code) != 0)
+        return -1;
+    if (outbox_bind(&t->ct->colmap, &t->rel, &t->binding, qerr, sizeof(qerr)) != 0)
+        return table_fail(2, "%s", qerr);
+    if (b->a->has_since && t->binding.idx[OB_TIMESTAMP] < 0)
+        return table_fail(2,
+                          "--since filters on the event timestamp column, and \"%s\" has no "
+                          "column \"%s\": map it with --column %s:timestamp=COLUMN",
+                          qn, t->ct->colmap.col[OB_TIMESTAMP], qn);
+    return count_rows(b, t, err, errlen, code);
 }
 
 /* Read one table through a cursor in primary-key order and publish it. */
@@ -528,7 +534,8 @@ static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
         goto done;
     }
     cf = of = NULL;
-    if (asprintf(&sql, "DECLARE " CURSOR_NAME " NO SCROLL CURSOR FOR SELECT %s FROM %s%s ORDER BY %s",
+    if (asprintf(&sql,
+                 "DECLARE " CURSOR_NAME " NO SCROLL CURSOR FOR SELECT %s FROM %s%s ORDER BY %s",
                  cols, tsql, filter, order) < 0) {
         sql = NULL;
         snprintf(err, errlen, "out of memory");
@@ -539,23 +546,24 @@ static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
         goto done;
     }
     PQclear(res);
-    log_debug("reading \"%s\" in primary-key order (%s), %d rows per fetch", t->ct->qualname,
-              order, b->a->batch_size);
+    log_debug("reading \"%s\" in primary-key order (%s), %d rows per fetch", t->ct->qualname, order,
+              b->a->batch_size);
     snprintf(fetch, sizeof(fetch), "FETCH FORWARD %d FROM " CURSOR_NAME, b->a->batch_size);
     for (;;) {
         if (backfill_stop)
             oneshot_fatal(&b->o, "interrupted");
         if (b->o.fatal[0])
             break;
-        if (!(res = pgconn_exec(b->conn, fetch, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL))) {
+        if (!(res = pgconn_exec(b->conn, fetch, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr),
+                                NULL))) {
             oneshot_fatal(&b->o, "reading \"%s\" failed: %s", t->ct->qualname, qerr);
             break;
         }
         int n = PQntuples(res);
         if (PQnfields(res) != t->rel.natts) {
             PQclear(res);
-            oneshot_fatal(&b->o, "\"%s\" returned %d columns, expected %d", t->ct->qualname, PQnfields(res),
-                  (int)t->rel.natts);
+            oneshot_fatal(&b->o, "\"%s\" returned %d columns, expected %d", t->ct->qualname,
+                          PQnfields(res), (int)t->rel.natts);
             break;
         }
         for (int r = 0; r < n && !b->o.fatal[0]; r++) {
@@ -571,8 +579,8 @@ static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
             break;
     }
     if (!b->o.fatal[0]) {
-        if (!(res = pgconn_exec(b->conn, "CLOSE " CURSOR_NAME, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr),
-                      NULL)))
+        if (!(res = pgconn_exec(b->conn, "CLOSE " CURSOR_NAME, 0, NULL, PGRES_COMMAND_OK, qerr,
+                                sizeof(qerr), NULL)))
             oneshot_fatal(&b->o, "cannot close the cursor on \"%s\": %s", t->ct->qualname, qerr);
         PQclear(res);
     }
@@ -598,9 +606,10 @@ static void summary(backfiller *b)
     pipeline_dlq_summary(&b->o.p, dl, sizeof(dl));
     log_info("backfill %s: %llu rows of %zu table(s) read in %.1f s, %llu events %s, %llu "
              "dead-lettered%s%s%s",
-             b->a->dry_run ? "dry run done" : "done", (unsigned long long)b->rows, b->ntables,
-             secs, (unsigned long long)b->o.p.published,
-             b->a->dry_run ? "would be published (nothing published)" : "published and acknowledged",
+             b->a->dry_run ? "dry run done" : "done", (unsigned long long)b->rows, b->ntables, secs,
+             (unsigned long long)b->o.p.published,
+             b->a->dry_run ? "would be published (nothing published)"
+                           : "published and acknowledged",
              (unsigned long long)b->o.p.dead_lettered, dl[0] ? " (" : "", dl, dl[0] ? ")" : "");
 }
 

@@ -74,7 +74,9 @@ void oneshot_on_report(const sink_report *rep, void *arg)
 
     o->inflight_bytes = rep->len > o->inflight_bytes ? 0 : o->inflight_bytes - rep->len;
     switch (deadletter_classify(rep)) {
-    case SINK_DELIVERED: o->acked++; break;
+    case SINK_DELIVERED:
+        o->acked++;
+        break;
     case SINK_REFUSED:
         /* its dead-letter record's delivery will count for it */
         if (deadletter_queue_report(&o->refused, rep, 0) != 0)
@@ -320,8 +322,8 @@ int oneshot_argv_dry_run(char **argv, int n)
     return n + 2;
 }
 
-int oneshot_option(int argc, char **argv, int *i, const char *name, const char **value,
-                   char *err, size_t errlen)
+int oneshot_option(int argc, char **argv, int *i, const char *name, const char **value, char *err,
+                   size_t errlen)
 {
     bool missing;
 
@@ -369,10 +371,13 @@ int oneshot_parse(int argc, char **argv, const oneshot_cmdline *cl, bool *dry_ru
         n = oneshot_argv_dry_run(v, n);
     v[n] = NULL;
     switch (config_parse(n, v, cfg, err, errlen)) {
-    case CONFIG_OK: return 0;
-    case CONFIG_EXIT: return 1;
+    case CONFIG_OK:
+        return 0;
+    case CONFIG_EXIT:
+        return 1;
     case CONFIG_USAGE:
-    default: return 2;
+    default:
+        return 2;
     }
 }
 

@@ -118,9 +118,8 @@ void replay_args_free(replay_args *a)
     a->argv_copy = NULL;
 }
 
-int replay_check(const char *anchor_name, const replay_anchor_state *an, uint64_t from,
-                 bool has_to, uint64_t to, uint64_t server, uint64_t *to_incl, char *err,
-                 size_t errlen)
+int replay_check(const char *anchor_name, const replay_anchor_state *an, uint64_t from, bool has_to,
+                 uint64_t to, uint64_t server, uint64_t *to_incl, char *err, size_t errlen)
 {
     char a[LSN_BUFSZ], b[LSN_BUFSZ];
 
@@ -257,7 +256,7 @@ static enum pipeline_txn on_begin(void *arg, const pgo_begin *b)
         return PIPELINE_TXN_STOP;
     }
     return replay_in_range(b->final_lsn, r->a->from, r->to_incl) ? PIPELINE_TXN_PUBLISH
-                                                                  : PIPELINE_TXN_SKIP;
+                                                                 : PIPELINE_TXN_SKIP;
 }
 
 static void on_commit(void *arg, const pgo_commit *c)
@@ -320,9 +319,13 @@ static int connect_and_check(replayer *r, char *err, size_t errlen, int *code)
 
     *code = 1;
     switch (stream_connect(r->st, "outbox-relay-replay", &r->info, err, errlen)) {
-    case STREAM_OK: break;
-    case STREAM_CONFIG: *code = 2; return -1;
-    default: return -1;
+    case STREAM_OK:
+        break;
+    case STREAM_CONFIG:
+        *code = 2;
+        return -1;
+    default:
+        return -1;
     }
     int v = r->info.server_version;
     if (v < 120000) {
@@ -330,8 +333,8 @@ static int connect_and_check(replayer *r, char *err, size_t errlen, int *code)
         snprintf(err, errlen, "replay needs PostgreSQL 12 or later (the server is %d)", v);
         return -1;
     }
-    res = rq(r, "SELECT pg_catalog.pg_current_wal_insert_lsn()",
-             PGRES_TUPLES_OK, qerr, sizeof(qerr));
+    res =
+        rq(r, "SELECT pg_catalog.pg_current_wal_insert_lsn()", PGRES_TUPLES_OK, qerr, sizeof(qerr));
     if (!res) {
         snprintf(err, errlen, "cannot read the server's position: %s", qerr);
         return -1;
