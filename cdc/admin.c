@@ -1,5 +1,7 @@
 #include "cdc/admin.h"
 
+#include "base/errfmt.h"
+
 #include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -46,17 +48,7 @@ static const char admin_usage[] =
     "\n"
     "exit codes: 0 done, 1 runtime failure, 2 bad usage or a refused request\n";
 
-static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return 2;
-}
+#define usage_fail(err, errlen, ...) errfmt(err, errlen, 2, __VA_ARGS__)
 
 static bool slot_chars_ok(const char *s)
 {

@@ -14,6 +14,7 @@
 #include "cdc/deadletter.h"
 #include "cdc/log.h"
 #include "cdc/oneshot.h"
+#include "base/errfmt.h"
 #include "cdc/pgconn.h"
 #include "cdc/progress.h"
 #include "decode/lsn.h"
@@ -326,7 +327,20 @@ static char *table_sql(backfiller *b, const bf_table *t)
 }
 
 /* Failures below: err set, *code 2 (the table or an option is wrong) or 1. */
-#define table_fail(code_, ...) (*code = (code_), pgconn_fail(err, errlen, -1, __VA_ARGS__))
+#define table_fail(code_, ...) (*code = (code_), errfmt(err, errlen, -1, __VA_ARGS__))
+
+/* A catalog query about t: NULL with err "cannot WHAT \"TABLE\": cause". */
+static PGresult *catalog(backfiller *b, const bf_table *t, const char *what, const char *sql,
+                         int nparams, const char *const *params, char *err, size_t errlen)
+{
+    char qerr[512];
+    PGresult *res =
+        pgconn_exec(b->conn, sql, nparams, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+
+    if (!res)
+        errfmt(err, errlen, -1, "cannot %s \"%s\": %s", what, t->ct->qualname, qerr);
+    return res;
+}
 
 /* The table's oid (text, in oid[16]); it must exist and be a table. */
 static int find_table(backfiller *b, const bf_table *t, char oid[16], char *err, size_t errlen,
@@ -334,16 +348,15 @@ static int find_table(backfiller *b, const bf_table *t, char oid[16], char *err,
 {
     const char *params[2] = {t->ct->schema, t->ct->name};
     const char *qn = t->ct->qualname;
-    char qerr[512];
-    PGresult *res = pgconn_exec(
-        b->conn,
-        "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-        "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-        2, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+    PGresult *res =
+        catalog(b, t, "look up table",
+                "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                2, params, err, errlen);
     int rc = 0;
 
     if (!res)
-        return table_fail(1, "cannot look up table \"%s\": %s", qn, qerr);
+        return -1;
     if (PQntuples(res) != 1)
         rc = table_fail(2,
                         "outbox table \"%s\" does not exist: give the right --table "
@@ -362,17 +375,15 @@ static int find_table(backfiller *b, const bf_table *t, char oid[16], char *err,
 static int read_columns(backfiller *b, bf_table *t, const char *oid, char *err, size_t errlen)
 {
     const char *params[1] = {oid};
-    char qerr[512];
     PGresult *res =
-        pgconn_exec(b->conn,
-                    "SELECT attname, atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND "
-                    "attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
-                    1, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+        catalog(b, t, "read the columns of",
+                "SELECT attname, atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND "
+                "attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                1, params, err, errlen);
     int natts, rc = 0;
 
     if (!res)
-        return pgconn_fail(err, errlen, -1, "cannot read the columns of \"%s\": %s",
-                           t->ct->qualname, qerr);
+        return -1;
     natts = PQntuples(res);
     t->rel.qualname = (char *)t->ct->qualname;
     t->rel.nspname = (char *)t->ct->schema;
@@ -381,12 +392,12 @@ static int read_columns(backfiller *b, bf_table *t, const char *oid, char *err, 
     t->rel.atts = calloc((size_t)natts + 1, sizeof(*t->rel.atts));
     t->vals = calloc((size_t)natts + 1, sizeof(*t->vals));
     if (!t->rel.atts || !t->vals)
-        rc = pgconn_fail(err, errlen, -1, "out of memory");
+        rc = errfmt(err, errlen, -1, "out of memory");
     for (int i = 0; rc == 0 && i < natts; i++) {
         t->rel.atts[i].name = strdup(PQgetvalue(res, i, 0));
         t->rel.atts[i].type_oid = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
         if (!t->rel.atts[i].name)
-            rc = pgconn_fail(err, errlen, -1, "out of memory");
+            rc = errfmt(err, errlen, -1, "out of memory");
         else
             t->rel.natts = (uint16_t)(i + 1);
     }
@@ -401,18 +412,17 @@ static int read_primary_key(backfiller *b, bf_table *t, const char *oid, char *e
 {
     const char *params[1] = {oid};
     const char *qn = t->ct->qualname;
-    char qerr[512];
-    PGresult *res = pgconn_exec(
-        b->conn,
-        "SELECT a.attname FROM pg_catalog.pg_index i"
-        " CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)"
-        " JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
-        " WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
-        1, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+    PGresult *res =
+        catalog(b, t, "read the primary key of",
+                "SELECT a.attname FROM pg_catalog.pg_index i"
+                " CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)"
+                " JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+                " WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
+                1, params, err, errlen);
     int rc = 0;
 
     if (!res)
-        return table_fail(1, "cannot read the primary key of \"%s\": %s", qn, qerr);
+        return -1;
     if (PQntuples(res) == 0)
         rc = table_fail(2,
                         "outbox table \"%s\" has no primary key: backfill reads it in "
@@ -621,20 +631,18 @@ int backfill_main(int argc, char **argv)
     int code = 1, prc;
 
     prc = backfill_parse(argc, argv, &a, err, sizeof(err));
-    if (prc != 0) {
-        if (prc == 2)
-            fprintf(stderr, "outbox-relay: %s\n", err);
+    if ((code = oneshot_start(prc, err, &a.cfg, on_signal)) >= 0) {
         backfill_args_free(&a);
-        return prc == 1 ? 0 : 2;
+        return code;
     }
-    log_setup(a.cfg.log_level, a.cfg.log_json);
-    oneshot_signals(on_signal);
+    code = 1;
 
     b.a = &a;
     b.cfg = &a.cfg;
     b.o.cfg = &a.cfg;
     b.o.stop = &backfill_stop;
-    b.o.hooks = (oneshot_hooks){.idle = on_idle, .before_log = on_before_log, .arg = &b};
+    b.o.idle = on_idle;
+    b.o.hooks = (pipeline_hooks){.before_log = on_before_log, .arg = &b};
     progress_init(&b.prog, "backfill", isatty(STDERR_FILENO) && !a.cfg.log_json, obx_now_ms());
     b.ntables = a.cfg.ntables;
     b.tables = calloc(b.ntables, sizeof(*b.tables));

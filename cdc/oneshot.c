@@ -146,8 +146,8 @@ enum sink_produce_result oneshot_produce(oneshot *o, const envelope_msg *m, uint
         struct pollfd pfd = {.fd = sink_event_fd(o->sk), .events = POLLIN};
         (void)poll(&pfd, 1, 100);
         oneshot_serve(o);
-        if (o->hooks.idle)
-            o->hooks.idle(o->hooks.arg);
+        if (o->idle)
+            o->idle(o->hooks.arg);
     }
     if (pr == SINK_PRODUCE_OK) {
         o->inflight_bytes += m->valuelen + m->keylen;
@@ -158,17 +158,15 @@ enum sink_produce_result oneshot_produce(oneshot *o, const envelope_msg *m, uint
 
 /* ---- the pipeline's hooks: records go through oneshot_produce() ------------ */
 
-static enum sink_produce_result hook_produce(void *arg, const envelope_msg *m,
-                                             const deadletter_refused *for_refused, char *err,
-                                             size_t errlen)
+static enum sink_produce_result hook_produce(void *arg, const envelope_msg *m, uint64_t dl_ticket,
+                                             char *err, size_t errlen)
 {
     oneshot *o = arg;
-    enum sink_produce_result pr;
+    /* a refused record's dead letter stands for a record already counted */
+    enum sink_produce_result pr =
+        oneshot_produce(o, m, dl_ticket ? dl_ticket : o->records + 1, err, errlen);
 
-    if (for_refused) /* stands for a record already counted */
-        return oneshot_produce(o, m, for_refused->ticket | DEADLETTER_TICKET, err, errlen);
-    pr = oneshot_produce(o, m, o->records + 1, err, errlen);
-    if (pr == SINK_PRODUCE_OK)
+    if (pr == SINK_PRODUCE_OK && !dl_ticket)
         o->records++;
     return pr;
 }
@@ -234,8 +232,8 @@ bool oneshot_flush(oneshot *o, int *waited_ms)
             deadletter_queue_empty(&o->refused))
             return true;
         oneshot_serve(o);
-        if (o->hooks.idle)
-            o->hooks.idle(o->hooks.arg);
+        if (o->idle)
+            o->idle(o->hooks.arg);
     }
     return false;
 }
@@ -263,13 +261,16 @@ void oneshot_print_topics(const oneshot *o, FILE *out)
         fprintf(out, "%s\t%llu\n", o->topics[i].topic, (unsigned long long)o->topics[i].n);
 }
 
-int oneshot_usage_fail(char *err, size_t errlen, const char *fmt, ...)
+int oneshot_start(int prc, const char *err, const config *cfg, void (*handler)(int))
 {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return 2;
+    if (prc != 0) {
+        if (prc == 2)
+            fprintf(stderr, "outbox-relay: %s\n", err);
+        return prc == 1 ? 0 : 2;
+    }
+    log_setup(cfg->log_level, cfg->log_json);
+    reload_all_signals(handler);
+    return -1;
 }
 
 const char *oneshot_opt_value(int argc, char **argv, int *i, const char *name, bool *missing)
@@ -379,16 +380,4 @@ int oneshot_parse(int argc, char **argv, const oneshot_cmdline *cl, bool *dry_ru
     default:
         return 2;
     }
-}
-
-void oneshot_signals(void (*handler)(int))
-{
-    struct sigaction sa = {0};
-
-    sa.sa_handler = handler;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    reload_signals();
 }

@@ -325,26 +325,22 @@ static enum sink_produce_result produce_as(relay *r, const envelope_msg *m, uint
     return pr;
 }
 
-/* The pipeline's produce hook: one more event of the open transaction, or
- * the dead letter standing for a refused one (its ticket, marked). */
-static enum sink_produce_result hook_produce(void *arg, const envelope_msg *m,
-                                             const deadletter_refused *for_refused, char *err,
-                                             size_t errlen)
+/* The pipeline's produce hook: one more event of the open transaction
+ * (counted in the watermark), or a refused record's dead letter. */
+static enum sink_produce_result hook_produce(void *arg, const envelope_msg *m, uint64_t dl_ticket,
+                                             char *err, size_t errlen)
 {
     relay *r = arg;
-    enum sink_produce_result pr;
+    enum sink_produce_result pr = produce_as(r, m, dl_ticket ? dl_ticket : r->ticket, err, errlen);
 
-    if (for_refused)
-        return produce_as(r, m, for_refused->ticket | DEADLETTER_TICKET, err, errlen);
-    pr = produce_as(r, m, r->ticket, err, errlen);
-    if (pr == SINK_PRODUCE_OK) {
-        if (watermark_add_event(r->wm, r->ticket) != 0) {
-            request_rewind(r, "watermark refused an event of ticket %llu",
-                           (unsigned long long)r->ticket);
-            return SINK_PRODUCE_ERROR;
-        }
-        metrics_event_sent(r->m, r->ticket, metrics_pgtime_to_unix_us(r->p.commit_ts));
+    if (pr != SINK_PRODUCE_OK || dl_ticket)
+        return pr;
+    if (watermark_add_event(r->wm, r->ticket) != 0) {
+        request_rewind(r, "watermark refused an event of ticket %llu",
+                       (unsigned long long)r->ticket);
+        return SINK_PRODUCE_ERROR;
     }
+    metrics_event_sent(r->m, r->ticket, metrics_pgtime_to_unix_us(r->p.commit_ts));
     return pr;
 }
 
@@ -839,14 +835,8 @@ int relay_run(const config *cfg)
 {
     relay r = {0};
     int exit_code;
-    struct sigaction sa = {0};
 
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    reload_signals();
+    reload_all_signals(on_signal);
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 
     exit_code = relay_open(&r, cfg);

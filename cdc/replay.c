@@ -484,14 +484,11 @@ int replay_main(int argc, char **argv)
     int code = 1, prc;
 
     prc = replay_parse(argc, argv, &a, err, sizeof(err));
-    if (prc != 0) {
-        if (prc == 2)
-            fprintf(stderr, "outbox-relay: %s\n", err);
+    if ((code = oneshot_start(prc, err, &a.cfg, on_signal)) >= 0) {
         replay_args_free(&a);
-        return prc == 1 ? 0 : 2;
+        return code;
     }
-    log_setup(a.cfg.log_level, a.cfg.log_json);
-    oneshot_signals(on_signal);
+    code = 1;
 
     r.a = &a;
     r.cfg = &a.cfg;
@@ -499,11 +496,9 @@ int replay_main(int argc, char **argv)
     r.o.stop = &replay_stop;
     r.o.max_inflight_bytes = UINT64_MAX; /* replay bounds records only (--max-inflight) */
     r.o.dl_base = (envelope_source){.db = r.info.dbname, .slot = a.cfg.slot};
-    r.o.hooks = (oneshot_hooks){.idle = on_idle,
-                                .begin = on_begin,
-                                .commit = on_commit,
-                                .before_log = on_before_log,
-                                .arg = &r};
+    r.o.idle = on_idle;
+    r.o.hooks = (pipeline_hooks){
+        .begin = on_begin, .commit = on_commit, .before_log = on_before_log, .arg = &r};
     r.st = stream_new(&a.cfg);
     r.rels = relcache_new();
     r.msg = malloc(sizeof(*r.msg));

@@ -6,10 +6,11 @@
 #include <bsd/string.h>
 
 #include "cdc/log.h"
+#include "base/errfmt.h"
 #include "cdc/pgconn.h"
 #include "decode/lsn.h"
 
-#define fail(err, errlen, st, ...) ((enum stream_status)pgconn_fail(err, errlen, st, __VA_ARGS__))
+#define fail(err, errlen, st, ...) ((enum stream_status)errfmt(err, errlen, st, __VA_ARGS__))
 
 static const char *pq_error(const PGconn *conn)
 {
@@ -212,10 +213,24 @@ static enum stream_status check_slot(PGconn *conn, const config *cfg, stream_inf
     return rc;
 }
 
+/* Run sql, the CREATE of what; one created meanwhile by another process
+ * (SQLSTATE 42710) counts as there, with *res NULL. */
+static enum stream_status create_object(PGconn *conn, const char *sql, ExecStatusType want,
+                                        const char *what, PGresult **res, char *err, size_t errlen)
+{
+    char qerr[512], state[6];
+
+    *res = pgconn_exec(conn, sql, 0, NULL, want, qerr, sizeof(qerr), state);
+    if (*res || strcmp(state, "42710") == 0)
+        return STREAM_OK;
+    return fail(err, errlen, STREAM_CONFIG, "cannot create %s: %s", what, qerr);
+}
+
 static enum stream_status create_publication(PGconn *conn, const config *cfg, char *err,
                                              size_t errlen)
 {
-    char sql[16384], qerr[512], state[6];
+    char sql[16384], what[200];
+    enum stream_status rc;
     size_t off;
     char *ip = ident(conn, cfg->publication);
     PGresult *res;
@@ -238,13 +253,10 @@ static enum stream_status create_publication(PGconn *conn, const config *cfg, ch
             return fail(err, errlen, STREAM_CONFIG, "too many outbox tables for one publication");
     }
     snprintf(sql + off, sizeof(sql) - off, " WITH (publish = 'insert')");
-    res = pgconn_exec(conn, sql, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), state);
-    if (!res) {
-        if (strcmp(state, "42710") == 0) /* created concurrently */
-            return STREAM_OK;
-        return fail(err, errlen, STREAM_CONFIG, "cannot create publication \"%s\": %s",
-                    cfg->publication, qerr);
-    }
+    snprintf(what, sizeof(what), "publication \"%s\"", cfg->publication);
+    if ((rc = create_object(conn, sql, PGRES_COMMAND_OK, what, &res, err, errlen)) != STREAM_OK ||
+        !res)
+        return rc;
     PQclear(res);
     log_info("created publication \"%s\"", cfg->publication);
     return STREAM_OK;
@@ -263,7 +275,8 @@ static void drop_publication(PGconn *conn, const config *cfg)
 
 static enum stream_status create_slot(PGconn *conn, const config *cfg, char *err, size_t errlen)
 {
-    char sql[256], qerr[512], state[6];
+    char sql[256], what[200];
+    enum stream_status rc;
     PGresult *res;
 
     /* The keyword syntax works from PostgreSQL 10 on; no snapshot is
@@ -273,13 +286,10 @@ static enum stream_status create_slot(PGconn *conn, const config *cfg, char *err
     log_info("creating replication slot \"%s\": waits until transactions running now have "
              "ended",
              cfg->slot);
-    res = pgconn_exec(conn, sql, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), state);
-    if (!res) {
-        if (strcmp(state, "42710") == 0) /* created concurrently */
-            return STREAM_OK;
-        return fail(err, errlen, STREAM_CONFIG, "cannot create replication slot \"%s\": %s",
-                    cfg->slot, qerr);
-    }
+    snprintf(what, sizeof(what), "replication slot \"%s\"", cfg->slot);
+    if ((rc = create_object(conn, sql, PGRES_TUPLES_OK, what, &res, err, errlen)) != STREAM_OK ||
+        !res)
+        return rc;
     log_info("created replication slot \"%s\" at %s", cfg->slot, PQgetvalue(res, 0, 1));
     PQclear(res);
     return STREAM_OK;
