@@ -1,7 +1,5 @@
 #include "cdc/admin.h"
 
-#include "base/errfmt.h"
-
 #include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -13,6 +11,7 @@
 #include <string.h>
 #include <bsd/string.h>
 
+#include "base/errfmt.h"
 #include "cdc/config.h"
 #include "cdc/pgconn.h"
 

@@ -1,7 +1,5 @@
 #include "cdc/cfgfile.h"
 
-#include "base/errfmt.h"
-
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -9,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/errfmt.h"
 
 #define fail(err, errlen, ...) errfmt(err, errlen, -1, __VA_ARGS__)
 
