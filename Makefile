@@ -26,7 +26,7 @@ MOCKBROKER := $(BUILD)/mockbroker
 
 .SECONDARY: $(HARNESS_OBJ)
 
-.PHONY: all test unit integration asan asan-integration demo bench bench-smoke chaos chaos-short install clean format deps fuzz
+.PHONY: all test unit integration integration-matrix compat asan asan-integration demo bench bench-smoke chaos chaos-short chaos-real chaos-1000 install clean format deps fuzz deb ops-tests
 
 all: outbox-relay
 
@@ -74,6 +74,21 @@ ASAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-
 asan:
 	$(MAKE) BUILD=build/asan CFLAGS="$(ASAN_CFLAGS)" unit
 
+# The integration tests that differ by server version, on every PostgreSQL
+# major of the matrix besides Debian's 15 (builds from scripts/pgfetch).
+# The primary failover with a failover slot (a streaming standby, about a
+# minute) runs on FAILOVER_PG.
+PG_MATRIX ?= 13 14 16 17 18
+FAILOVER_PG ?= 17
+MATRIX_ITESTS := $(BUILD)/tests/itest_decoding $(BUILD)/tests/itest_shutdown
+integration-matrix: outbox-relay $(MOCKBROKER) $(MATRIX_ITESTS) $(BUILD)/tests/itest_failover
+	@for v in $(PG_MATRIX); do \
+		echo "--- PostgreSQL $$v"; \
+		OBX_PGVERSION=$$v bash scripts/run-integration $(MATRIX_ITESTS) \
+			$(if $(FAILOVER_PG),$$([ "$$v" = "$(FAILOVER_PG)" ] && echo $(BUILD)/tests/itest_failover)) \
+			|| rc=1; \
+	done; exit $${rc:-0}
+
 # The integration tests with the relay (and the tests) built with ASan/UBSan.
 asan-integration: $(MOCKBROKER)
 	$(MAKE) BUILD=build/asan CFLAGS="$(ASAN_CFLAGS)" build/asan/outbox-relay \
@@ -101,6 +116,15 @@ bench-smoke:
 	$(MAKE) outbox-relay $(MOCKBROKER) $(BENCH_BIN)
 	bash scripts/bench-smoke
 
+# Debezium as the oracle (scripts/compat): Debezium's connector and outbox
+# EventRouter and the relay over the same rows, compared record by record.
+$(BUILD)/tests/compat_dump: tests/compat/dump.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lrdkafka
+
+compat: outbox-relay $(BUILD)/tests/compat_dump
+	bash scripts/compat
+
 # Fault scenarios with an independent verifier (tests/chaos): the long run,
 # and a short one of every scenario.
 chaos: outbox-relay $(MOCKBROKER)
@@ -108,6 +132,15 @@ chaos: outbox-relay $(MOCKBROKER)
 
 chaos-short: outbox-relay $(MOCKBROKER)
 	bash scripts/chaos --short
+
+# The same on a real Apache Kafka cluster (scripts/kafka; jars from Maven
+# Central), and the 1,000-cycle kill -9 of the relay there (about 40 minutes).
+chaos-real: deps outbox-relay
+	bash scripts/chaos --real
+
+chaos-1000: deps outbox-relay
+	CHAOS_SCENARIOS=kill9 CHAOS_KILLS=$${CHAOS_KILLS:-1000} \
+		CHAOS_KILL_GAP_MS=$${CHAOS_KILL_GAP_MS:-1500} bash scripts/chaos --real
 
 # Fuzz the decoder and the record builder (libFuzzer + ASan + UBSan):
 # FUZZ_SECONDS for the decoder, half for the builder; the test suite runs
@@ -128,8 +161,18 @@ install: outbox-relay
 		$(DESTDIR)$(PREFIX)/share/outbox-relay/outbox-relay.service
 	install -D -m 0644 scripts/outbox-relay.conf \
 		$(DESTDIR)$(PREFIX)/share/outbox-relay/outbox-relay.conf
+	install -D -m 0644 scripts/man/outbox-relay.1 $(DESTDIR)$(PREFIX)/share/man/man1/outbox-relay.1
 
 PREFIX ?= /usr/local
+
+# The Debian package, build/deb/outbox-relay_VERSION_ARCH.deb (dpkg-deb;
+# dependencies from dpkg-shlibdeps).
+deb: outbox-relay
+	bash scripts/deb/build outbox-relay build/deb
+
+# Packaging, man page, dashboards and alerts (tests/ops).
+ops-tests: outbox-relay $(MOCKBROKER)
+	bash tests/ops/run
 
 format:
 	clang-format -i $(wildcard */*.c */*.h tests/*/*.c tests/*/*.h tests/*.c)

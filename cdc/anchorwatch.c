@@ -18,6 +18,10 @@
     " FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE '" ADMIN_ANCHOR_PREFIX "%'"      \
     " ORDER BY slot_name"
 
+/* The relay's own slot: its wal_status, for the alert on a slot losing WAL. */
+#define SLOT_SQL                                                                                  \
+    "SELECT coalesce(wal_status, '') FROM pg_catalog.pg_replication_slots WHERE slot_name = $1"
+
 struct anchorwatch {
     pthread_t thread;
     pthread_mutex_t mu;
@@ -25,6 +29,7 @@ struct anchorwatch {
     bool stop;
 
     char *conninfo, *password;
+    char slot[64];
     int interval_ms;
 
     /* the last reading, under mu */
@@ -32,6 +37,7 @@ struct anchorwatch {
     bool known;
     size_t total, n;
     metrics_anchor v[METRICS_MAX_ANCHORS];
+    char slot_wal_status[16]; /* "" unknown (or before PostgreSQL 13) */
 };
 
 /* One reading over conn (connected on demand).  0, or -1 with err. */
@@ -63,7 +69,16 @@ static int read_anchors(anchorwatch *w, PGconn **conn, char *err, size_t errlen)
         strlcpy(v[n].wal_status, PQgetvalue(res, (int)i, 2), sizeof(v[n].wal_status));
     }
     PQclear(res);
+    char ws[16] = "";
+    if (w->slot[0]) {
+        const char *params[1] = {w->slot};
+        res = PQexecParams(*conn, SLOT_SQL, 1, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+            strlcpy(ws, PQgetvalue(res, 0, 0), sizeof(ws));
+        PQclear(res);
+    }
     pthread_mutex_lock(&w->mu);
+    memcpy(w->slot_wal_status, ws, sizeof(ws));
     memcpy(w->v, v, n * sizeof(v[0]));
     w->n = n;
     w->total = total;
@@ -78,6 +93,7 @@ static void *run(void *arg)
     anchorwatch *w = arg;
     PGconn *conn = NULL;
     bool failing = false;
+    int quick = 0;
     char err[512];
 
     pthread_mutex_lock(&w->mu);
@@ -92,9 +108,18 @@ static void *run(void *arg)
         } else {
             failing = false;
         }
+        /* the relay creates its slot after start-up (--create-slot): until
+         * its wal_status is known, look again every second for a minute */
+        int wait_ms = w->interval_ms;
+        pthread_mutex_lock(&w->mu);
+        if (w->slot[0] && !w->slot_wal_status[0] && quick < 60 && wait_ms > 1000) {
+            wait_ms = 1000;
+            quick++;
+        }
+        pthread_mutex_unlock(&w->mu);
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += w->interval_ms / 1000;
-        until.tv_nsec += (long)(w->interval_ms % 1000) * 1000000L;
+        until.tv_sec += wait_ms / 1000;
+        until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
         if (until.tv_nsec >= 1000000000L) {
             until.tv_sec++;
             until.tv_nsec -= 1000000000L;
@@ -123,7 +148,8 @@ static void free_watch(anchorwatch *w)
     free(w);
 }
 
-anchorwatch *anchorwatch_start(const char *conninfo, const char *password, int interval_ms)
+anchorwatch *anchorwatch_start(const char *conninfo, const char *password, const char *slot,
+                               int interval_ms)
 {
     anchorwatch *w = calloc(1, sizeof(*w));
 
@@ -132,6 +158,7 @@ anchorwatch *anchorwatch_start(const char *conninfo, const char *password, int i
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cond, NULL);
     w->interval_ms = interval_ms > 0 ? interval_ms : 1000;
+    strlcpy(w->slot, slot ? slot : "", sizeof(w->slot));
     w->conninfo = strdup(conninfo ? conninfo : "");
     w->password = password ? strdup(password) : NULL;
     if (!w->conninfo || (password && !w->password) ||
@@ -154,6 +181,7 @@ bool anchorwatch_copy(anchorwatch *w, metrics *m)
         m->nanchors = w->n;
         m->nanchors_total = w->total;
         m->anchors_known = w->known;
+        memcpy(m->slot_wal_status, w->slot_wal_status, sizeof(m->slot_wal_status));
         w->fresh = false;
         changed = true;
     }

@@ -1,5 +1,6 @@
 /*
- * anchorwatch — how much WAL the anchor slots retain, for /metrics.
+ * anchorwatch — how much WAL the anchor slots retain, and the relay's own
+ * slot's wal_status, for /metrics.
  *
  * Anchors (see cdc/admin.h) retain WAL on purpose and grow until advanced
  * or dropped.  A background thread reads pg_replication_slots over its own
@@ -17,9 +18,11 @@
 
 typedef struct anchorwatch anchorwatch;
 
-/* Start the thread (copies conninfo and password).  NULL when out of
- * resources: the metrics then simply have no anchor figures. */
-anchorwatch *anchorwatch_start(const char *conninfo, const char *password, int interval_ms);
+/* Start the thread (copies conninfo, password and slot, the relay's slot
+ * whose wal_status it also reads).  NULL when out of resources: the metrics
+ * then simply have no anchor figures. */
+anchorwatch *anchorwatch_start(const char *conninfo, const char *password, const char *slot,
+                               int interval_ms);
 
 /* Copy the last reading into m (loop thread).  Returns true when m changed. */
 bool anchorwatch_copy(anchorwatch *w, metrics *m);

@@ -571,9 +571,9 @@ static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
         }
         int n = PQntuples(res);
         if (PQnfields(res) != t->rel.natts) {
-            PQclear(res);
             oneshot_fatal(&b->o, "\"%s\" returned %d columns, expected %d", t->ct->qualname,
                           PQnfields(res), (int)t->rel.natts);
+            PQclear(res);
             break;
         }
         for (int r = 0; r < n && !b->o.fatal[0]; r++) {

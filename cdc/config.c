@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "base/errfmt.h"
 #include "base/scrub.h"
@@ -20,6 +22,8 @@
 
 enum {
     OPT_CREATE_SLOT = 1000,
+    OPT_ALLOW_NEW_SLOT,
+    OPT_STATE_FILE,
     OPT_TOPIC,
     OPT_FORMAT,
     OPT_COLUMN,
@@ -38,6 +42,9 @@ enum {
     OPT_MESSAGES,
     OPT_FIELD,
     OPT_TOMBSTONE,
+    OPT_DBZ_CONVERTER,
+    OPT_DBZ_EXPAND,
+    OPT_DBZ_CONTEXT,
     OPT_MSG_TIMESTAMP,
     OPT_PASSWORD_FILE,
     OPT_CONFIG,
@@ -51,6 +58,8 @@ static const struct option long_options[] = {
     {"publication", required_argument, NULL, 'P'},
     {"table", required_argument, NULL, 't'},
     {"create-slot", no_argument, NULL, OPT_CREATE_SLOT},
+    {"allow-new-slot", no_argument, NULL, OPT_ALLOW_NEW_SLOT},
+    {"state-file", required_argument, NULL, OPT_STATE_FILE},
     {"brokers", required_argument, NULL, 'b'},
     {"kafka", required_argument, NULL, 'X'},
     {"topic", required_argument, NULL, OPT_TOPIC},
@@ -69,6 +78,9 @@ static const struct option long_options[] = {
     {"messages", required_argument, NULL, OPT_MESSAGES},
     {"field", required_argument, NULL, OPT_FIELD},
     {"tombstone-on-empty-payload", no_argument, NULL, OPT_TOMBSTONE},
+    {"debezium-converter", required_argument, NULL, OPT_DBZ_CONVERTER},
+    {"expand-json-payload", no_argument, NULL, OPT_DBZ_EXPAND},
+    {"debezium-context", required_argument, NULL, OPT_DBZ_CONTEXT},
     {"message-timestamp", required_argument, NULL, OPT_MSG_TIMESTAMP},
     {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -102,6 +114,9 @@ static const char usage_text[] =
     "  -P, --publication NAME    publication                    (default outbox_pub)\n"
     "  -t, --table SCHEMA.TABLE  outbox table, repeatable       (default public.outbox)\n"
     "      --create-slot         create publication and slot if missing (idempotent)\n"
+    "      --allow-new-slot      with --create-slot: create a missing slot even where it\n"
+    "                            existed before or the server was promoted (skips the gap)\n"
+    "      --state-file FILE     remember where the slot was last seen (survives failovers)\n"
     "  -b, --brokers LIST        Kafka bootstrap servers\n"
     "  -X, --kafka PROP=VALUE    any librdkafka property, repeatable (-X list shows them)\n"
     "      --topic TEMPLATE      topic per event (default outbox.event.{aggregate_type});\n"
@@ -111,6 +126,13 @@ static const char usage_text[] =
     "      --field COLUMN:header[:NAME] | COLUMN:envelope[:NAME]\n"
     "                            an additional column as a header or in the value, repeatable\n"
     "      --tombstone-on-empty-payload  debezium: a NULL payload gives a NULL value\n"
+    "      --debezium-converter string|json  debezium: the value as Kafka Connect's\n"
+    "                            StringConverter (default) or JsonConverter without\n"
+    "                            schemas writes it\n"
+    "      --expand-json-payload debezium: table.expand.json.payload=true (needs\n"
+    "                            --debezium-converter json)\n"
+    "      --debezium-context NAME  debezium: the __debezium.context.* headers, NAME\n"
+    "                            as connectorLogicalName (Debezium's topic.prefix)\n"
     "      --message-timestamp none|commit|event  Kafka message timestamp (default none:\n"
     "                            the producer's clock; event = the timestamp column)\n"
     "      --column [TABLE:]ROLE=COLUMN  map a role to another column, repeatable; with\n"
@@ -335,6 +357,9 @@ struct config_layers {
     const char *cur_where; /* the source of the option being parsed */
     bool in_loop;
     bool print;
+    int orig_argc; /* what config_parse_flags() was given, for config_reload() */
+    char **orig_argv;
+    unsigned flags;
 };
 
 static bool in_list(const char *name, const char *const *list, size_t n)
@@ -682,6 +707,30 @@ static void layers_note(struct config_layers *l, int c, int longindex, char **ar
         (void)add_record(l, idx, arg, l->cur_where);
 }
 
+/* A UUIDv7 (RFC 9562: Unix milliseconds, then random bits) for
+ * __debezium.context.runId, as Debezium makes one per connector start. */
+static void make_run_id(char out[37])
+{
+    unsigned char b[16] = {0};
+    struct timespec ts;
+    uint64_t ms;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (getrandom(b + 6, 10, 0) != 10) {
+        for (int i = 6; i < 16; i++)
+            b[i] = (unsigned char)(ts.tv_nsec >> (i % 4 * 8));
+    }
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)(0x70 | (b[6] & 0x0F));
+    b[8] = (unsigned char)(0x80 | (b[8] & 0x3F));
+    snprintf(out, 37,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
 /* What an option is when nothing sets it, for --print-config; NULL: unset. */
 static const char *default_of(const char *name)
 {
@@ -690,9 +739,12 @@ static const char *default_of(const char *name)
         {"publication", "outbox_pub"},
         {"table", "public.outbox"},
         {"create-slot", "false"},
+        {"allow-new-slot", "false"},
         {"topic", "outbox.event.{aggregate_type}"},
         {"format", "envelope"},
         {"tombstone-on-empty-payload", "false"},
+        {"debezium-converter", "string"},
+        {"expand-json-payload", "false"},
         {"message-timestamp", "none"},
         {"dlq-topic", "outbox.dlq"},
         {"status-interval", "1"},
@@ -864,6 +916,8 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
             break;
         case 't': rc = add_table(cfg, optarg, err, errlen); break;
         case OPT_CREATE_SLOT: cfg->create_slot = true; break;
+        case OPT_ALLOW_NEW_SLOT: cfg->allow_new_slot = true; break;
+        case OPT_STATE_FILE: cfg->state_file = optarg; break;
         case 'b': cfg->brokers = optarg; break;
         case 'X':
             if (strcmp(optarg, "list") == 0) {
@@ -896,6 +950,22 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
             cfg->nfields++;
             break;
         case OPT_TOMBSTONE: cfg->tombstone_on_empty = true; break;
+        case OPT_DBZ_CONVERTER:
+            if (strcmp(optarg, "json") == 0)
+                cfg->dbz_json_converter = true;
+            else if (strcmp(optarg, "string") == 0)
+                cfg->dbz_json_converter = false;
+            else
+                return fail(err, errlen,
+                            "invalid --debezium-converter \"%s\" (use string or json)", optarg);
+            break;
+        case OPT_DBZ_EXPAND: cfg->dbz_expand = true; break;
+        case OPT_DBZ_CONTEXT:
+            if (optarg[0] == '\0' || strlen(optarg) >= sizeof(cfg->dbz_context))
+                return fail(err, errlen, "invalid --debezium-context \"%s\" (1 to %zu bytes)",
+                            optarg, sizeof(cfg->dbz_context) - 1);
+            snprintf(cfg->dbz_context, sizeof(cfg->dbz_context), "%s", optarg);
+            break;
         case OPT_CONFIG:
         case OPT_PRINT_CONFIG: break; /* taken by layers_build() */
         case OPT_LOG_LEVEL:
@@ -1033,14 +1103,25 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
         if (outbox_colmap_build(&cfg->tables[t].colmap, cfg->tables[t].qualname, cfg->column_args,
                                 cfg->ncolumn_args, cerr, sizeof(cerr)) != 0)
             return fail(err, errlen, "invalid --column: %s", cerr);
+    /* Debezium's EventRouter needs no type column and keys a NULL or empty
+     * aggregate id as a NULL key: so does its format. */
+    if (cfg->format == ENVELOPE_FORMAT_DEBEZIUM)
+        for (size_t t = 0; t < cfg->ntables; t++)
+            cfg->tables[t].colmap.optional = 1u << OB_TYPE | 1u << OB_AGGREGATE_ID;
     if (cfg->has_start_lsn && cfg->has_end_lsn && cfg->end_lsn < cfg->start_lsn)
         return fail(err, errlen, "--end-lsn is below --start-lsn: swap them");
 
+    if (cfg->dbz_context[0])
+        make_run_id(cfg->dbz_run_id);
     cfg->envelope = (envelope_opts){.format = cfg->format,
                                     .topic_tmpl = cfg->topic,
                                     .fields = cfg->fields,
                                     .nfields = cfg->nfields,
                                     .tombstone_on_empty = cfg->tombstone_on_empty,
+                                    .dbz_json_converter = cfg->dbz_json_converter,
+                                    .dbz_expand = cfg->dbz_expand,
+                                    .dbz_context = cfg->dbz_context[0] ? cfg->dbz_context : NULL,
+                                    .dbz_run_id = cfg->dbz_run_id,
                                     .timestamp = cfg->msg_timestamp};
     if (envelope_opts_check(&cfg->envelope, cerr, sizeof(cerr)) != 0)
         return fail(err, errlen, "%s", cerr);
@@ -1089,6 +1170,9 @@ enum config_result config_parse_flags(int argc, char **argv, config *cfg, unsign
     cfg->layers = calloc(1, sizeof(*cfg->layers));
     if (!cfg->layers)
         return fail(err, errlen, "out of memory");
+    cfg->layers->orig_argc = argc;
+    cfg->layers->orig_argv = argv;
+    cfg->layers->flags = flags;
     rc = layers_build(cfg->layers, argc, argv, &cfg->config_file, err, errlen);
     if (rc != CONFIG_OK)
         return rc;
@@ -1104,6 +1188,100 @@ enum config_result config_parse_flags(int argc, char **argv, config *cfg, unsign
                  msg);
     }
     return rc;
+}
+
+enum config_result config_reload(const config *cur, config *next, char *err, size_t errlen)
+{
+    enum config_result rc;
+
+    if (!cur->layers)
+        return fail(err, errlen, "no configuration to read again");
+    rc = config_parse_flags(cur->layers->orig_argc, cur->layers->orig_argv, next,
+                            cur->layers->flags, err, errlen);
+    if (rc == CONFIG_EXIT) /* --help and the like cannot be running */
+        rc = fail(err, errlen, "the command line does not describe a run");
+    return rc;
+}
+
+void config_print(const config *cfg, FILE *out)
+{
+    if (cfg->layers)
+        print_config(cfg, out);
+}
+
+/* The lines of config_print() without their "  # source" comments. */
+static char *printed(const config *cfg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    if (!f)
+        return NULL;
+    config_print(cfg, f);
+    fclose(f);
+    return buf;
+}
+
+/* The key of one printed line ("key = value  # src" or "# key is not set"). */
+static size_t line_key(const char *line, size_t n, const char **key)
+{
+    if (n > 2 && line[0] == '#' && line[1] == ' ' && memmem(line, n, " is not set", 11)) {
+        *key = line + 2;
+        return strcspn(line + 2, " ");
+    }
+    if (line[0] == '#')
+        return 0;
+    *key = line;
+    return strcspn(line, " ");
+}
+
+/* Whether the line for key (with its value, without its source) is in text. */
+static bool has_line(const char *text, const char *line, size_t n)
+{
+    for (const char *p = text; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t m = nl ? (size_t)(nl - p) : strlen(p);
+        const char *src = memmem(p, m, "  # ", 4);
+        size_t vm = src ? (size_t)(src - p) : m;
+        if (vm == n && memcmp(p, line, n) == 0)
+            return true;
+        p = nl ? nl + 1 : NULL;
+    }
+    return false;
+}
+
+int config_changed_keys(const config *a, const config *b, char keys[][64], int max)
+{
+    char *ta = printed(a), *tb = printed(b);
+    int n = 0;
+
+    for (int pass = 0; pass < 2 && ta && tb; pass++) {
+        const char *from = pass ? tb : ta, *in = pass ? ta : tb;
+        for (const char *p = from; *p;) {
+            const char *nl = strchr(p, '\n'), *key = NULL;
+            size_t m = nl ? (size_t)(nl - p) : strlen(p);
+            const char *src = memmem(p, m, "  # ", 4);
+            size_t vm = src ? (size_t)(src - p) : m;
+            size_t kl = line_key(p, m, &key);
+            if (kl > 0 && kl < 64 && !has_line(in, p, vm)) {
+                bool dup = false;
+                for (int i = 0; i < n && !dup; i++)
+                    dup = strlen(keys[i]) == kl && memcmp(keys[i], key, kl) == 0;
+                if (!dup && n < max) {
+                    memcpy(keys[n], key, kl);
+                    keys[n][kl] = '\0';
+                    n++;
+                }
+            }
+            if (!nl)
+                break;
+            p = nl + 1;
+        }
+    }
+    free(ta);
+    free(tb);
+    return n;
 }
 
 void config_free(config *cfg)

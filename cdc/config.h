@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cdc/log.h"
 #include "decode/outbox.h"
@@ -36,6 +37,8 @@ typedef struct config {
     config_table tables[CONFIG_MAX_TABLES];
     size_t ntables;
     bool create_slot;
+    bool allow_new_slot;    /* --allow-new-slot: a missing slot may start afresh */
+    const char *state_file; /* --state-file: where the slot was last seen */
     const char *brokers;
     sink_prop props[CONFIG_MAX_PROPS];
     size_t nprops;
@@ -44,6 +47,10 @@ typedef struct config {
     envelope_field fields[ENVELOPE_MAX_FIELDS]; /* --field */
     size_t nfields;
     bool tombstone_on_empty;             /* --tombstone-on-empty-payload */
+    bool dbz_json_converter;             /* --debezium-converter json */
+    bool dbz_expand;                     /* --expand-json-payload */
+    char dbz_context[256];               /* --debezium-context */
+    char dbz_run_id[37];                 /* a UUIDv7 made at start for it */
     enum envelope_timestamp msg_timestamp; /* --message-timestamp */
     envelope_opts envelope;              /* all of the above, for envelope_build_opts */
     const char *column_args[CONFIG_MAX_COLUMNS]; /* --column in order (argv) */
@@ -96,6 +103,26 @@ enum config_result config_parse_flags(int argc, char **argv, config *cfg, unsign
                                       size_t errlen);
 
 void config_free(config *cfg);
+
+/*
+ * SIGHUP: parse again, into next, the command line cur was parsed from,
+ * with the file read again (the environment is the process's own, so it
+ * does not change).  Returns config_parse()'s result; next needs
+ * config_free() whatever it is.
+ */
+enum config_result config_reload(const config *cur, config *next, char *err, size_t errlen);
+
+/* --print-config's text for cfg (the effective values, sources, secrets
+ * masked). */
+void config_print(const config *cfg, FILE *out);
+
+/*
+ * The keys ("slot", "kafka.linger.ms", ...) whose effective value differs
+ * between a and b, as --print-config shows them (a change of source alone
+ * is no change; secrets are compared masked), at most max of them.
+ * Returns how many.
+ */
+int config_changed_keys(const config *a, const config *b, char keys[][64], int max);
 
 /*
  * --password-file: the first line of path, without its newline, replaces

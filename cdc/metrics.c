@@ -426,6 +426,15 @@ int metrics_render_prometheus(const metrics *m, int64_t now_us, char **out, size
     family(&b, "backpressure_seconds_total", "counter",
            "Time reading from PostgreSQL was paused because too much was in flight.");
     sample_double(&b, "backpressure_seconds_total", (double)m->backpressure_ms / 1e3);
+    if (m->slot_wal_status[0]) {
+        static const char *const ws[] = {"reserved", "extended", "unreserved", "lost"};
+        family(&b, "slot_wal_status", "gauge",
+               "wal_status of the relay's slot (1 for the current one): reserved, extended "
+               "(past max_wal_size), unreserved (about to lose WAL), lost.");
+        for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++)
+            sb_printf(&b, PREFIX "slot_wal_status{wal_status=\"%s\"} %d\n", ws[i],
+                      strcmp(m->slot_wal_status, ws[i]) == 0);
+    }
     if (m->anchors_known) {
         family_u64(&b, "anchors", "gauge",
                    "Anchor slots (outbox_anchor_*), which retain WAL for replays.",

@@ -110,6 +110,7 @@ typedef struct metrics {
     size_t nanchors_total;
     size_t nanchors;
     metrics_anchor anchors[METRICS_MAX_ANCHORS];
+    char slot_wal_status[16]; /* the relay's slot, from cdc/anchorwatch; "" unknown */
 
     /* commit times of in-flight transactions: a ring in ticket order */
     metrics_txn txns[METRICS_TRACK_MAX];

@@ -10,10 +10,11 @@ static int effective_interval(const feedback_state *fs)
 bool policy_feedback_due(const feedback_state *fs, int64_t now_ms, uint64_t flush_lsn,
                          bool reply_requested)
 {
-    return reply_requested || policy_feedback_wait(fs, now_ms, flush_lsn) == 0;
+    return policy_feedback_wait(fs, now_ms, flush_lsn, reply_requested) == 0;
 }
 
-int64_t policy_feedback_wait(const feedback_state *fs, int64_t now_ms, uint64_t flush_lsn)
+int64_t policy_feedback_wait(const feedback_state *fs, int64_t now_ms, uint64_t flush_lsn,
+                             bool reply_pending)
 {
     int64_t since, wait;
 
@@ -28,7 +29,37 @@ int64_t policy_feedback_wait(const feedback_state *fs, int64_t now_ms, uint64_t 
         if (soon < wait)
             wait = soon;
     }
+    if (reply_pending) {
+        int64_t soon = POLICY_REPLY_MIN_INTERVAL_MS - since;
+        if (soon < wait)
+            wait = soon;
+    }
     return wait > 0 ? wait : 0;
+}
+
+bool policy_server_stalled(stall_watch *w, int64_t now_ms, uint64_t wal_end, bool reply_requested,
+                           uint64_t confirmable)
+{
+    if (wal_end != w->wal_end || wal_end <= confirmable) {
+        /* the server moved on, or what it waits for can be confirmed */
+        w->wal_end = wal_end;
+        w->count = 0;
+    }
+    if (!reply_requested || wal_end <= confirmable)
+        return false;
+    if (w->count > 0 && (now_ms - w->last_ms > POLICY_STALL_GAP_MS || now_ms < w->last_ms))
+        w->count = 0; /* too slow for a waiting server (or the clock jumped) */
+    w->count++;
+    w->last_ms = now_ms;
+    if (w->count < POLICY_STALL_REQUESTS)
+        return false;
+    w->count = 0;
+    return true;
+}
+
+bool policy_park_stream(bool paused, int64_t now_ms, int64_t acked_ms, int64_t park_ms)
+{
+    return paused && park_ms > 0 && now_ms - acked_ms >= park_ms;
 }
 
 void policy_feedback_sent(feedback_state *fs, int64_t now_ms, uint64_t flush_lsn)
@@ -74,4 +105,27 @@ bool policy_stop_overdue(int64_t now_ms, int64_t deadline_ms)
 bool policy_give_up(int64_t now_ms, int64_t progress_ms, int64_t give_up_ms)
 {
     return give_up_ms > 0 && now_ms - progress_ms >= give_up_ms;
+}
+
+int policy_proto_version(int server_version, int decoder_max)
+{
+    int v = server_version >= 160000   ? 4
+            : server_version >= 150000 ? 3
+            : server_version >= 140000 ? 2
+                                       : 1;
+    return v < decoder_max ? v : decoder_max;
+}
+
+enum policy_slot_verdict policy_slot_verdict(bool exists, bool create_slot, bool allow_new,
+                                             const slot_history *hist, int timeline)
+{
+    bool known = hist && hist->known;
+
+    if (exists)
+        return POLICY_SLOT_USE;
+    if (!create_slot)
+        return known ? POLICY_SLOT_REFUSE : POLICY_SLOT_NOT_CONFIGURED;
+    if (allow_new)
+        return POLICY_SLOT_CREATE;
+    return known || timeline > 1 ? POLICY_SLOT_REFUSE : POLICY_SLOT_CREATE;
 }

@@ -23,6 +23,7 @@
 #include "cdc/policy.h"
 #include "cdc/reload.h"
 #include "cdc/setup.h"
+#include "cdc/slotstate.h"
 #include "cdc/stream.h"
 #include "cdc/watermark.h"
 #include "decode/lsn.h"
@@ -42,6 +43,9 @@
 /* A stream that stayed up this long resets the reconnect backoff. */
 #define STABLE_STREAM_MS 10000
 #define STATS_INTERVAL_MS 60000
+/* Backpressure with nothing acknowledged for this long: close the stream
+ * until it clears (policy_park_stream). */
+#define PARK_STREAM_MS 3000
 /* librdkafka's own defaults for its queue: never sized below them. */
 #define RELAY_QUEUE_MIN_MESSAGES 100000
 #define RELAY_QUEUE_MIN_KBYTES 1048576
@@ -101,10 +105,18 @@ typedef struct relay {
     char rewind_reason[512];
     bool reply_requested;
     feedback_state fb;
+    /* the server waits for a confirmation we cannot give: end the stream */
+    stall_watch stall;
+    bool end_stream;
+    bool parked; /* stream closed under backpressure: reconnect when it clears */
+    slot_history hist; /* where the slot was streamed (and --state-file) */
+    uint64_t acked_seen; /* events_acked when acked_at was last moved */
+    int64_t acked_at;    /* the last acknowledgement seen (or connection) */
 
     /* The fault being ridden out: logged once, repeats only counted, and
      * its end logged once when the stream has been healthy for a while. */
     char fault[512];
+    bool broker_fault_shown; /* last_error shows sink_fault() */
     unsigned fault_repeats;
     uint64_t fault_flush;
 
@@ -395,6 +407,9 @@ static void handle_keepalive(relay *r, const stream_frame *f)
         r->m->server_lsn = f->wal_end;
     if (f->reply_requested)
         r->reply_requested = true;
+    if (policy_server_stalled(&r->stall, obx_now_ms(), f->wal_end, f->reply_requested,
+                              watermark_flush_lsn(r->wm)))
+        r->end_stream = true;
 }
 
 static void disconnect(relay *r)
@@ -460,6 +475,39 @@ static int rewind_stream(relay *r, int64_t now)
 }
 
 /*
+ * Remember where the slot lives now (and in --state-file), so that a slot
+ * that goes missing later is never recreated silently.  A new timeline
+ * with the slot there is a promotion that kept it (a failover slot): the
+ * stream restarts from the slot's confirmed position rather than after the
+ * last transaction received, whose position may not exist on the new
+ * timeline.
+ */
+static void remember_server(relay *r)
+{
+    char err[512], b[LSN_BUFSZ];
+    slot_history *h = &r->hist;
+
+    if (h->known && strcmp(h->systemid, r->info.systemid) == 0 &&
+        h->timeline == r->info.timeline)
+        return;
+    if (h->known) {
+        log_warn("the server is now system %s timeline %d (was system %s timeline %d): slot "
+                 "\"%s\" is there, confirmed at %s; continuing from it",
+                 r->info.systemid, r->info.timeline, h->systemid, h->timeline, r->cfg->slot,
+                 lsn_format(r->info.slot_confirmed, b));
+        if (r->info.start_lsn > r->info.slot_confirmed)
+            request_rewind(r, "the server's timeline changed: streaming again from the slot's "
+                              "confirmed position");
+    }
+    h->known = true;
+    strlcpy(h->systemid, r->info.systemid, sizeof(h->systemid));
+    h->timeline = r->info.timeline;
+    if (r->cfg->state_file && slotstate_save(r->cfg->state_file, r->cfg->slot, h, err,
+                                             sizeof(err)) != 0)
+        log_warn("%s", err);
+}
+
+/*
  * Returns 0 (connected, or a retry is scheduled) or the exit code to stop
  * with.  After a rewind (or at first) the stream starts from the slot's
  * confirmed position and the watermark starts over there; after a plain
@@ -475,14 +523,17 @@ static int try_connect(relay *r, bool first, int64_t now)
 
     /* After a rewind: from the slot, but never before --start-lsn. */
     uint64_t resume = restart ? (r->cfg->has_start_lsn ? r->cfg->start_lsn : 0) : r->received;
-    s = setup_start(r->st, r->cfg, resume, first, &r->info, err, sizeof(err));
+    s = setup_start(r->st, r->cfg, resume, first, &r->hist, &r->info, err, sizeof(err));
     if (s == STREAM_OK) {
+        remember_server(r);
         if (restart) {
             watermark_reset(r->wm, r->info.start_lsn);
             r->received = r->info.start_lsn;
             r->rewound = false;
         }
         r->connected = true;
+        r->parked = false;
+        r->acked_at = now;
         r->stream_started_at = now;
         metrics_set_state(r->m, METRICS_STREAMING);
         if (!first)
@@ -590,6 +641,45 @@ static int read_frames(relay *r)
     return 1;
 }
 
+static bool stream_paused(const relay *r)
+{
+    return policy_backpressure(watermark_inflight_events(r->wm), watermark_inflight_txns(r->wm),
+                               r->inflight_bytes, r->cfg->max_inflight_events,
+                               r->cfg->max_inflight_bytes);
+}
+
+/*
+ * Close the stream the server is waiting on while the relay cannot confirm
+ * what it was sent (a shutdown or restart waits for that), or that the
+ * relay stopped reading: nothing is lost, whatever is in flight keeps its
+ * place and the stream resumes after the last transaction received.
+ */
+static void end_stream(relay *r, int64_t now)
+{
+    char err[512];
+    bool paused = !r->end_stream;
+
+    if (paused)
+        note_fault(r, LOG_LEVEL_WARN,
+                   "nothing acknowledged for %d ms while reading is paused (%llu events in "
+                   "flight): closing the replication stream until they are (a server "
+                   "shutdown would wait on it)",
+                   PARK_STREAM_MS, (unsigned long long)watermark_inflight_events(r->wm));
+    else
+        note_fault(r, LOG_LEVEL_WARN,
+                   "the server is waiting for a confirmation the relay cannot give yet (%llu "
+                   "events in flight; a shutdown or restart?): closing the replication stream, "
+                   "reconnecting later",
+                   (unsigned long long)watermark_inflight_events(r->wm));
+    if (stream_finish(r->st, r->received, watermark_flush_lsn(r->wm), 500, err, sizeof(err)) != 0)
+        log_debug("ending the stream: %s", err);
+    r->end_stream = false;
+    r->parked = paused;
+    r->stall = (stall_watch){0};
+    disconnect(r);
+    schedule_reconnect(r, now);
+}
+
 /* A stop: what is acknowledged in time is confirmed, the rest is sent
  * again on the next start.  The caller picks the exit code. */
 static void shutdown_relay(relay *r, const char *why)
@@ -630,6 +720,11 @@ static int relay_open(relay *r, const config *cfg)
     r->cfg = cfg;
     r->fb.interval_ms = cfg->status_interval_ms;
     r->fb.last_sent_ms = -1;
+    if (cfg->state_file &&
+        slotstate_load(cfg->state_file, cfg->slot, &r->hist, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        return 2;
+    }
     r->st = stream_new(cfg);
     r->wm = watermark_new(0);
     r->rels = relcache_new();
@@ -662,7 +757,8 @@ static int relay_open(relay *r, const config *cfg)
             return 2;
         }
         log_info("serving /metrics, /status, /healthz and /readyz on %s", cfg->http_addr);
-        r->anchors = anchorwatch_start(cfg->conninfo, cfg->password, ANCHORWATCH_INTERVAL_MS);
+        r->anchors =
+            anchorwatch_start(cfg->conninfo, cfg->password, cfg->slot, ANCHORWATCH_INTERVAL_MS);
     }
     return 0;
 }
@@ -721,6 +817,17 @@ static void publish_metrics(relay *r, int64_t now, bool paused)
     r->m->inflight_events = watermark_inflight_events(r->wm);
     r->m->inflight_bytes = r->inflight_bytes;
     r->m->broker_reachable = sink_healthy(r->sk);
+    /* a connection configuration fault (credentials, CA) is the error
+     * /status shows while it lasts */
+    const char *bf = sink_fault(r->sk);
+    if (bf && strncmp(bf, r->m->last_error, METRICS_ERROR_MAX - 1) != 0) {
+        metrics_set_error(r->m, bf, metrics_now_us());
+        r->broker_fault_shown = true;
+    } else if (!bf && r->broker_fault_shown) {
+        if (!r->fault[0])
+            metrics_clear_error(r->m);
+        r->broker_fault_shown = false;
+    }
     metrics_backpressure(r->m, r->connected && paused, now);
     (void)anchorwatch_copy(r->anchors, r->m);
     if (r->http && http_server_update(r->http, r->m, now, metrics_now_us()) != 0)
@@ -741,14 +848,15 @@ static int wait_for_work(relay *r, int64_t now, bool paused, bool more)
     int npfd = 0, pg = -1;
 
     if (r->connected) {
-        int64_t w = policy_feedback_wait(&r->fb, now, watermark_flush_lsn(r->wm));
+        int64_t w =
+            policy_feedback_wait(&r->fb, now, watermark_flush_lsn(r->wm), r->reply_requested);
         if (w < timeout)
             timeout = w;
         pfd[npfd] = (struct pollfd){
             .fd = stream_socket(r->st),
             .events = (short)((paused ? 0 : POLLIN) | (stream_wants_write(r->st) ? POLLOUT : 0))};
         pg = npfd++;
-    } else if (r->reconnect_at - now < timeout) {
+    } else if (r->reconnect_at - now < timeout && !(r->parked && paused)) {
         timeout = r->reconnect_at > now ? r->reconnect_at - now : 0;
     }
     pfd[npfd++] = (struct pollfd){.fd = sink_event_fd(r->sk), .events = POLLIN};
@@ -794,11 +902,19 @@ static int run_pass(relay *r)
         shutdown_relay(r, "reached --end-lsn");
         return 0;
     }
-    if (!r->connected && now >= r->reconnect_at && try_connect(r, false, now) != 0)
+    if (!r->connected && now >= r->reconnect_at && !(r->parked && stream_paused(r)) &&
+        try_connect(r, false, now) != 0)
         return 1;
     if (r->connected) {
         more = read_frames(r) != 0;
         now = obx_now_ms();
+        if (r->events_acked != r->acked_seen) {
+            r->acked_seen = r->events_acked;
+            r->acked_at = now;
+        }
+        if (r->connected && (r->end_stream || policy_park_stream(stream_paused(r), now,
+                                                                 r->acked_at, PARK_STREAM_MS)))
+            end_stream(r, now);
         if (r->connected &&
             policy_feedback_due(&r->fb, now, watermark_flush_lsn(r->wm), r->reply_requested) &&
             send_status(r, now) != 0) {

@@ -31,11 +31,52 @@ bool reload_pending(void)
     return true;
 }
 
+static bool is_log_key(const char *key)
+{
+    return strcmp(key, "log-level") == 0 || strcmp(key, "log-format") == 0 ||
+           strcmp(key, "verbose") == 0 || strcmp(key, "quiet") == 0;
+}
+
 void reload_apply(const config *cfg)
 {
-    (void)cfg;
-    log_info("received SIGHUP: nothing to reload (the configuration is read at start; restart "
-             "to change it), carrying on");
+    static bool applied_known;
+    static enum log_level applied_level;
+    static bool applied_json;
+    char err[1024], keys[64][64];
+    config next;
+    int n;
+
+    if (!applied_known) {
+        applied_level = cfg->log_level;
+        applied_json = cfg->log_json;
+        applied_known = true;
+    }
+    if (!cfg->config_file) {
+        log_info("received SIGHUP: no --config file to read again, carrying on");
+        return;
+    }
+    if (config_reload(cfg, &next, err, sizeof(err)) != CONFIG_OK) {
+        log_warn("received SIGHUP: %s: keeping the running configuration", err);
+        config_free(&next);
+        return;
+    }
+    if (next.log_level != applied_level || next.log_json != applied_json) {
+        static const char *const names[] = {"error", "warn", "info", "debug"};
+        log_setup(next.log_level, next.log_json);
+        applied_level = next.log_level;
+        applied_json = next.log_json;
+        log_info("received SIGHUP: \"%s\" read again: log level %s, log format %s",
+                 cfg->config_file, names[next.log_level], next.log_json ? "json" : "text");
+    } else {
+        log_info("received SIGHUP: \"%s\" read again", cfg->config_file);
+    }
+    n = config_changed_keys(cfg, &next, keys, 64);
+    for (int i = 0; i < n; i++)
+        if (!is_log_key(keys[i]))
+            log_warn("received SIGHUP: \"%s\" changed, which takes a restart: the running "
+                     "value stays",
+                     keys[i]);
+    config_free(&next);
 }
 
 void reload_all_signals(void (*stop)(int))

@@ -5,9 +5,12 @@
  * terminal); without a handler it would end the process at once, with no
  * drain and no final status update.  The handler only sets a flag; each
  * command's loop calls reload_pending() once per pass and, when it says so,
- * reload_apply() — the one place that decides what a reload changes.  Today
- * that is nothing: the configuration is read once at start, so it logs
- * that and the command carries on; no connection is reopened.
+ * reload_apply() — the one place that decides what a reload changes.
+ * With --config (or OUTBOX_RELAY_CONFIG) it reads the file again: the log
+ * level and the log format take effect at once; any other option that
+ * changed is logged as needing a restart and keeps its running value.  A
+ * file that no longer parses is logged and changes nothing.  No connection
+ * is reopened; the command carries on.
  */
 #ifndef CDC_RELOAD_H
 #define CDC_RELOAD_H

@@ -8,6 +8,7 @@
 #include "cdc/log.h"
 #include "base/errfmt.h"
 #include "cdc/pgconn.h"
+#include "cdc/policy.h"
 #include "decode/lsn.h"
 
 #define fail(err, errlen, st, ...) ((enum stream_status)errfmt(err, errlen, st, __VA_ARGS__))
@@ -75,7 +76,7 @@ static enum stream_status check_tables(PGconn *conn, const config *cfg, char *er
         }
         for (int r = 0; r < OB_NROLES; r++) {
             bool found = false;
-            if (!outbox_role_required((enum outbox_role)r))
+            if (!outbox_colmap_requires(&tab->colmap, (enum outbox_role)r))
                 continue;
             for (int i = 0; i < PQntuples(res) && !found; i++)
                 found = strcmp(PQgetvalue(res, i, 1), tab->colmap.col[r]) == 0;
@@ -85,6 +86,22 @@ static enum stream_status check_tables(PGconn *conn, const config *cfg, char *er
                      "another column with --column %s=COLUMN",
                      tab->qualname, tab->colmap.col[r], outbox_role_name((enum outbox_role)r),
                      outbox_role_name((enum outbox_role)r));
+                PQclear(res);
+                return STREAM_CONFIG;
+            }
+        }
+        /* Debezium's EventRouter refuses to run when an additional field's
+         * column is missing (table.fields.additional.error.on.missing): so
+         * does its format; the others leave the field out of the record. */
+        for (size_t f = 0; cfg->format == ENVELOPE_FORMAT_DEBEZIUM && f < cfg->nfields; f++) {
+            bool found = false;
+            for (int i = 0; i < PQntuples(res) && !found; i++)
+                found = strcmp(PQgetvalue(res, i, 1), cfg->fields[f].column) == 0;
+            if (!found) {
+                fail(err, errlen, STREAM_CONFIG,
+                     "outbox table \"%s\" has no column \"%s\" for --field %s (the debezium "
+                     "format, as Debezium, requires every additional column)",
+                     tab->qualname, cfg->fields[f].column, cfg->fields[f].column);
                 PQclear(res);
                 return STREAM_CONFIG;
             }
@@ -273,16 +290,26 @@ static void drop_publication(PGconn *conn, const config *cfg)
     PQclear(PQexec(conn, sql));
 }
 
-static enum stream_status create_slot(PGconn *conn, const config *cfg, char *err, size_t errlen)
+static enum stream_status create_slot(PGconn *conn, const config *cfg, int server_version,
+                                      char *err, size_t errlen)
 {
     char sql[256], what[200];
     enum stream_status rc;
     PGresult *res;
+    bool failover = server_version >= 170000;
 
-    /* The keyword syntax works from PostgreSQL 10 on; no snapshot is
-     * exported because the relay never reads the table. */
-    snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT",
-             cfg->slot);
+    /* No snapshot: the relay never reads the table.  From PostgreSQL 17
+     * the slot is a failover slot: standbys with sync_replication_slots
+     * keep a copy that a promotion makes usable.  The keyword syntax
+     * works from 10 on. */
+    if (failover)
+        snprintf(sql, sizeof(sql),
+                 "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput (SNAPSHOT 'nothing', "
+                 "FAILOVER true)",
+                 cfg->slot);
+    else
+        snprintf(sql, sizeof(sql),
+                 "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT", cfg->slot);
     log_info("creating replication slot \"%s\": waits until transactions running now have "
              "ended",
              cfg->slot);
@@ -290,13 +317,17 @@ static enum stream_status create_slot(PGconn *conn, const config *cfg, char *err
     if ((rc = create_object(conn, sql, PGRES_TUPLES_OK, what, &res, err, errlen)) != STREAM_OK ||
         !res)
         return rc;
-    log_info("created replication slot \"%s\" at %s", cfg->slot, PQgetvalue(res, 0, 1));
+    log_info("created replication slot \"%s\" at %s%s", cfg->slot, PQgetvalue(res, 0, 1),
+             failover ? " with failover on (standbys with sync_replication_slots = on keep it "
+                        "across a promotion)"
+                      : "");
     PQclear(res);
     return STREAM_OK;
 }
 
 enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_lsn, bool first,
-                               stream_info *info, char *err, size_t errlen)
+                               const slot_history *hist, stream_info *info, char *err,
+                               size_t errlen)
 {
     PGconn *conn;
     enum stream_status rc;
@@ -320,12 +351,36 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
                   cfg->publication, cfg->publication);
         goto out;
     }
-    if (!slot_exists && !cfg->create_slot) {
+    switch (policy_slot_verdict(slot_exists, cfg->create_slot, cfg->allow_new_slot, hist,
+                                info->timeline)) {
+    case POLICY_SLOT_USE:
+    case POLICY_SLOT_CREATE: break;
+    case POLICY_SLOT_NOT_CONFIGURED:
         rc = fail(err, errlen, STREAM_CONFIG,
                   "replication slot \"%s\" does not exist: run with --create-slot, or name "
                   "yours with --slot",
                   cfg->slot);
         goto out;
+    case POLICY_SLOT_REFUSE: {
+        char where[160];
+        if (hist && hist->known)
+            snprintf(where, sizeof(where), "it was streamed on system %s timeline %d",
+                     hist->systemid, hist->timeline);
+        else
+            snprintf(where, sizeof(where), "the server was promoted at some point (timeline %d)",
+                     info->timeline);
+        rc = fail(err, errlen, STREAM_LOST,
+                  "replication slot \"%s\" is missing on this server (system %s timeline %d) "
+                  "but %s: lost in a failover without a synchronized slot? A new slot would "
+                  "start at the current position and silently skip every transaction committed "
+                  "since the old slot's confirmed position, so the relay stops. To recover: "
+                  "start once with --create-slot --allow-new-slot, then publish the gap again "
+                  "with \"outbox-relay backfill --since TIME\" (rows still in the outbox table) "
+                  "or \"outbox-relay replay --anchor NAME --from LSN\" (an anchor on this "
+                  "server)",
+                  cfg->slot, info->systemid, info->timeline, where);
+        goto out;
+    }
     }
     /* Publication before slot: pgoutput looks publications up with the
      * catalog snapshot of the decoding position. */
@@ -335,7 +390,12 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
         created_pub = true;
     }
     if (!slot_exists) {
-        if ((rc = create_slot(conn, cfg, err, errlen)) != STREAM_OK) {
+        if (cfg->allow_new_slot && ((hist && hist->known) || info->timeline > 1))
+            log_warn("--allow-new-slot: creating replication slot \"%s\" afresh at the "
+                     "current position; transactions committed since the old slot's "
+                     "confirmed position are not published (backfill or replay them)",
+                     cfg->slot);
+        if ((rc = create_slot(conn, cfg, info->server_version, err, errlen)) != STREAM_OK) {
             if (created_pub)
                 drop_publication(conn, cfg);
             goto out;
@@ -374,6 +434,26 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
     if (resume_lsn > info->start_lsn)
         info->start_lsn = resume_lsn;
 
+    /*
+     * Stream on a fresh connection: on PostgreSQL 16 and later, relation
+     * data the checks above cached in this backend (read with today's
+     * catalog) outlive the switch to the historic catalog of decoding, and
+     * decoding a row written before its table was rewritten (ALTER COLUMN
+     * ... TYPE) then fails with "could not open toast relation".
+     */
+    {
+        stream_info again;
+        stream_close(st);
+        if ((rc = stream_connect(st, "outbox-relay", &again, err, errlen)) != STREAM_OK)
+            goto out;
+        if (strcmp(again.systemid, info->systemid) != 0 || again.timeline != info->timeline) {
+            rc = fail(err, errlen, STREAM_RETRY,
+                      "the server changed between the checks and streaming (system %s timeline "
+                      "%d, then %s timeline %d)",
+                      info->systemid, info->timeline, again.systemid, again.timeline);
+            goto out;
+        }
+    }
     rc = stream_replicate(st, cfg->slot, info->start_lsn, info, err, errlen);
 out:
     if (rc != STREAM_OK)

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "cdc/config.h"
+#include "cdc/policy.h"
 #include "cdc/stream.h"
 
 /*
@@ -24,8 +25,13 @@
  * transaction was already received, or --start-lsn after a rewind).
  * Every check comes before anything is created, so a bad configuration
  * leaves nothing behind.
+ * hist (borrowed, may be NULL): where the slot was seen before; a missing
+ * slot is created only as policy_slot_verdict() allows, else STREAM_LOST
+ * with the recovery steps.  From PostgreSQL 17 a created slot has failover
+ * on.
  */
 enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_lsn, bool first,
-                               stream_info *info, char *err, size_t errlen);
+                               const slot_history *hist, stream_info *info, char *err,
+                               size_t errlen);
 
 #endif

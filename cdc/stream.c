@@ -16,6 +16,7 @@
 #include "cdc/log.h"
 #include "base/errfmt.h"
 #include "cdc/pgconn.h"
+#include "cdc/policy.h"
 #include "decode/lsn.h"
 #include "decode/pgoutput.h"
 
@@ -141,12 +142,7 @@ static enum stream_status check_server(stream *st, stream_info *info, char *err,
     strlcpy(info->dbname, PQgetvalue(res, 0, 3), sizeof(info->dbname));
     PQclear(res);
     info->server_version = PQserverVersion(st->conn);
-    info->proto_version = info->server_version >= 160000   ? 4
-                          : info->server_version >= 150000 ? 3
-                          : info->server_version >= 140000 ? 2
-                                                           : 1;
-    if (info->proto_version > PGO_MAX_PROTO_VERSION)
-        info->proto_version = PGO_MAX_PROTO_VERSION;
+    info->proto_version = policy_proto_version(info->server_version, PGO_MAX_PROTO_VERSION);
     if (st->cfg->messages_prefix && info->server_version < 140000)
         return fail(err, errlen, STREAM_CONFIG,
                     "--messages needs PostgreSQL 14 or later (the server is %d): remove it",

@@ -43,6 +43,13 @@ struct kafka_producer {
     int64_t fault_since_ms, last_error_ms;
     bool acked_since_error;
 
+    /* What an authentication or TLS failure names (none of it secret), and
+     * the explained configuration fault while it lasts ("" = none): shown
+     * in /status through sink_fault() */
+    char mechanism[64], username[128], ca_location[256], protocol[32];
+    char config_fault[480];
+    char authz_reason[300]; /* TOPIC_AUTHORIZATION_FAILED, explained */
+
     /* topics already produced to (see warm_topic()) */
     char **seen;
     size_t nseen, last_seen;
@@ -254,6 +261,7 @@ static void check_fault_over(kafka_producer *kp)
              "(the fault began %.1f s ago; %u more connection error(s) in between)",
              KAFKA_QUIET_MS / 1000, (double)(now - kp->fault_since_ms) / 1e3, kp->fault_repeats);
     log_trampoline(kp->rk, LOG_INFO, "RECOVERED", msg);
+    kp->config_fault[0] = '\0';
     kp->broker_fault = false;
     kp->fault_repeats = 0;
 }
@@ -277,6 +285,16 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         rep.err = RD_KAFKA_RESP_ERR__MSG_TIMED_OUT;
         rep.errstr = kp->timeout_reason;
     }
+    if (m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
+        /* a configuration problem, not the event's: it is retried (never
+         * dead-lettered), and the reason says what to grant */
+        snprintf(kp->authz_reason, sizeof(kp->authz_reason),
+                 "%s: the brokers do not let %s%s%s write to this topic: grant it WRITE on the "
+                 "topic (a Kafka ACL) or change --topic; the event waits and is retried",
+                 rd_kafka_err2str(m->err), kp->username[0] ? "user \"" : "this client",
+                 kp->username, kp->username[0] ? "\"" : "");
+        rep.errstr = kp->authz_reason;
+    }
     if (kp->outstanding > 0 && --kp->outstanding == 0)
         kp->timing_out = false;
     if (!kp->fn)
@@ -297,6 +315,64 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     kp->fn(&rep, kp->fn_arg);
 }
 
+static bool contains(const char *s, const char *what)
+{
+    return s && strcasestr(s, what) != NULL;
+}
+
+bool kafka_explain_error(int err, const char *reason, const kafka_security *sec, char *out,
+                         size_t len)
+{
+    const char *mech = sec && sec->mechanism && *sec->mechanism ? sec->mechanism : "SASL";
+    const char *user = sec && sec->username ? sec->username : "";
+    const char *ca = sec && sec->ca_location && *sec->ca_location ? sec->ca_location : NULL;
+
+    if (contains(reason, "certificate verify failed") || contains(reason, "could not be verified")) {
+        if (contains(reason, "hostname mismatch") || contains(reason, "ip address mismatch"))
+            snprintf(out, len,
+                     "TLS: the broker's certificate is not issued for the address the relay "
+                     "connects to: connect by a name the certificate carries, or fix -X "
+                     "ssl.endpoint.identification.algorithm (%s)",
+                     rd_kafka_err2name((rd_kafka_resp_err_t)err));
+        else
+            snprintf(out, len,
+                     "TLS: the broker's certificate is not signed by a CA the relay trusts: fix "
+                     "-X ssl.ca.location (now %s) (%s)",
+                     ca ? ca : "unset: the system's CAs", rd_kafka_err2name((rd_kafka_resp_err_t)err));
+        return true;
+    }
+    if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION && contains(reason, "SASL") &&
+        (contains(reason, "invalid credentials") || contains(reason, "authentication failed"))) {
+        int n = snprintf(out, len,
+                         "the brokers refused the %s login of user \"%s\": fix -X sasl.username "
+                         "or -X sasl.password (or the user's credentials on the brokers)",
+                         mech, user);
+        /* librdkafka before 2.6.1 computes a SCRAM proof Apache Kafka 4.0
+         * and later reject (their stricter nonce check): the right password
+         * fails too */
+        if (n > 0 && (size_t)n < len && contains(mech, "SCRAM") && rd_kafka_version() < 0x020601ff)
+            snprintf(out + n, len - (size_t)n,
+                     "; note: this librdkafka (%s) cannot log in with SCRAM to Apache Kafka 4.0 "
+                     "or later even with the right password (fixed in librdkafka 2.6.1)",
+                     rd_kafka_version_str());
+        return true;
+    }
+    if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION &&
+        (contains(reason, "mechanism") || contains(reason, "sasl.mechanisms"))) {
+        snprintf(out, len, "the brokers do not accept SASL mechanism %s: fix -X sasl.mechanisms (%s)",
+                 mech, reason ? reason : "");
+        return true;
+    }
+    if (contains(reason, "security.protocol")) {
+        snprintf(out, len,
+                 "the brokers do not speak the protocol the relay uses: fix -X security.protocol "
+                 "(now %s)",
+                 sec && sec->protocol && *sec->protocol ? sec->protocol : "plaintext");
+        return true;
+    }
+    return false;
+}
+
 /*
  * Non-fatal errors (all brokers down, transport) are informational: the
  * affected messages get their own delivery reports.  A fatal one breaks
@@ -305,7 +381,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     kafka_producer *kp = opaque;
-    char msg[600];
+    char msg[800];
 
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char why[256];
@@ -330,6 +406,18 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     }
     kp->broker_fault = true;
     kp->fault_since_ms = kp->last_error_ms;
+    const kafka_security sec = {kp->protocol, kp->mechanism, kp->username, kp->ca_location};
+    if (kafka_explain_error(err, reason, &sec, kp->config_fault, sizeof(kp->config_fault))) {
+        /* one error, naming what to fix; the raw text follows at debug */
+        snprintf(msg, sizeof(msg),
+                 "%s; the relay keeps retrying and confirms nothing meanwhile (repeats are "
+                 "logged at debug level)",
+                 kp->config_fault);
+        log_trampoline(rk, LOG_ERR, "CONFIG", msg);
+        snprintf(msg, sizeof(msg), "%s: %s", rd_kafka_err2name(err), reason);
+        log_trampoline(rk, LOG_DEBUG, "ERROR", msg);
+        return;
+    }
     snprintf(msg, sizeof(msg),
              "%s: %s (repeats are logged at debug level until the brokers are healthy again; "
              "undelivered events wait in the producer and are not confirmed)",
@@ -388,6 +476,22 @@ kafka_producer *kafka_producer_new(const char *brokers, const kafka_prop *props,
     if (rd_kafka_conf_set(conf, "message.timeout.ms", "0", why, sizeof(why)) != RD_KAFKA_CONF_OK) {
         snprintf(err, errlen, "cannot set message.timeout.ms: %s", why);
         goto fail;
+    }
+
+    {
+        struct {
+            const char *name;
+            char *dst;
+            size_t len;
+        } names[] = {{"sasl.mechanisms", kp->mechanism, sizeof(kp->mechanism)},
+                     {"sasl.username", kp->username, sizeof(kp->username)},
+                     {"ssl.ca.location", kp->ca_location, sizeof(kp->ca_location)},
+                     {"security.protocol", kp->protocol, sizeof(kp->protocol)}};
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+            size_t l = names[i].len;
+            if (rd_kafka_conf_get(conf, names[i].name, names[i].dst, &l) != RD_KAFKA_CONF_OK)
+                names[i].dst[0] = '\0';
+        }
     }
 
     kp->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -697,6 +801,16 @@ static bool ks_healthy(const sink *sk)
     return kafka_brokers_up((const kafka_producer *)sk);
 }
 
+const char *kafka_config_fault(const kafka_producer *kp)
+{
+    return kp->config_fault[0] ? kp->config_fault : NULL;
+}
+
+static const char *ks_fault(const sink *sk)
+{
+    return kafka_config_fault((const kafka_producer *)sk);
+}
+
 static void ks_free(sink *sk)
 {
     kafka_producer_free((kafka_producer *)sk);
@@ -712,6 +826,7 @@ static const sink_ops kafka_sink_ops = {
     .event_fd = ks_event_fd,
     .queue_len = ks_queue_len,
     .healthy = ks_healthy,
+    .fault = ks_fault,
     .report_header = kafka_report_header,
     .free = ks_free,
 };

@@ -141,6 +141,28 @@ int kafka_flush(kafka_producer *kp, int timeout_ms, kafka_report_fn fn, void *ar
  */
 bool kafka_brokers_up(const kafka_producer *kp);
 
+/* The names an authentication or TLS failure concerns (none secret; NULL
+ * or "" when unset). */
+typedef struct kafka_security {
+    const char *protocol;    /* security.protocol */
+    const char *mechanism;   /* sasl.mechanisms */
+    const char *username;    /* sasl.username */
+    const char *ca_location; /* ssl.ca.location */
+} kafka_security;
+
+/*
+ * Whether a librdkafka error (err, reason) is a configuration problem of
+ * the connection (credentials refused, a certificate not trusted, a
+ * mechanism or protocol the brokers do not speak); then out gets one
+ * sentence that names the -X property to fix.  It never contains a
+ * password (it is given none).
+ */
+bool kafka_explain_error(int err, const char *reason, const kafka_security *sec, char *out,
+                         size_t len);
+
+/* The explained configuration fault while it lasts, or NULL. */
+const char *kafka_config_fault(const kafka_producer *kp);
+
 /* Messages queued or in flight. */
 int kafka_outq_len(const kafka_producer *kp);
 

@@ -65,6 +65,11 @@ bool sink_healthy(const sink *sk)
     return sk->ops->healthy(sk);
 }
 
+const char *sink_fault(const sink *sk)
+{
+    return sk->ops->fault ? sk->ops->fault(sk) : NULL;
+}
+
 int sink_report_header(const sink_report *rep, const char *name, const void **value, size_t *len)
 {
     if (!rep->from || !rep->from->ops->report_header)

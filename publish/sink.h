@@ -114,6 +114,7 @@ typedef struct sink_ops {
     int (*event_fd)(const sink *sk);
     int (*queue_len)(const sink *sk);
     bool (*healthy)(const sink *sk);
+    const char *(*fault)(const sink *sk); /* optional */
     int (*report_header)(const sink_report *rep, const char *name, const void **value, size_t *len);
     int (*begin)(sink *sk, char *err, size_t errlen);
     int (*commit)(sink *sk, char *err, size_t errlen);
@@ -168,6 +169,11 @@ int sink_queue_len(const sink *sk);
 
 /* Whether the destination looks reachable, as of the last poll. */
 bool sink_healthy(const sink *sk);
+
+/* A configuration fault of the path to the brokers (credentials refused, a
+ * certificate not trusted) while it lasts, naming what to fix; NULL when
+ * none or the sink cannot tell. */
+const char *sink_fault(const sink *sk);
 
 /* The first header called name of the reported message: 0 with *value and
  * *len set, or -1 when it has none.  Only during the report callback. */

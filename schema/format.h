@@ -14,7 +14,9 @@
  *   3. add one entry to the table in format.c;
  *   4. tests: a fixture in tests/fixtures/formats, and README's format list.
  * format.c refuses to compile when the table and the enum differ in length;
- * test_envelope checks that ENVELOPE_FORMAT_NAMES lists the table's names.
+ * test_format_table checks that ENVELOPE_FORMAT_NAMES lists the table's
+ * names and that every header the format writes is in reserved_headers
+ * (or refused by its check_field).
  *
  * Everything is borrowed: a format writes into the caller's writer and
  * message and keeps nothing.
@@ -51,6 +53,9 @@ typedef struct format_ops {
     const char *field_header_prefix;
     /* Whether --tombstone-on-empty applies. */
     bool tombstones;
+    /* Whether a NULL header field gives a header with a NULL value (as
+     * Debezium's EventRouter does) rather than no header. */
+    bool null_headers;
     /* What this format refuses in a field's name beyond the reserved
      * headers (NULL: nothing).  Returns 0, or -1 with err naming the fix. */
     int (*check_field)(const envelope_field *f, char *err, size_t errlen);

@@ -5,8 +5,10 @@
  *
  * Input: four control bytes, then the row's values separated by 0x1F:
  * payload, id, aggregate_id, aggregate_type, type, timestamp, traceparent
- * and up to three --field values.  The control bytes pick the payload's
- * column type (json, jsonb, text, varchar, bytea, int4), SQL NULLs, the
+ * and up to three --field values; what follows the last separator is tried
+ * as a --field argument and, when a control bit says so, as the topic
+ * template (every built record's topic must be one Kafka accepts).  The control bytes pick the
+ * payload's column type (json, jsonb, text, varchar, bytea, int4), SQL NULLs, the
  * --field column types (json, jsonb, bool, int4, numeric, float8, text) and
  * placements, tombstones, the message timestamp, a backfill source and the
  * topic template.
@@ -524,8 +526,45 @@ static const char *const column_names[NPIECES] = {
 };
 
 /* 2: the whole row through every format; a refused row's dead letter. */
-static void whole_row(const piece *pc, const uint8_t *ctl)
+/* Whether s is a topic name Kafka takes: 1-249 of [a-zA-Z0-9._-]. */
+static bool kafka_topic_ok(const char *s)
 {
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 249)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-'))
+            return false;
+    return true;
+}
+
+/* The text after the last value: a --field argument, and a topic template
+ * when ctl asks for one.  Returns the template, or NULL. */
+static const char *tail_args(piece tail, const uint8_t *ctl, char *tmpl, size_t tmplsz)
+{
+    envelope_field fp;
+    char err[256];
+
+    if (tail.len == 0 || tail.len >= tmplsz || memchr(tail.data, '\0', tail.len) != NULL)
+        return NULL;
+    memcpy(tmpl, tail.data, tail.len);
+    tmpl[tail.len] = '\0';
+    if (envelope_field_parse(tmpl, &fp, err, sizeof err) == 0) {
+        check(fp.column[0] != '\0' && memchr(fp.column, '\0', sizeof fp.column) != NULL,
+              "--field column");
+        check(fp.name[0] != '\0' && memchr(fp.name, '\0', sizeof fp.name) != NULL, "--field name");
+    }
+    if ((ctl[3] & 0x80) && envelope_topic_check(tmpl, err, sizeof err) == 0)
+        return tmpl;
+    return NULL;
+}
+
+static void whole_row(const piece *pc, piece tail, const uint8_t *ctl)
+{
+    char tmpl_buf[512];
+    const char *tmpl = tail_args(tail, ctl, tmpl_buf, sizeof tmpl_buf);
     bool dead_letter_done = false;
     outbox_row row;
     envelope_source src;
@@ -569,7 +608,7 @@ static void whole_row(const piece *pc, const uint8_t *ctl)
                 return; /* jansson cannot read the record back */
         }
     }
-    opts.topic_tmpl = ctl[1] & 0x80 ? "events" : "outbox.{aggregate_type}.{type}";
+    opts.topic_tmpl = tmpl ? tmpl : ctl[1] & 0x80 ? "events" : "outbox.{aggregate_type}.{type}";
     opts.fields = fields;
     opts.nfields = nextra;
     opts.timestamp = (enum envelope_timestamp)((ctl[0] >> 4) & 3) % 3;
@@ -633,6 +672,7 @@ static void whole_row(const piece *pc, const uint8_t *ctl)
             continue;
         }
         check(m.key != NULL && bytes_are(m.key, m.keylen, pc[2].data, pc[2].len), "key");
+        check(m.topic != NULL && kafka_topic_ok(m.topic), "a topic Kafka would refuse");
         check(m.nheaders <= ENVELOPE_MAX_HEADERS, "too many headers");
         for (int h = 0; h < m.nheaders; h++)
             check(m.headers[h].name != NULL && m.headers[h].value != NULL, "header");
@@ -693,7 +733,7 @@ static void whole_row(const piece *pc, const uint8_t *ctl)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     uint8_t ctl[4] = {0};
-    piece pc[NPIECES];
+    piece pc[NPIECES], tail = {"", 0};
     size_t k = 0, start;
 
     for (size_t i = 0; i < 4 && i < size; i++)
@@ -711,10 +751,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 break;
         }
     }
+    if (k == NPIECES && start <= size)
+        tail = (piece){(const char *)data + start, size - start};
     for (; k < NPIECES; k++)
         pc[k] = (piece){"", 0};
 
     payload_differential(pc[0], payload_oids[ctl[0] & 7], ctl[0] & 0x80, ctl[0] & 0x40);
-    whole_row(pc, ctl);
+    whole_row(pc, tail, ctl);
     return 0;
 }

@@ -383,7 +383,9 @@ int hx_pg_start(hx_pg *pg, const char *name, const char *extra_conf, bool with_s
 {
     char port[32];
     char confenv[1024];
-    char *argv[] = {"bash", pgtmp_path, "start", pg->dir, NULL};
+    const char *major = getenv("OBX_PGVERSION");
+    char *argv[] = {"bash", pgtmp_path, "start", pg->dir, major && *major ? (char *)major : NULL,
+                    NULL};
     char *env[] = {confenv, NULL};
     int rc;
 
@@ -434,6 +436,86 @@ void hx_pg_stop(hx_pg *pg)
     unregister_cluster(pg->dir);
     pg->running = false;
     pg->dir[0] = '\0';
+}
+
+int hx_pg_standby(hx_pg *standby, const hx_pg *primary, const char *name)
+{
+    char port[32], path[600];
+    char *argv[] = {"bash", pgtmp_path, "standby", (char *)primary->dir, standby->dir, NULL};
+
+    memset(standby, 0, sizeof(*standby));
+    snprintf(standby->dir, sizeof(standby->dir), "%s/pg-%s", tmpdir, name);
+    register_cluster(standby->dir);
+    if (run_cmd(argv, NULL, PGTMP_TIMEOUT_MS) != 0) {
+        say("scripts/pgtmp standby \"%s\" failed", standby->dir);
+        hx_pg_stop(standby);
+        return -1;
+    }
+    standby->running = true;
+    snprintf(path, sizeof(path), "%s/port", standby->dir);
+    if (read_file(path, port, sizeof(port)) != 0 || (standby->port = atoi(port)) <= 0) {
+        say("no port in \"%s\"", path);
+        hx_pg_stop(standby);
+        return -1;
+    }
+    hx_pg_conninfo(standby, "postgres", standby->conninfo, sizeof(standby->conninfo));
+    return 0;
+}
+
+int hx_pg_kill9(hx_pg *pg)
+{
+    char path[600], buf[64];
+    pid_t pid;
+
+    snprintf(path, sizeof(path), "%s/data/postmaster.pid", pg->dir);
+    if (read_file(path, buf, sizeof(buf)) != 0 || (pid = (pid_t)atoi(buf)) <= 0) {
+        say("no postmaster pid in \"%s\"", path);
+        return -1;
+    }
+    /* the postmaster leads its own process group (pg_ctl starts it with
+     * setsid): the whole server dies at once, as in a machine crash */
+    if (kill(-pid, SIGKILL) != 0 && kill(pid, SIGKILL) != 0) {
+        say("cannot kill postmaster %d: %s", (int)pid, strerror(errno));
+        return -1;
+    }
+    for (int i = 0; i < 100 && kill(pid, 0) == 0; i++)
+        hx_sleep_ms(50);
+    pg->running = false;
+    return 0;
+}
+
+int hx_pg_ctl(const hx_pg *pg, const char *action)
+{
+    char pgbin[600], path[600], cmd[2048];
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/pgbin", pg->dir);
+    if (read_file(path, pgbin, sizeof(pgbin)) != 0) {
+        say("no \"%s\": not a cluster of scripts/pgtmp", path);
+        return -1;
+    }
+    pgbin[strcspn(pgbin, "\n")] = '\0';
+    /* start and restart name the port and the log file again (restart
+     * would reuse the last start's options, but not after a crash) */
+    snprintf(cmd, sizeof(cmd),
+             "%s '%s/pg_ctl' -D '%s/data' -w -t 60 -o '-p %d' -l '%s/data/server.log' %s "
+             ">/dev/null 2>&1",
+             getuid() == 0 ? "runuser -u postgres --" : "", pgbin, pg->dir, pg->port, pg->dir,
+             action);
+    rc = system(cmd);
+    if (rc != 0) {
+        say("pg_ctl %s failed (%d)", action, rc);
+        return -1;
+    }
+    return 0;
+}
+
+int hx_pg_version(const hx_pg *pg)
+{
+    PGconn *c = hx_connect(pg->conninfo);
+    int v = c ? PQserverVersion(c) : -1;
+    PQfinish(c);
+    return v;
 }
 
 void hx_pg_conninfo(const hx_pg *pg, const char *dbname, char *buf, size_t len)

@@ -14,7 +14,8 @@
  * Environment: OBX_TEST_TMP (where clusters and logs go; else a mkdtemp
  * directory), OBX_ROOT (repository root, default "."), OBX_RELAY (default
  * ./outbox-relay), OBX_MOCKBROKER (default build/mockbroker), KAFKA_BROKERS
- * (use that cluster instead of starting the mock broker).
+ * (use that cluster instead of starting the mock broker), OBX_PGVERSION
+ * (the PostgreSQL major version clusters run, 13 to 18; default: Debian's).
  *
  * Functions returning int return 0 on success and -1 on failure, after
  * printing the cause to stderr (prefixed "harness: ").
@@ -65,6 +66,26 @@ typedef struct hx_pg {
  */
 int hx_pg_start(hx_pg *pg, const char *name, const char *extra_conf, bool with_schema) HX_WUR;
 void hx_pg_stop(hx_pg *pg);
+
+/*
+ * Run the cluster's own pg_ctl (the build that started it) with action,
+ * e.g. "-m fast stop", "start", "-m immediate stop", waiting for it (-w, at
+ * most 60 s).  0 or -1.
+ */
+int hx_pg_ctl(const hx_pg *pg, const char *action) HX_WUR;
+
+/*
+ * A streaming standby of primary named name (scripts/pgtmp standby: physical
+ * slot "standby"; from PostgreSQL 17 with slot synchronization and the
+ * primary's synchronized_standby_slots).  Stopped by hx_pg_stop/cleanup.
+ */
+int hx_pg_standby(hx_pg *standby, const hx_pg *primary, const char *name) HX_WUR;
+
+/* kill -9 the whole server (postmaster and its children).  0 or -1. */
+int hx_pg_kill9(hx_pg *pg) HX_WUR;
+
+/* The server's version number (e.g. 170010), or -1. */
+int hx_pg_version(const hx_pg *pg);
 
 /* Conninfo for another database of the cluster (static buffer per call site: copy it). */
 void hx_pg_conninfo(const hx_pg *pg, const char *dbname, char *buf, size_t len);

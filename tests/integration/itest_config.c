@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <netinet/in.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -459,7 +460,8 @@ static void test_help_matches_readme(void **state)
 
 /* ---- the configuration file and the environment ---------------------------- */
 
-static void write_file(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void write_file(const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void write_file(const char *path, const char *fmt, ...)
 {
@@ -590,12 +592,81 @@ static void test_print_config(void **state)
     free(out);
 }
 
+/* SIGHUP re-reads the file: the log format and level change at once (the
+ * log turns to JSON lines), a changed topic template needs a restart, so
+ * the events still go to the running template's topic; the relay carries
+ * on and confirms. */
+static void test_sighup_rereads_config(void **state)
+{
+    char ci[256], path[600], tmpl[128], topic[128], other[128];
+    PGconn *conn = case_db("c_cfg_hup", true, ci, sizeof(ci));
+    const char *topics[1] = {topic};
+    hx_records recs = {0};
+    uint64_t end, confirmed = 0;
+    char active[8] = "";
+    hx_proc p;
+
+    (void)state;
+    snprintf(tmpl, sizeof(tmpl), "itest.%s.hup.{aggregate_type}", hx_run_id());
+    snprintf(topic, sizeof(topic), "itest.%s.hup.huporder", hx_run_id());
+    snprintf(other, sizeof(other), "itest.%s.hupnew.{aggregate_type}", hx_run_id());
+    snprintf(path, sizeof(path), "%s/hup.conf", hx_tmpdir());
+    write_file(path,
+               "brokers = %s\nslot = c_hup\ncreate-slot = true\ntopic = %s\n"
+               "log-level = info\nlog-format = text\n",
+               broker.bootstraps, tmpl);
+    const char *args[] = {"run", "--config", path, "-d", ci, NULL};
+    assert_int_equal(hx_relay_start(&p, "cfg-hup", args), 0);
+    for (int i = 0; i < 100 && strcmp(active, "t") != 0; i++) {
+        hx_sleep_ms(100);
+        hx_query1(conn, active, sizeof(active),
+                  "SELECT active FROM pg_replication_slots WHERE slot_name = 'c_hup'");
+    }
+    assert_string_equal(active, "t");
+    write_file(path,
+               "brokers = %s\nslot = c_hup\ncreate-slot = true\ntopic = %s\n"
+               "log-level = debug\nlog-format = json\n",
+               broker.bootstraps, other);
+    assert_int_equal(hx_proc_signal(&p, SIGHUP), 0);
+    hx_sleep_ms(500);
+    assert_int_equal(hx_exec(conn, "INSERT INTO public.outbox (aggregatetype, aggregateid, type)"
+                                   " VALUES ('huporder', '9', 'Placed')"),
+                     0);
+    assert_int_equal(hx_current_lsn(conn, true, &end), 0);
+    for (int i = 0; i < 200 && confirmed < end; i++) {
+        hx_sleep_ms(100);
+        (void)hx_slot_confirmed(conn, "c_hup", &confirmed);
+    }
+    assert_true(confirmed >= end);
+    assert_true(hx_proc_running(&p));
+    assert_int_equal(hx_consume(broker.bootstraps, topics, 1, 1, 20000, &recs), 1);
+    assert_string_equal(recs.v[0].key, "9");
+    hx_records_free(&recs);
+    assert_int_equal(hx_proc_signal(&p, SIGTERM), 0);
+    assert_int_equal(hx_proc_wait(&p, RELAY_TIMEOUT_MS), 0);
+    char *err = hx_proc_stderr(&p);
+    const char *hup = strstr(err, "received SIGHUP");
+    if (!hup || !strstr(err, "{\"time\":") ||
+        !strstr(err, "\"received SIGHUP: \\\"topic\\\" changed, which takes a restart") ||
+        !strstr(err, "\"level\":\"debug\"")) {
+        hx_proc_dump(&p, "SIGHUP");
+        fail_msg("the log does not show the reload (JSON lines at debug level, the topic kept)");
+    }
+    /* before SIGHUP: text lines */
+    assert_true(strstr(err, " outbox-relay info: ") != NULL &&
+                strstr(err, " outbox-relay info: ") < hup);
+    free(err);
+    drop_slot(conn, "c_hup");
+    PQfinish(conn);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_file_rejected),
         cmocka_unit_test(test_config_file_env_cli_run),
         cmocka_unit_test(test_print_config),
+        cmocka_unit_test(test_sighup_rereads_config),
         cmocka_unit_test(test_unknown_option),
         cmocka_unit_test(test_malformed_start_lsn),
         cmocka_unit_test(test_unknown_kafka_property),

@@ -192,6 +192,9 @@ static void test_endpoint_during_a_run(void **state)
     assert_int_equal((int)sample(body, "outbox_relay_anchors"), 1);
     assert_true(sample(body, "outbox_relay_anchor_retained_wal_bytes{anchor=\"outbox_anchor_met\","
                              "wal_status=\"reserved\"}") > 0);
+    /* the relay's own slot, for the alert on a slot losing WAL */
+    assert_int_equal((int)sample(body, "outbox_relay_slot_wal_status{wal_status=\"reserved\"}"), 1);
+    assert_int_equal((int)sample(body, "outbox_relay_slot_wal_status{wal_status=\"lost\"}"), 0);
     assert_null(strstr(body, SECRET));
     free(body);
     assert_int_equal(hx_exec(conn, "SELECT pg_drop_replication_slot('outbox_anchor_met')"), 0);

@@ -171,12 +171,7 @@ static void wait_slot_active(const char *slot, hx_proc *p)
 
 static void restart_server(void)
 {
-    char cmd[1200];
-    const char *pgbin = "/usr/lib/postgresql/15/bin";
-    /* pg_ctl restart reuses the options of the last start (the port). */
-    snprintf(cmd, sizeof(cmd), "%s %s/pg_ctl -D %s/data -m fast -w -t 60 restart >/dev/null 2>&1",
-             getuid() == 0 ? "runuser -u postgres --" : "", pgbin, pg.dir);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(hx_pg_ctl(&pg, "-m fast restart"), 0);
 }
 
 static void test_connection_loss_and_server_restart(void **state)

@@ -357,6 +357,56 @@ static void test_secret_sources(void **state)
     assert_false(config_secret_prop("linger.ms"));
 }
 
+/* SIGHUP: the file read again; what changed, and a broken file refused. */
+static void test_reload(void **state)
+{
+    (void)state;
+    config cfg, next;
+    char err[512] = "", keys[16][64];
+    char *argv[] = {"outbox-relay", "--config", NULL, "--dlq-topic", "cli.dlq", NULL};
+
+    write_conf("brokers = f:1\nslot = one\nlog-level = info\nkafka.linger.ms = 5\n");
+    argv[2] = conf_path;
+    assert_int_equal(config_parse(5, argv, &cfg, err, sizeof(err)), CONFIG_OK);
+    /* unchanged: nothing differs */
+    assert_int_equal(config_reload(&cfg, &next, err, sizeof(err)), CONFIG_OK);
+    assert_int_equal(config_changed_keys(&cfg, &next, keys, 16), 0);
+    config_free(&next);
+
+    FILE *f = fopen(conf_path, "w");
+    assert_non_null(f);
+    fputs("brokers = f:1\nslot = two\nlog-level = debug\nlog-format = json\n"
+          "kafka.linger.ms = 7\ndlq-topic = file.dlq\n",
+          f);
+    fclose(f);
+    assert_int_equal(config_reload(&cfg, &next, err, sizeof(err)), CONFIG_OK);
+    assert_int_equal(next.log_level, LOG_LEVEL_DEBUG);
+    assert_true(next.log_json);
+    assert_string_equal(next.slot, "two");
+    assert_string_equal(next.dlq_topic, "cli.dlq"); /* the command line still wins */
+    int n = config_changed_keys(&cfg, &next, keys, 16);
+    bool slot = false, level = false, format = false, linger = false;
+    for (int i = 0; i < n; i++) {
+        slot = slot || strcmp(keys[i], "slot") == 0;
+        level = level || strcmp(keys[i], "log-level") == 0;
+        format = format || strcmp(keys[i], "log-format") == 0;
+        linger = linger || strcmp(keys[i], "kafka.linger.ms") == 0;
+        assert_string_not_equal(keys[i], "dlq-topic"); /* a new source, the same value */
+    }
+    assert_true(slot && level && format && linger);
+    assert_int_equal(n, 4);
+    config_free(&next);
+
+    f = fopen(conf_path, "w");
+    assert_non_null(f);
+    fputs("brokers = f:1\nslot = Bad\n", f);
+    fclose(f);
+    assert_int_equal(config_reload(&cfg, &next, err, sizeof(err)), CONFIG_USAGE);
+    assert_non_null(strstr(err, ":2: invalid --slot"));
+    config_free(&next);
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -368,6 +418,7 @@ int main(void)
         cmocka_unit_test_teardown(test_bad_values_located, clear_env),
         cmocka_unit_test_teardown(test_file_refusals, clear_env),
         cmocka_unit_test_teardown(test_secret_sources, clear_env),
+        cmocka_unit_test_teardown(test_reload, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -825,6 +825,56 @@ static void test_list_properties(void **state)
     free(buf);
 }
 
+/* The reasons librdkafka 2.0.2 gave on a real SASL_SSL listener (wrong
+ * password, a CA that did not sign the broker's certificate): one sentence
+ * naming the property to fix, no password (none is given). */
+static void test_explain_connection_errors(void **state)
+{
+    (void)state;
+    char out[480];
+    const kafka_security sec = {"SASL_SSL", "SCRAM-SHA-512", "relay", "/etc/ca.pem"};
+
+    assert_true(kafka_explain_error(
+        RD_KAFKA_RESP_ERR__AUTHENTICATION,
+        "sasl_ssl://127.0.0.1:9093/bootstrap: SASL authentication error: Authentication failed "
+        "during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512",
+        &sec, out, sizeof(out)));
+    assert_non_null(strstr(out, "sasl.password"));
+    assert_non_null(strstr(out, "\"relay\""));
+    assert_non_null(strstr(out, "SCRAM-SHA-512"));
+    assert_null(strstr(out, "ssl.ca.location"));
+
+    assert_true(kafka_explain_error(
+        RD_KAFKA_RESP_ERR__SSL,
+        "sasl_ssl://127.0.0.1:9093/bootstrap: SSL handshake failed: error:0A000086:SSL "
+        "routines::certificate verify failed: broker certificate could not be verified, verify "
+        "that ssl.ca.location is correctly configured",
+        &sec, out, sizeof(out)));
+    assert_non_null(strstr(out, "ssl.ca.location (now /etc/ca.pem)"));
+    assert_null(strstr(out, "sasl.password"));
+
+    /* an unset CA: the system's */
+    const kafka_security nosec = {NULL, NULL, NULL, NULL};
+    assert_true(kafka_explain_error(RD_KAFKA_RESP_ERR__SSL, "certificate verify failed", &nosec,
+                                    out, sizeof(out)));
+    assert_non_null(strstr(out, "system's CAs"));
+
+    assert_true(kafka_explain_error(
+        RD_KAFKA_RESP_ERR__TRANSPORT,
+        "127.0.0.1:9093/bootstrap: Disconnected while requesting ApiVersion: might be caused by "
+        "incorrect security.protocol configuration (connecting to a SSL listener?)",
+        &nosec, out, sizeof(out)));
+    assert_non_null(strstr(out, "security.protocol (now plaintext)"));
+
+    /* a broker that is simply down is no configuration problem */
+    assert_false(kafka_explain_error(RD_KAFKA_RESP_ERR__TRANSPORT,
+                                     "127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 "
+                                     "failed: Connection refused",
+                                     &sec, out, sizeof(out)));
+    assert_false(kafka_explain_error(RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN,
+                                     "1/1 brokers are down", &sec, out, sizeof(out)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -845,6 +895,7 @@ int main(void)
         cmocka_unit_test(test_logger_and_error_events),
         cmocka_unit_test(test_fatal_error),
         cmocka_unit_test(test_queue_full),
+        cmocka_unit_test(test_explain_connection_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -487,6 +487,28 @@ static void test_fresh_metrics_render_valid(void **state)
     metrics_free(m);
 }
 
+/* The relay's slot's wal_status: absent until known, then one series per
+ * status with 1 for the current one (the alert reads it). */
+static void test_slot_wal_status(void **state)
+{
+    (void)state;
+    static expo e;
+    char *text = NULL;
+    metrics *m = metrics_new("outbox_relay", T0);
+    assert_non_null(m);
+    render_and_parse(m, T0, &e, &text);
+    assert_int_equal(expo_count(&e, "outbox_relay_slot_wal_status"), 0);
+    free(text);
+    strcpy(m->slot_wal_status, "unreserved");
+    render_and_parse(m, T0, &e, &text);
+    assert_int_equal(expo_count(&e, "outbox_relay_slot_wal_status"), 4);
+    assert_true(expo_get(&e, "outbox_relay_slot_wal_status", "wal_status=\"unreserved\"") == 1);
+    assert_true(expo_get(&e, "outbox_relay_slot_wal_status", "wal_status=\"reserved\"") == 0);
+    assert_true(expo_get(&e, "outbox_relay_slot_wal_status", "wal_status=\"lost\"") == 0);
+    free(text);
+    metrics_free(m);
+}
+
 static void test_counters_render(void **state)
 {
     (void)state;
@@ -807,6 +829,7 @@ int main(void)
         cmocka_unit_test(test_parser_accepts_a_good_document),
         cmocka_unit_test(test_parser_rejects_bad_documents),
         cmocka_unit_test(test_fresh_metrics_render_valid),
+        cmocka_unit_test(test_slot_wal_status),
         cmocka_unit_test(test_counters_render),
         cmocka_unit_test(test_label_values_escaped),
         cmocka_unit_test(test_topics_bounded),
