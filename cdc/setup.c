@@ -325,6 +325,64 @@ static enum stream_status create_slot(PGconn *conn, const config *cfg, int serve
     return STREAM_OK;
 }
 
+/*
+ * Where streaming starts (info->start_lsn): the slot's confirmed position;
+ * on the first start --start-lsn, never before it; later, resume_lsn when
+ * it is past that.
+ */
+static enum stream_status start_position(const config *cfg, bool first, uint64_t resume_lsn,
+                                         stream_info *info, char *err, size_t errlen)
+{
+    info->start_lsn = info->slot_confirmed;
+    if (first && cfg->has_start_lsn) {
+        if (cfg->start_lsn < info->slot_confirmed) {
+            char a[LSN_BUFSZ], b[LSN_BUFSZ];
+            return fail(err, errlen, STREAM_CONFIG,
+                        "--start-lsn %s is before slot \"%s\"'s confirmed position %s and a slot "
+                        "cannot rewind: start at or after %s, or publish that range again with "
+                        "\"outbox-relay replay --anchor NAME --from LSN\"",
+                        lsn_format(cfg->start_lsn, a), cfg->slot,
+                        lsn_format(info->slot_confirmed, b), b);
+        }
+        info->start_lsn = cfg->start_lsn;
+        if (cfg->start_lsn > info->slot_confirmed) {
+            char a[LSN_BUFSZ], b[LSN_BUFSZ];
+            log_warn("--start-lsn %s skips %llu bytes of WAL after slot \"%s\"'s confirmed "
+                     "position %s: transactions committed in between are not published",
+                     lsn_format(cfg->start_lsn, a),
+                     (unsigned long long)(cfg->start_lsn - info->slot_confirmed), cfg->slot,
+                     lsn_format(info->slot_confirmed, b));
+        }
+    }
+    if (resume_lsn > info->start_lsn)
+        info->start_lsn = resume_lsn;
+    return STREAM_OK;
+}
+
+/*
+ * Stream on a fresh connection: on PostgreSQL 16 and later, relation data
+ * the checks cached in this backend (read with today's catalog) outlive the
+ * switch to the historic catalog of decoding, and decoding a row written
+ * before its table was rewritten (ALTER COLUMN ... TYPE) then fails with
+ * "could not open toast relation".  The server must still be the one
+ * checked.
+ */
+static enum stream_status reconnect(stream *st, const stream_info *info, char *err, size_t errlen)
+{
+    stream_info again;
+    enum stream_status rc;
+
+    stream_close(st);
+    if ((rc = stream_connect(st, "outbox-relay", &again, err, errlen)) != STREAM_OK)
+        return rc;
+    if (strcmp(again.systemid, info->systemid) != 0 || again.timeline != info->timeline)
+        return fail(err, errlen, STREAM_RETRY,
+                    "the server changed between the checks and streaming (system %s timeline "
+                    "%d, then %s timeline %d)",
+                    info->systemid, info->timeline, again.systemid, again.timeline);
+    return STREAM_OK;
+}
+
 enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_lsn, bool first,
                                const slot_history *hist, stream_info *info, char *err,
                                size_t errlen)
@@ -354,7 +412,8 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
     switch (policy_slot_verdict(slot_exists, cfg->create_slot, cfg->allow_new_slot, hist,
                                 info->timeline)) {
     case POLICY_SLOT_USE:
-    case POLICY_SLOT_CREATE: break;
+    case POLICY_SLOT_CREATE:
+        break;
     case POLICY_SLOT_NOT_CONFIGURED:
         rc = fail(err, errlen, STREAM_CONFIG,
                   "replication slot \"%s\" does not exist: run with --create-slot, or name "
@@ -409,51 +468,9 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
         }
     }
 
-    info->start_lsn = info->slot_confirmed;
-    if (first && cfg->has_start_lsn) {
-        if (cfg->start_lsn < info->slot_confirmed) {
-            char a[LSN_BUFSZ], b[LSN_BUFSZ];
-            rc = fail(err, errlen, STREAM_CONFIG,
-                      "--start-lsn %s is before slot \"%s\"'s confirmed position %s and a slot "
-                      "cannot rewind: start at or after %s, or publish that range again with "
-                      "\"outbox-relay replay --anchor NAME --from LSN\"",
-                      lsn_format(cfg->start_lsn, a), cfg->slot, lsn_format(info->slot_confirmed, b),
-                      b);
-            goto out;
-        }
-        info->start_lsn = cfg->start_lsn;
-        if (cfg->start_lsn > info->slot_confirmed) {
-            char a[LSN_BUFSZ], b[LSN_BUFSZ];
-            log_warn("--start-lsn %s skips %llu bytes of WAL after slot \"%s\"'s confirmed "
-                     "position %s: transactions committed in between are not published",
-                     lsn_format(cfg->start_lsn, a),
-                     (unsigned long long)(cfg->start_lsn - info->slot_confirmed), cfg->slot,
-                     lsn_format(info->slot_confirmed, b));
-        }
-    }
-    if (resume_lsn > info->start_lsn)
-        info->start_lsn = resume_lsn;
-
-    /*
-     * Stream on a fresh connection: on PostgreSQL 16 and later, relation
-     * data the checks above cached in this backend (read with today's
-     * catalog) outlive the switch to the historic catalog of decoding, and
-     * decoding a row written before its table was rewritten (ALTER COLUMN
-     * ... TYPE) then fails with "could not open toast relation".
-     */
-    {
-        stream_info again;
-        stream_close(st);
-        if ((rc = stream_connect(st, "outbox-relay", &again, err, errlen)) != STREAM_OK)
-            goto out;
-        if (strcmp(again.systemid, info->systemid) != 0 || again.timeline != info->timeline) {
-            rc = fail(err, errlen, STREAM_RETRY,
-                      "the server changed between the checks and streaming (system %s timeline "
-                      "%d, then %s timeline %d)",
-                      info->systemid, info->timeline, again.systemid, again.timeline);
-            goto out;
-        }
-    }
+    if ((rc = start_position(cfg, first, resume_lsn, info, err, errlen)) != STREAM_OK ||
+        (rc = reconnect(st, info, err, errlen)) != STREAM_OK)
+        goto out;
     rc = stream_replicate(st, cfg->slot, info->start_lsn, info, err, errlen);
 out:
     if (rc != STREAM_OK)
