@@ -138,6 +138,26 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
                     cfg->publication, cfg->publication);
     }
     PQclear(res);
+    /*
+     * Which tables a publication covers is asked on a plain connection of
+     * its own: on PostgreSQL 16 and later pg_publication_tables opens the
+     * tables, and relation data cached that way in the walsender outlives
+     * the switch to the historic catalog of decoding -- decoding a row
+     * written before its table was rewritten (ALTER COLUMN ... TYPE) then
+     * fails with "could not open toast relation".
+     */
+    PGconn *side = NULL;
+    if (*exists && cfg->ntables > 0) {
+        side = pgconn_open(cfg->conninfo, cfg->password, false, "outbox-relay");
+        if (!side || PQstatus(side) != CONNECTION_OK) {
+            enum stream_status f = fail(err, errlen, STREAM_RETRY,
+                                        "cannot connect to read publication tables: %s",
+                                        pq_error(side));
+            PQfinish(side);
+            PQfreemem(lp);
+            return f;
+        }
+    }
     for (size_t t = 0; *exists && t < cfg->ntables; t++) {
         const config_table *tab = &cfg->tables[t];
         char *ls = literal(conn, tab->schema), *ln = literal(conn, tab->name);
@@ -145,6 +165,7 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
             PQfreemem(ls);
             PQfreemem(ln);
             PQfreemem(lp);
+            PQfinish(side);
             return fail(err, errlen, STREAM_RETRY, "cannot quote: %s", pq_error(conn));
         }
         snprintf(sql, sizeof(sql),
@@ -153,14 +174,16 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
                  lp, ls, ln);
         PQfreemem(ls);
         PQfreemem(ln);
-        res = run(conn, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
+        res = run(side, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
         if (!res) {
             PQfreemem(lp);
+            PQfinish(side);
             return fail(err, errlen, STREAM_RETRY, "cannot read publication tables: %s", qerr);
         }
         if (PQntuples(res) == 0) {
             PQclear(res);
             PQfreemem(lp);
+            PQfinish(side);
             return fail(err, errlen, STREAM_CONFIG,
                         "publication \"%s\" does not cover outbox table \"%s\": ALTER "
                         "PUBLICATION %s ADD TABLE %s",
@@ -168,8 +191,40 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
         }
         PQclear(res);
     }
+    PQfinish(side);
     PQfreemem(lp);
     return STREAM_OK;
+}
+
+/* PostgreSQL 17+, a slot with failover off: a promotion loses it.  With
+ * --create-slot the relay turns it on (the slot is not in use here);
+ * otherwise it says so, once. */
+static void failover_off(PGconn *conn, const config *cfg)
+{
+    static bool warned;
+    char sql[256], qerr[512], state[6];
+    PGresult *res;
+
+    if (cfg->create_slot) {
+        snprintf(sql, sizeof(sql), "ALTER_REPLICATION_SLOT \"%s\" (FAILOVER true)", cfg->slot);
+        res = pgconn_exec(conn, sql, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), state);
+        if (res) {
+            PQclear(res);
+            log_info("turned failover on for replication slot \"%s\" (standbys with "
+                     "sync_replication_slots = on keep it across a promotion)",
+                     cfg->slot);
+            return;
+        }
+        if (!warned)
+            log_warn("cannot turn failover on for replication slot \"%s\": %s", cfg->slot, qerr);
+        warned = true;
+        return;
+    }
+    if (!warned)
+        log_warn("replication slot \"%s\" has failover off: a promoted standby will not have "
+                 "it (run once with --create-slot to turn it on, see High availability)",
+                 cfg->slot);
+    warned = true;
 }
 
 /* Reads the slot; *exists false when missing.  Fills info->slot_confirmed. */
@@ -184,8 +239,8 @@ static enum stream_status check_slot(PGconn *conn, const config *cfg, stream_inf
         return fail(err, errlen, STREAM_RETRY, "cannot quote slot: %s", pq_error(conn));
     snprintf(sql, sizeof(sql),
              "SELECT slot_type, plugin, database, active, active_pid, confirmed_flush_lsn,"
-             " wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
-             ls);
+             " wal_status, %s FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
+             info->server_version >= 170000 ? "failover" : "NULL", ls);
     PQfreemem(ls);
     res = run(conn, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
     if (!res)
@@ -225,6 +280,8 @@ static enum stream_status check_slot(PGconn *conn, const config *cfg, stream_inf
     else if (PQgetisnull(res, 0, 5) || lsn_parse(PQgetvalue(res, 0, 5), &info->slot_confirmed))
         rc =
             fail(err, errlen, STREAM_RETRY, "slot \"%s\" has no confirmed position yet", cfg->slot);
+    else if (strcmp(PQgetvalue(res, 0, 7), "f") == 0)
+        failover_off(conn, cfg);
     PQclear(res);
     return rc;
 }
@@ -424,26 +481,6 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
     if (resume_lsn > info->start_lsn)
         info->start_lsn = resume_lsn;
 
-    /*
-     * Stream on a fresh connection: on PostgreSQL 16 and later, relation
-     * data the checks above cached in this backend (read with today's
-     * catalog) outlive the switch to the historic catalog of decoding, and
-     * decoding a row written before its table was rewritten (ALTER COLUMN
-     * ... TYPE) then fails with "could not open toast relation".
-     */
-    {
-        stream_info again;
-        stream_close(st);
-        if ((rc = stream_connect(st, "outbox-relay", &again, err, errlen)) != STREAM_OK)
-            goto out;
-        if (strcmp(again.systemid, info->systemid) != 0 || again.timeline != info->timeline) {
-            rc = fail(err, errlen, STREAM_RETRY,
-                      "the server changed between the checks and streaming (system %s timeline "
-                      "%d, then %s timeline %d)",
-                      info->systemid, info->timeline, again.systemid, again.timeline);
-            goto out;
-        }
-    }
     rc = stream_replicate(st, cfg->slot, info->start_lsn, info, err, errlen);
 out:
     if (rc != STREAM_OK)

@@ -353,7 +353,8 @@ bool kafka_explain_error(int err, const char *reason, const kafka_security *sec,
         if (n > 0 && (size_t)n < len && contains(mech, "SCRAM") && rd_kafka_version() < 0x020601ff)
             snprintf(out + n, len - (size_t)n,
                      "; note: this librdkafka (%s) cannot log in with SCRAM to Apache Kafka 4.0 "
-                     "or later even with the right password (fixed in librdkafka 2.6.1)",
+                     "or later even with the right password (fixed in librdkafka 2.6.1; "
+                     "SASL/PLAIN over TLS works)",
                      rd_kafka_version_str());
         return true;
     }
