@@ -26,7 +26,7 @@ MOCKBROKER := $(BUILD)/mockbroker
 
 .SECONDARY: $(HARNESS_OBJ)
 
-.PHONY: all test unit integration integration-matrix compat compat-short asan asan-integration demo bench bench-smoke bench-real kafka-compat chaos chaos-short chaos-real chaos-1000 install clean format deps fuzz deb ops-tests
+.PHONY: all test unit integration integration-matrix compat compat-short compat-switchover asan asan-integration demo bench bench-smoke bench-real kafka-compat chaos chaos-short chaos-real chaos-1000 install clean format deps fuzz deb ops-tests
 
 all: outbox-relay
 
@@ -137,6 +137,10 @@ compat: outbox-relay $(BUILD)/tests/compat_dump
 
 compat-short: outbox-relay $(BUILD)/tests/compat_dump
 	bash scripts/compat --short
+
+# Switching from Debezium under load (after `make compat` fetched the jars).
+compat-switchover: outbox-relay $(BUILD)/tests/compat_dump
+	bash scripts/compat-switchover
 
 # Fault scenarios with an independent verifier (tests/chaos): the long run,
 # and a short one of every scenario.
