@@ -510,7 +510,7 @@ static void check_tables(checker *c)
                 if (strcmp(PQgetvalue(res, i, 0), col) == 0)
                     row = i;
             if (row < 0) {
-                if (outbox_role_required((enum outbox_role)r)) {
+                if (outbox_colmap_requires(&tab->colmap, (enum outbox_role)r)) {
                     snprintf(fix, sizeof(fix),
                              "add column \"%s\" (%s), or map another with --column %s:%s=COLUMN",
                              col, check_types_of((enum outbox_role)r), tab->qualname, role);
