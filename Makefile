@@ -26,7 +26,7 @@ MOCKBROKER := $(BUILD)/mockbroker
 
 .SECONDARY: $(HARNESS_OBJ)
 
-.PHONY: all test unit integration integration-matrix compat asan asan-integration demo bench bench-smoke chaos chaos-short chaos-real chaos-1000 install clean format deps fuzz deb ops-tests
+.PHONY: all test unit integration integration-matrix compat compat-short asan asan-integration demo bench bench-smoke chaos chaos-short chaos-real chaos-1000 install clean format deps fuzz deb ops-tests
 
 all: outbox-relay
 
@@ -124,6 +124,9 @@ $(BUILD)/tests/compat_dump: tests/compat/dump.c
 
 compat: outbox-relay $(BUILD)/tests/compat_dump
 	bash scripts/compat
+
+compat-short: outbox-relay $(BUILD)/tests/compat_dump
+	bash scripts/compat --short
 
 # Fault scenarios with an independent verifier (tests/chaos): the long run,
 # and a short one of every scenario.

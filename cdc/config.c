@@ -12,6 +12,7 @@
 
 #include "base/scrub.h"
 #include "cdc/cfgfile.h"
+#include "cdc/dbzconfig.h"
 #include "cdc/http.h"
 #include "decode/lsn.h"
 
@@ -44,6 +45,7 @@ enum {
     OPT_DBZ_CONVERTER,
     OPT_DBZ_EXPAND,
     OPT_DBZ_CONTEXT,
+    OPT_DBZ_CONFIG,
     OPT_MSG_TIMESTAMP,
     OPT_PASSWORD_FILE,
     OPT_CONFIG,
@@ -80,6 +82,7 @@ static const struct option long_options[] = {
     {"debezium-converter", required_argument, NULL, OPT_DBZ_CONVERTER},
     {"expand-json-payload", no_argument, NULL, OPT_DBZ_EXPAND},
     {"debezium-context", required_argument, NULL, OPT_DBZ_CONTEXT},
+    {"debezium-config", required_argument, NULL, OPT_DBZ_CONFIG},
     {"message-timestamp", required_argument, NULL, OPT_MSG_TIMESTAMP},
     {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -130,6 +133,8 @@ static const char usage_text[] =
     "                            schemas writes it\n"
     "      --expand-json-payload debezium: table.expand.json.payload=true (needs\n"
     "                            --debezium-converter json)\n"
+    "      --debezium-config FILE  read a Debezium PostgreSQL connector's properties\n"
+    "                            (EventRouter, tables, slot, publication, database.*)\n"
     "      --debezium-context NAME  debezium: the __debezium.context.* headers, NAME\n"
     "                            as connectorLogicalName (Debezium's topic.prefix)\n"
     "      --message-timestamp none|commit|event  Kafka message timestamp (default none:\n"
@@ -339,8 +344,8 @@ int config_read_password_file(const char *path, char **password, char *err, size
 static const char *const list_options[] = {"table", "column", "field"};
 
 /* Options a file or the environment cannot set. */
-static const char *const cli_only_options[] = {"help", "version", "config", "print-config",
-                                               "kafka"};
+static const char *const cli_only_options[] = {"help",         "version", "config",
+                                               "print-config", "kafka",   "debezium-config"};
 
 enum { SRC_FILE, SRC_ENV, SRC_CLI };
 
@@ -563,6 +568,7 @@ static int layers_build(struct config_layers *l, int argc, char **argv, const ch
     char **scan = NULL;
     size_t max;
     int c, rc = CONFIG_USAGE;
+    const char *dbz_file = NULL;
     extern char **environ;
 
     memset(in_file, 0, sizeof(in_file));
@@ -585,6 +591,8 @@ static int layers_build(struct config_layers *l, int argc, char **argv, const ch
         in_cli[idx] = true;
         if (c == OPT_CONFIG)
             *config_file = optarg;
+        if (c == OPT_DBZ_CONFIG)
+            dbz_file = optarg;
         if (c == OPT_PRINT_CONFIG)
             l->print = true;
     }
@@ -598,6 +606,10 @@ static int layers_build(struct config_layers *l, int argc, char **argv, const ch
             *config_file = p;
     }
     if (*config_file && cfgfile_read(*config_file, &l->file, err, errlen) != 0)
+        return CONFIG_USAGE;
+    /* A Debezium connector's properties, as the file's entries (after the
+     * file's own: a key both give is the connector's) */
+    if (dbz_file && dbzconfig_read(dbz_file, &l->file, err, errlen) != 0)
         return CONFIG_USAGE;
 
     max = (size_t)argc + l->file.n + 1;
@@ -981,6 +993,7 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
                             "invalid --debezium-converter \"%s\" (use string or json)", optarg);
             break;
         case OPT_DBZ_EXPAND: cfg->dbz_expand = true; break;
+        case OPT_DBZ_CONFIG: break; /* read with --config's entries */
         case OPT_DBZ_CONTEXT:
             if (optarg[0] == '\0' || strlen(optarg) >= sizeof(cfg->dbz_context))
                 return fail(err, errlen, "invalid --debezium-context \"%s\" (1 to %zu bytes)",
