@@ -6,11 +6,12 @@
 #include <bsd/string.h>
 
 #include "cdc/log.h"
+#include "base/errfmt.h"
 #include "cdc/pgconn.h"
 #include "cdc/policy.h"
 #include "decode/lsn.h"
 
-#define fail(err, errlen, st, ...) ((enum stream_status)pgconn_fail(err, errlen, st, __VA_ARGS__))
+#define fail(err, errlen, st, ...) ((enum stream_status)errfmt(err, errlen, st, __VA_ARGS__))
 
 static const char *pq_error(const PGconn *conn)
 {
@@ -286,10 +287,24 @@ static enum stream_status check_slot(PGconn *conn, const config *cfg, stream_inf
     return rc;
 }
 
+/* Run sql, the CREATE of what; one created meanwhile by another process
+ * (SQLSTATE 42710) counts as there, with *res NULL. */
+static enum stream_status create_object(PGconn *conn, const char *sql, ExecStatusType want,
+                                        const char *what, PGresult **res, char *err, size_t errlen)
+{
+    char qerr[512], state[6];
+
+    *res = pgconn_exec(conn, sql, 0, NULL, want, qerr, sizeof(qerr), state);
+    if (*res || strcmp(state, "42710") == 0)
+        return STREAM_OK;
+    return fail(err, errlen, STREAM_CONFIG, "cannot create %s: %s", what, qerr);
+}
+
 static enum stream_status create_publication(PGconn *conn, const config *cfg, char *err,
                                              size_t errlen)
 {
-    char sql[16384], qerr[512], state[6];
+    char sql[16384], what[200];
+    enum stream_status rc;
     size_t off;
     char *ip = ident(conn, cfg->publication);
     PGresult *res;
@@ -312,13 +327,10 @@ static enum stream_status create_publication(PGconn *conn, const config *cfg, ch
             return fail(err, errlen, STREAM_CONFIG, "too many outbox tables for one publication");
     }
     snprintf(sql + off, sizeof(sql) - off, " WITH (publish = 'insert')");
-    res = pgconn_exec(conn, sql, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), state);
-    if (!res) {
-        if (strcmp(state, "42710") == 0) /* created concurrently */
-            return STREAM_OK;
-        return fail(err, errlen, STREAM_CONFIG, "cannot create publication \"%s\": %s",
-                    cfg->publication, qerr);
-    }
+    snprintf(what, sizeof(what), "publication \"%s\"", cfg->publication);
+    if ((rc = create_object(conn, sql, PGRES_COMMAND_OK, what, &res, err, errlen)) != STREAM_OK ||
+        !res)
+        return rc;
     PQclear(res);
     log_info("created publication \"%s\"", cfg->publication);
     return STREAM_OK;
@@ -338,7 +350,8 @@ static void drop_publication(PGconn *conn, const config *cfg)
 static enum stream_status create_slot(PGconn *conn, const config *cfg, int server_version,
                                       char *err, size_t errlen)
 {
-    char sql[256], qerr[512], state[6];
+    char sql[256], what[200];
+    enum stream_status rc;
     PGresult *res;
     bool failover = server_version >= 170000;
 
@@ -357,18 +370,49 @@ static enum stream_status create_slot(PGconn *conn, const config *cfg, int serve
     log_info("creating replication slot \"%s\": waits until transactions running now have "
              "ended",
              cfg->slot);
-    res = pgconn_exec(conn, sql, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), state);
-    if (!res) {
-        if (strcmp(state, "42710") == 0) /* created concurrently */
-            return STREAM_OK;
-        return fail(err, errlen, STREAM_CONFIG, "cannot create replication slot \"%s\": %s",
-                    cfg->slot, qerr);
-    }
+    snprintf(what, sizeof(what), "replication slot \"%s\"", cfg->slot);
+    if ((rc = create_object(conn, sql, PGRES_TUPLES_OK, what, &res, err, errlen)) != STREAM_OK ||
+        !res)
+        return rc;
     log_info("created replication slot \"%s\" at %s%s", cfg->slot, PQgetvalue(res, 0, 1),
              failover ? " with failover on (standbys with sync_replication_slots = on keep it "
                         "across a promotion)"
                       : "");
     PQclear(res);
+    return STREAM_OK;
+}
+
+/*
+ * Where streaming starts (info->start_lsn): the slot's confirmed position;
+ * on the first start --start-lsn, never before it; later, resume_lsn when
+ * it is past that.
+ */
+static enum stream_status start_position(const config *cfg, bool first, uint64_t resume_lsn,
+                                         stream_info *info, char *err, size_t errlen)
+{
+    info->start_lsn = info->slot_confirmed;
+    if (first && cfg->has_start_lsn) {
+        if (cfg->start_lsn < info->slot_confirmed) {
+            char a[LSN_BUFSZ], b[LSN_BUFSZ];
+            return fail(err, errlen, STREAM_CONFIG,
+                        "--start-lsn %s is before slot \"%s\"'s confirmed position %s and a slot "
+                        "cannot rewind: start at or after %s, or publish that range again with "
+                        "\"outbox-relay replay --anchor NAME --from LSN\"",
+                        lsn_format(cfg->start_lsn, a), cfg->slot,
+                        lsn_format(info->slot_confirmed, b), b);
+        }
+        info->start_lsn = cfg->start_lsn;
+        if (cfg->start_lsn > info->slot_confirmed) {
+            char a[LSN_BUFSZ], b[LSN_BUFSZ];
+            log_warn("--start-lsn %s skips %llu bytes of WAL after slot \"%s\"'s confirmed "
+                     "position %s: transactions committed in between are not published",
+                     lsn_format(cfg->start_lsn, a),
+                     (unsigned long long)(cfg->start_lsn - info->slot_confirmed), cfg->slot,
+                     lsn_format(info->slot_confirmed, b));
+        }
+    }
+    if (resume_lsn > info->start_lsn)
+        info->start_lsn = resume_lsn;
     return STREAM_OK;
 }
 
@@ -401,7 +445,8 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
     switch (policy_slot_verdict(slot_exists, cfg->create_slot, cfg->allow_new_slot, hist,
                                 info->timeline)) {
     case POLICY_SLOT_USE:
-    case POLICY_SLOT_CREATE: break;
+    case POLICY_SLOT_CREATE:
+        break;
     case POLICY_SLOT_NOT_CONFIGURED:
         rc = fail(err, errlen, STREAM_CONFIG,
                   "replication slot \"%s\" does not exist: run with --create-slot, or name "
@@ -456,31 +501,8 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
         }
     }
 
-    info->start_lsn = info->slot_confirmed;
-    if (first && cfg->has_start_lsn) {
-        if (cfg->start_lsn < info->slot_confirmed) {
-            char a[LSN_BUFSZ], b[LSN_BUFSZ];
-            rc = fail(err, errlen, STREAM_CONFIG,
-                      "--start-lsn %s is before slot \"%s\"'s confirmed position %s and a slot "
-                      "cannot rewind: start at or after %s, or publish that range again with "
-                      "\"outbox-relay replay --anchor NAME --from LSN\"",
-                      lsn_format(cfg->start_lsn, a), cfg->slot, lsn_format(info->slot_confirmed, b),
-                      b);
-            goto out;
-        }
-        info->start_lsn = cfg->start_lsn;
-        if (cfg->start_lsn > info->slot_confirmed) {
-            char a[LSN_BUFSZ], b[LSN_BUFSZ];
-            log_warn("--start-lsn %s skips %llu bytes of WAL after slot \"%s\"'s confirmed "
-                     "position %s: transactions committed in between are not published",
-                     lsn_format(cfg->start_lsn, a),
-                     (unsigned long long)(cfg->start_lsn - info->slot_confirmed), cfg->slot,
-                     lsn_format(info->slot_confirmed, b));
-        }
-    }
-    if (resume_lsn > info->start_lsn)
-        info->start_lsn = resume_lsn;
-
+    if ((rc = start_position(cfg, first, resume_lsn, info, err, errlen)) != STREAM_OK)
+        goto out;
     rc = stream_replicate(st, cfg->slot, info->start_lsn, info, err, errlen);
 out:
     if (rc != STREAM_OK)
