@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "base/errfmt.h"
 #include "base/scrub.h"
 #include "cdc/cfgfile.h"
 #include "cdc/dbzconfig.h"
@@ -162,17 +163,7 @@ static const char usage_text[] =
     "\n"
     "exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration or usage\n";
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return CONFIG_USAGE;
-}
+#define fail(err, errlen, ...) errfmt(err, errlen, CONFIG_USAGE, __VA_ARGS__)
 
 /* Slot names: what PostgreSQL accepts (lower-case letters, digits, _). */
 static bool valid_slot_name(const char *s)
@@ -478,18 +469,8 @@ static int add_synth(struct config_layers *l, const char *name, const char *valu
  * -2 for a kafka.PROP entry, or -1 with err.  A kafka.PROP.file entry
  * becomes kafka.PROP with the file's first line as its value.
  */
-static int entry_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* fail() for check_entry(): returns -1. */
-static int entry_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
+/* fail() for check_entry(): -1. */
+#define entry_fail(err, errlen, ...) errfmt(err, errlen, -1, __VA_ARGS__)
 
 static int check_entry(cfgfile_entry *e, bool from_file, char *err, size_t errlen)
 {

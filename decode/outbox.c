@@ -16,7 +16,9 @@ static const char *const role_names[OB_NROLES] = {
     [OB_TRACEPARENT] = "traceparent",
 };
 
-/* Debezium's outbox event router column names. */
+/* Debezium's outbox event router column names.  Deliberately the same shape
+ * as role_names: one designated entry per role, so that a role added to the
+ * enum without its default column is visible here. */
 static const char *const default_cols[OB_NROLES] = {
     [OB_ID] = "id",
     [OB_AGGREGATE_TYPE] = "aggregatetype",
