@@ -842,6 +842,8 @@ static void print_config(const config *cfg, FILE *out)
         }
         if (!any) {
             const char *d = default_of(name);
+            if (!d && long_options[i].has_arg == no_argument)
+                d = "false"; /* a flag not given */
             if (d)
                 print_line(out, name, d, "default");
             else

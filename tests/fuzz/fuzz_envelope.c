@@ -687,7 +687,10 @@ static void whole_row(const piece *pc, piece tail, const uint8_t *ctl)
         check(m.topic != NULL && kafka_topic_ok(m.topic), "a topic Kafka would refuse");
         check(m.nheaders <= ENVELOPE_MAX_HEADERS, "too many headers");
         for (int h = 0; h < m.nheaders; h++)
-            check(m.headers[h].name != NULL && m.headers[h].value != NULL, "header");
+            /* a null header (debezium: a NULL field) has value NULL, len 0 */
+            check(m.headers[h].name != NULL &&
+                      (m.headers[h].value != NULL || m.headers[h].len == 0),
+                  "header");
         if (formats[f] == ENVELOPE_FORMAT_ENVELOPE || formats[f] == ENVELOPE_FORMAT_CLOUDEVENTS) {
             json_error_t e;
             json_t *v = json_loadb(m.value, m.valuelen, LOAD_FLAGS, &e);
