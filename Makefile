@@ -26,7 +26,7 @@ MOCKBROKER := $(BUILD)/mockbroker
 
 .SECONDARY: $(HARNESS_OBJ)
 
-.PHONY: all test unit integration integration-matrix asan asan-integration demo bench bench-smoke chaos chaos-short chaos-real chaos-1000 install clean format deps fuzz deb ops-tests
+.PHONY: all test unit integration integration-matrix compat compat-short compat-switchover asan asan-integration demo bench bench-smoke bench-real kafka-compat chaos chaos-short chaos-real chaos-1000 install clean format deps fuzz deb ops-tests
 
 all: outbox-relay
 
@@ -115,6 +115,32 @@ bench: deps
 bench-smoke:
 	$(MAKE) outbox-relay $(MOCKBROKER) $(BENCH_BIN)
 	bash scripts/bench-smoke
+
+# The benchmark on a real 3-node Apache Kafka cluster beside the mock broker,
+# with an A/B of producer settings (scripts/bench-real), and what this
+# machine's librdkafka can do against Kafka 3.9 and 4.x (scripts/kafka-compat).
+bench-real: deps
+	$(MAKE) outbox-relay $(MOCKBROKER) $(BENCH_BIN)
+	bash scripts/bench-real
+
+kafka-compat:
+	bash scripts/kafka-compat
+
+# Debezium as the oracle (scripts/compat): Debezium's connector and outbox
+# EventRouter and the relay over the same rows, compared record by record.
+$(BUILD)/tests/compat_dump: tests/compat/dump.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lrdkafka
+
+compat: outbox-relay $(BUILD)/tests/compat_dump
+	bash scripts/compat
+
+compat-short: outbox-relay $(BUILD)/tests/compat_dump
+	bash scripts/compat --short
+
+# Switching from Debezium under load (after `make compat` fetched the jars).
+compat-switchover: outbox-relay $(BUILD)/tests/compat_dump
+	bash scripts/compat-switchover
 
 # Fault scenarios with an independent verifier (tests/chaos): the long run,
 # and a short one of every scenario.

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <bsd/string.h>
 
+#include "base/errfmt.h"
 #include "cdc/config.h"
 #include "cdc/pgconn.h"
 
@@ -46,17 +47,7 @@ static const char admin_usage[] =
     "\n"
     "exit codes: 0 done, 1 runtime failure, 2 bad usage or a refused request\n";
 
-static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int usage_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return 2;
-}
+#define usage_fail(err, errlen, ...) errfmt(err, errlen, 2, __VA_ARGS__)
 
 static bool slot_chars_ok(const char *s)
 {

@@ -14,6 +14,7 @@
 #include "cdc/deadletter.h"
 #include "cdc/log.h"
 #include "cdc/oneshot.h"
+#include "base/errfmt.h"
 #include "cdc/pgconn.h"
 #include "cdc/progress.h"
 #include "decode/lsn.h"
@@ -47,84 +48,61 @@ static const char backfill_usage[] =
     "consumers deduplicate on id), 2 bad usage, a missing table, a table without a\n"
     "primary key, --since without a timestamp column, --where that is not valid SQL\n";
 
+static int backfill_option(void *arg, int argc, char **argv, int *i, char *err, size_t errlen)
+{
+    backfill_args *a = arg;
+    const char *v;
+    int m;
+
+    if ((m = oneshot_option(argc, argv, i, "--where", &v, err, errlen)) == 1) {
+        if (!v[strspn(v, " \t\r\n")])
+            return oneshot_usage_fail(err, errlen,
+                                      "--where is empty: give an SQL condition, e.g. --where "
+                                      "\"aggregatetype = 'order'\"");
+        a->where = v;
+    }
+    if (m == 0 && (m = oneshot_option(argc, argv, i, "--since", &v, err, errlen)) == 1) {
+        if (pgtime_parse_text(v, strlen(v), &a->since_us) != 0)
+            return oneshot_usage_fail(err, errlen,
+                                      "malformed --since \"%s\": give a timestamp with its time "
+                                      "zone, like 2026-11-23T18:14:13Z or '2026-11-23 "
+                                      "18:14:13+01'",
+                                      v);
+        a->has_since = true;
+    }
+    if (m == 0 && (m = oneshot_option(argc, argv, i, "--batch-size", &v, err, errlen)) == 1) {
+        char *end;
+        errno = 0;
+        long b = strtol(v, &end, 10);
+        if (errno || end == v || *end || b < 1 || b > BACKFILL_BATCH_MAX)
+            return oneshot_usage_fail(err, errlen,
+                                      "invalid --batch-size \"%s\": give a row count from 1 to %d",
+                                      v, BACKFILL_BATCH_MAX);
+        a->batch_size = (int)b;
+    }
+    return m;
+}
+
 int backfill_parse(int argc, char **argv, backfill_args *a, char *err, size_t errlen)
 {
     static const char *const refused[] = {"--start-lsn", "--end-lsn", "--create-slot", "--http",
                                           "--messages"};
-    bool missing;
-    int n = 1, ri;
+    const oneshot_cmdline cl = {.name = "backfill",
+                                .usage = backfill_usage,
+                                .refused = refused,
+                                .nrefused = sizeof(refused) / sizeof(refused[0]),
+                                .refused_why = "it reads the outbox tables from a snapshot (to "
+                                               "publish a past LSN range use \"outbox-relay "
+                                               "replay\")",
+                                .option = backfill_option,
+                                .arg = a};
+    int rc;
 
     memset(a, 0, sizeof(*a));
     a->batch_size = BACKFILL_BATCH_DEFAULT;
-    a->argv_copy = oneshot_argv_new(argc);
-    if (!a->argv_copy)
-        return oneshot_usage_fail(err, errlen, "out of memory");
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (strcmp(argv[i], "--") == 0)
-            break;
-        if (strcmp(argv[i], "--help") == 0) {
-            fputs(backfill_usage, stdout);
-            return 1;
-        }
-        if (strcmp(argv[i], "--dry-run") == 0) {
-            a->dry_run = true;
-            continue;
-        }
-        ri = oneshot_option_index(argv[i], refused, sizeof(refused) / sizeof(refused[0]));
-        if (ri >= 0)
-            return oneshot_usage_fail(err, errlen,
-                                      "%s does not apply to backfill: it reads the outbox tables "
-                                      "from a snapshot (to publish a past LSN range use "
-                                      "\"outbox-relay replay\")",
-                                      refused[ri]);
-        if ((v = oneshot_opt_value(argc, argv, &i, "--where", &missing)) != NULL) {
-            if (!v[strspn(v, " \t\r\n")])
-                return oneshot_usage_fail(err, errlen,
-                                          "--where is empty: give an SQL condition, e.g. --where "
-                                          "\"aggregatetype = 'order'\"");
-            a->where = v;
-            continue;
-        }
-        if (missing)
-            return oneshot_usage_fail(err, errlen, "option \"--where\" needs a value (see --help)");
-        if ((v = oneshot_opt_value(argc, argv, &i, "--since", &missing)) != NULL) {
-            if (pgtime_parse_text(v, strlen(v), &a->since_us) != 0)
-                return oneshot_usage_fail(
-                    err, errlen,
-                    "malformed --since \"%s\": give a timestamp with its time zone, "
-                    "like 2026-11-23T18:14:13Z or '2026-11-23 18:14:13+01'",
-                    v);
-            a->has_since = true;
-            continue;
-        }
-        if (missing)
-            return oneshot_usage_fail(err, errlen, "option \"--since\" needs a value (see --help)");
-        if ((v = oneshot_opt_value(argc, argv, &i, "--batch-size", &missing)) != NULL) {
-            char *end;
-            errno = 0;
-            long b = strtol(v, &end, 10);
-            if (errno || end == v || *end || b < 1 || b > BACKFILL_BATCH_MAX)
-                return oneshot_usage_fail(
-                    err, errlen, "invalid --batch-size \"%s\": give a row count from 1 to %d", v,
-                    BACKFILL_BATCH_MAX);
-            a->batch_size = (int)b;
-            continue;
-        }
-        if (missing)
-            return oneshot_usage_fail(err, errlen,
-                                      "option \"--batch-size\" needs a value (see --help)");
-        a->argv_copy[n++] = argv[i];
-    }
-    if (a->dry_run)
-        n = oneshot_argv_dry_run(a->argv_copy, n);
-    a->argv_copy[n] = NULL;
-    switch (config_parse(n, a->argv_copy, &a->cfg, err, errlen)) {
-    case CONFIG_OK: break;
-    case CONFIG_EXIT: return 1;
-    case CONFIG_USAGE:
-    default: return 2;
-    }
+    rc = oneshot_parse(argc, argv, &cl, &a->dry_run, &a->argv_copy, &a->cfg, err, errlen);
+    if (rc != 0)
+        return rc;
     for (size_t f = 0; f < a->cfg.nfields; f++)
         if (a->cfg.fields[f].placement == ENVELOPE_PLACE_HEADER &&
             strcmp(a->cfg.fields[f].name, "backfill") == 0)
@@ -176,7 +154,7 @@ typedef struct backfiller {
     bf_table *tables;
     size_t ntables;
 
-    uint64_t total, rows;          /* expected (count) and read */
+    uint64_t total, rows; /* expected (count) and read */
 
     progress prog;
 } backfiller;
@@ -191,8 +169,8 @@ static void show_progress(backfiller *b, bool force)
 
     if (!progress_due(&b->prog, now, force))
         return;
-    snprintf(head, sizeof(head), "%llu/%llu rows read, %llu events %s",
-             (unsigned long long)b->rows, (unsigned long long)b->total,
+    snprintf(head, sizeof(head), "%llu/%llu rows read, %llu events %s", (unsigned long long)b->rows,
+             (unsigned long long)b->total,
              (unsigned long long)(b->a->dry_run ? b->o.records : b->o.acked),
              b->a->dry_run ? "counted" : "acknowledged");
     progress_format(line, sizeof(line), head, b->rows, b->total, b->rows, "rows",
@@ -242,8 +220,7 @@ static int connect_db(backfiller *b, char *err, size_t errlen)
     static const char *const sets[] = {
         /* the text forms pgoutput sends, so values read the same as streamed */
         "SET DateStyle = 'ISO, YMD'", "SET TimeZone = 'UTC'", "SET IntervalStyle = 'iso_8601'",
-        "SET extra_float_digits = 3",
-        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"};
+        "SET extra_float_digits = 3", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"};
     const config *cfg = b->cfg;
     char qerr[512];
     PGresult *res;
@@ -260,7 +237,8 @@ static int connect_db(backfiller *b, char *err, size_t errlen)
         return -1;
     }
     for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
-        if (!(res = pgconn_exec(b->conn, sets[i], 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), NULL))) {
+        if (!(res = pgconn_exec(b->conn, sets[i], 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr),
+                                NULL))) {
             snprintf(err, errlen, "%s failed: %s", sets[i], qerr);
             return -1;
         }
@@ -269,9 +247,9 @@ static int connect_db(backfiller *b, char *err, size_t errlen)
     /* The first query of the transaction takes its snapshot: now() is the
      * transaction's start, the source.snapshot_time of every event. */
     res = pgconn_exec(b->conn,
-            "SELECT pg_catalog.current_database(),"
-            " (extract(epoch FROM pg_catalog.now()) * 1000000)::bigint",
-            0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+                      "SELECT pg_catalog.current_database(),"
+                      " (extract(epoch FROM pg_catalog.now()) * 1000000)::bigint",
+                      0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
     if (!res) {
         snprintf(err, errlen, "cannot start the snapshot: %s", qerr);
         return -1;
@@ -348,168 +326,183 @@ static char *table_sql(backfiller *b, const bf_table *t)
     return out;
 }
 
-/*
- * Look the table up in the snapshot's catalog: its columns (those pgoutput
- * sends: not dropped, not generated), its primary key, the binding of the
- * column map, the --since column, and the count of matching rows.  Returns
- * 0, or -1 with *code 2 (the table or an option is wrong) or 1.
- */
-static int resolve_table(backfiller *b, bf_table *t, char *err, size_t errlen, int *code)
+/* Failures below: err set, *code 2 (the table or an option is wrong) or 1. */
+#define table_fail(code_, ...) (*code = (code_), errfmt(err, errlen, -1, __VA_ARGS__))
+
+/* A catalog query about t: NULL with err "cannot WHAT \"TABLE\": cause". */
+static PGresult *catalog(backfiller *b, const bf_table *t, const char *what, const char *sql,
+                         int nparams, const char *const *params, char *err, size_t errlen)
 {
-    const char *qn = t->ct->qualname;
-    char qerr[512], oidbuf[16], state[6];
-    char *tsql = NULL, *filter = NULL, *sql = NULL;
+    char qerr[512];
+    PGresult *res =
+        pgconn_exec(b->conn, sql, nparams, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
+
+    if (!res)
+        errfmt(err, errlen, -1, "cannot %s \"%s\": %s", what, t->ct->qualname, qerr);
+    return res;
+}
+
+/* The table's oid (text, in oid[16]); it must exist and be a table. */
+static int find_table(backfiller *b, const bf_table *t, char oid[16], char *err, size_t errlen,
+                      int *code)
+{
     const char *params[2] = {t->ct->schema, t->ct->name};
-    PGresult *res;
-    int rc = -1;
+    const char *qn = t->ct->qualname;
+    PGresult *res =
+        catalog(b, t, "look up table",
+                "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                2, params, err, errlen);
+    int rc = 0;
 
-    *code = 1;
-    res = pgconn_exec(b->conn,
-            "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-            2, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
-    if (!res) {
-        snprintf(err, errlen, "cannot look up table \"%s\": %s", qn, qerr);
+    if (!res)
         return -1;
-    }
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        *code = 2;
-        snprintf(err, errlen,
-                 "outbox table \"%s\" does not exist: give the right --table SCHEMA.TABLE "
-                 "(case matters: names are taken as written)",
-                 qn);
-        return -1;
-    }
-    if (strcmp(PQgetvalue(res, 0, 1), "r") != 0 && strcmp(PQgetvalue(res, 0, 1), "p") != 0) {
-        PQclear(res);
-        *code = 2;
-        snprintf(err, errlen, "\"%s\" is not a table: backfill reads outbox tables (--table)", qn);
-        return -1;
-    }
-    strlcpy(oidbuf, PQgetvalue(res, 0, 0), sizeof(oidbuf));
+    if (PQntuples(res) != 1)
+        rc = table_fail(2,
+                        "outbox table \"%s\" does not exist: give the right --table "
+                        "SCHEMA.TABLE (case matters: names are taken as written)",
+                        qn);
+    else if (strcmp(PQgetvalue(res, 0, 1), "r") != 0 && strcmp(PQgetvalue(res, 0, 1), "p") != 0)
+        rc = table_fail(2, "\"%s\" is not a table: backfill reads outbox tables (--table)", qn);
+    else
+        strlcpy(oid, PQgetvalue(res, 0, 0), 16);
     PQclear(res);
+    return rc;
+}
 
-    params[0] = oidbuf;
-    res = pgconn_exec(b->conn,
-            "SELECT attname, atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND "
-            "attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
-            1, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
-    if (!res) {
-        snprintf(err, errlen, "cannot read the columns of \"%s\": %s", qn, qerr);
+/* Its columns as pgoutput sends them (not dropped, not generated), in
+ * attnum order, into t->rel, and room for one row's values. */
+static int read_columns(backfiller *b, bf_table *t, const char *oid, char *err, size_t errlen)
+{
+    const char *params[1] = {oid};
+    PGresult *res =
+        catalog(b, t, "read the columns of",
+                "SELECT attname, atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND "
+                "attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                1, params, err, errlen);
+    int natts, rc = 0;
+
+    if (!res)
         return -1;
-    }
-    int natts = PQntuples(res);
+    natts = PQntuples(res);
     t->rel.qualname = (char *)t->ct->qualname;
     t->rel.nspname = (char *)t->ct->schema;
     t->rel.relname = (char *)t->ct->name;
-    t->rel.oid = (uint32_t)strtoul(oidbuf, NULL, 10);
+    t->rel.oid = (uint32_t)strtoul(oid, NULL, 10);
     t->rel.atts = calloc((size_t)natts + 1, sizeof(*t->rel.atts));
     t->vals = calloc((size_t)natts + 1, sizeof(*t->vals));
-    if (!t->rel.atts || !t->vals) {
-        PQclear(res);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    for (int i = 0; i < natts; i++) {
+    if (!t->rel.atts || !t->vals)
+        rc = errfmt(err, errlen, -1, "out of memory");
+    for (int i = 0; rc == 0 && i < natts; i++) {
         t->rel.atts[i].name = strdup(PQgetvalue(res, i, 0));
         t->rel.atts[i].type_oid = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
-        if (!t->rel.atts[i].name) {
-            PQclear(res);
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        t->rel.natts = (uint16_t)(i + 1);
+        if (!t->rel.atts[i].name)
+            rc = errfmt(err, errlen, -1, "out of memory");
+        else
+            t->rel.natts = (uint16_t)(i + 1);
     }
     PQclear(res);
+    return rc;
+}
 
-    res = pgconn_exec(b->conn,
-            "SELECT a.attname FROM pg_catalog.pg_index i"
-            " CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)"
-            " JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
-            " WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
-            1, params, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL);
-    if (!res) {
-        snprintf(err, errlen, "cannot read the primary key of \"%s\": %s", qn, qerr);
+/* Its primary key's column names, in key order: backfill reads in that
+ * order, so a table without one is refused. */
+static int read_primary_key(backfiller *b, bf_table *t, const char *oid, char *err, size_t errlen,
+                            int *code)
+{
+    const char *params[1] = {oid};
+    const char *qn = t->ct->qualname;
+    PGresult *res =
+        catalog(b, t, "read the primary key of",
+                "SELECT a.attname FROM pg_catalog.pg_index i"
+                " CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)"
+                " JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+                " WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
+                1, params, err, errlen);
+    int rc = 0;
+
+    if (!res)
         return -1;
-    }
-    if (PQntuples(res) == 0) {
-        PQclear(res);
-        *code = 2;
-        snprintf(err, errlen,
-                 "outbox table \"%s\" has no primary key: backfill reads it in primary-key order; "
-                 "add one (ALTER TABLE %s ADD PRIMARY KEY (id))",
-                 qn, qn);
-        return -1;
-    }
-    t->pk = calloc((size_t)PQntuples(res), sizeof(*t->pk));
-    if (!t->pk) {
-        PQclear(res);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    for (int i = 0; i < PQntuples(res); i++) {
-        if (!(t->pk[i] = strdup(PQgetvalue(res, i, 0)))) {
-            PQclear(res);
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        t->npk = i + 1;
+    if (PQntuples(res) == 0)
+        rc = table_fail(2,
+                        "outbox table \"%s\" has no primary key: backfill reads it in "
+                        "primary-key order; add one (ALTER TABLE %s ADD PRIMARY KEY (id))",
+                        qn, qn);
+    else if (!(t->pk = calloc((size_t)PQntuples(res), sizeof(*t->pk))))
+        rc = table_fail(1, "out of memory");
+    for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+        if (!(t->pk[i] = strdup(PQgetvalue(res, i, 0))))
+            rc = table_fail(1, "out of memory");
+        else
+            t->npk = i + 1;
     }
     PQclear(res);
+    return rc;
+}
 
-    if (outbox_bind(&t->ct->colmap, &t->rel, &t->binding, qerr, sizeof(qerr)) != 0) {
-        *code = 2;
-        snprintf(err, errlen, "%s", qerr);
-        return -1;
-    }
-    if (b->a->has_since && t->binding.idx[OB_TIMESTAMP] < 0) {
-        *code = 2;
-        snprintf(err, errlen,
-                 "--since filters on the event timestamp column, and \"%s\" has no column \"%s\": "
-                 "map it with --column %s:timestamp=COLUMN",
-                 qn, t->ct->colmap.col[OB_TIMESTAMP], qn);
-        return -1;
-    }
+/* The count of matching rows for the progress estimate, which also checks
+ * --where and --since against the table before anything is published. */
+static int count_rows(backfiller *b, bf_table *t, char *err, size_t errlen, int *code)
+{
+    const char *qn = t->ct->qualname;
+    char qerr[512], state[6];
+    char *tsql = table_sql(b, t), *filter = filter_sql(b, t), *sql = NULL;
+    PGresult *res = NULL;
+    int rc = -1;
 
-    /* The count for the progress estimate also checks --where and --since
-     * against the table before anything is published. */
-    tsql = table_sql(b, t);
-    filter = filter_sql(b, t);
     if (!tsql || !filter || asprintf(&sql, "SELECT count(*) FROM %s%s", tsql, filter) < 0) {
         sql = NULL;
-        snprintf(err, errlen, "out of memory");
-        goto done;
-    }
-    res = pgconn_exec(b->conn, sql, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), state);
-    if (!res) {
-        /* class 42: syntax error, unknown column, no such operator, ... —
+        table_fail(1, "out of memory");
+    } else if (!(res = pgconn_exec(b->conn, sql, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr),
+                                   state))) {
+        /* class 42: syntax error, unknown column, no such operator, ... --
          * the filter is at fault; 22: a value in it that does not convert */
-        if (strcmp(state, "42501") == 0) {
-            *code = 2;
-            snprintf(err, errlen, "cannot read \"%s\": %s: GRANT SELECT ON %s TO the role", qn,
-                     qerr, qn);
-        } else if ((b->a->where || b->a->has_since) &&
-                   (strncmp(state, "42", 2) == 0 || strncmp(state, "22", 2) == 0)) {
-            *code = 2;
-            snprintf(err, errlen, "%s not valid for table \"%s\": %s",
-                     !b->a->where            ? "--since is"
-                     : b->a->has_since ? "--where or --since is"
-                                       : "--where is",
-                     qn, qerr);
-        } else {
-            snprintf(err, errlen, "cannot count the rows of \"%s\": %s", qn, qerr);
-        }
-        goto done;
+        if (strcmp(state, "42501") == 0)
+            table_fail(2, "cannot read \"%s\": %s: GRANT SELECT ON %s TO the role", qn, qerr, qn);
+        else if ((b->a->where || b->a->has_since) &&
+                 (strncmp(state, "42", 2) == 0 || strncmp(state, "22", 2) == 0))
+            table_fail(2, "%s not valid for table \"%s\": %s",
+                       !b->a->where      ? "--since is"
+                       : b->a->has_since ? "--where or --since is"
+                                         : "--where is",
+                       qn, qerr);
+        else
+            table_fail(1, "cannot count the rows of \"%s\": %s", qn, qerr);
+    } else {
+        t->total = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        rc = 0;
     }
-    t->total = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
-    rc = 0;
-done:
     free(sql);
     free(filter);
     free(tsql);
     return rc;
+}
+
+/*
+ * Look the table up in the snapshot's catalog: its columns, its primary
+ * key, the binding of the column map, the --since column, and the count of
+ * matching rows.  Returns 0, or -1 with *code 2 (the table or an option is
+ * wrong) or 1.
+ */
+static int resolve_table(backfiller *b, bf_table *t, char *err, size_t errlen, int *code)
+{
+    const char *qn = t->ct->qualname;
+    char oid[16], qerr[512];
+
+    *code = 1;
+    if (find_table(b, t, oid, err, errlen, code) != 0 ||
+        read_columns(b, t, oid, err, errlen) != 0 ||
+        read_primary_key(b, t, oid, err, errlen, code) != 0)
+        return -1;
+    if (outbox_bind(&t->ct->colmap, &t->rel, &t->binding, qerr, sizeof(qerr)) != 0)
+        return table_fail(2, "%s", qerr);
+    if (b->a->has_since && t->binding.idx[OB_TIMESTAMP] < 0)
+        return table_fail(2,
+                          "--since filters on the event timestamp column, and \"%s\" has no "
+                          "column \"%s\": map it with --column %s:timestamp=COLUMN",
+                          qn, t->ct->colmap.col[OB_TIMESTAMP], qn);
+    return count_rows(b, t, err, errlen, code);
 }
 
 /* Read one table through a cursor in primary-key order and publish it. */
@@ -551,7 +544,8 @@ static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
         goto done;
     }
     cf = of = NULL;
-    if (asprintf(&sql, "DECLARE " CURSOR_NAME " NO SCROLL CURSOR FOR SELECT %s FROM %s%s ORDER BY %s",
+    if (asprintf(&sql,
+                 "DECLARE " CURSOR_NAME " NO SCROLL CURSOR FOR SELECT %s FROM %s%s ORDER BY %s",
                  cols, tsql, filter, order) < 0) {
         sql = NULL;
         snprintf(err, errlen, "out of memory");
@@ -562,15 +556,16 @@ static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
         goto done;
     }
     PQclear(res);
-    log_debug("reading \"%s\" in primary-key order (%s), %d rows per fetch", t->ct->qualname,
-              order, b->a->batch_size);
+    log_debug("reading \"%s\" in primary-key order (%s), %d rows per fetch", t->ct->qualname, order,
+              b->a->batch_size);
     snprintf(fetch, sizeof(fetch), "FETCH FORWARD %d FROM " CURSOR_NAME, b->a->batch_size);
     for (;;) {
         if (backfill_stop)
             oneshot_fatal(&b->o, "interrupted");
         if (b->o.fatal[0])
             break;
-        if (!(res = pgconn_exec(b->conn, fetch, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), NULL))) {
+        if (!(res = pgconn_exec(b->conn, fetch, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr),
+                                NULL))) {
             oneshot_fatal(&b->o, "reading \"%s\" failed: %s", t->ct->qualname, qerr);
             break;
         }
@@ -594,8 +589,8 @@ static int backfill_table(backfiller *b, bf_table *t, char *err, size_t errlen)
             break;
     }
     if (!b->o.fatal[0]) {
-        if (!(res = pgconn_exec(b->conn, "CLOSE " CURSOR_NAME, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr),
-                      NULL)))
+        if (!(res = pgconn_exec(b->conn, "CLOSE " CURSOR_NAME, 0, NULL, PGRES_COMMAND_OK, qerr,
+                                sizeof(qerr), NULL)))
             oneshot_fatal(&b->o, "cannot close the cursor on \"%s\": %s", t->ct->qualname, qerr);
         PQclear(res);
     }
@@ -621,9 +616,10 @@ static void summary(backfiller *b)
     pipeline_dlq_summary(&b->o.p, dl, sizeof(dl));
     log_info("backfill %s: %llu rows of %zu table(s) read in %.1f s, %llu events %s, %llu "
              "dead-lettered%s%s%s",
-             b->a->dry_run ? "dry run done" : "done", (unsigned long long)b->rows, b->ntables,
-             secs, (unsigned long long)b->o.p.published,
-             b->a->dry_run ? "would be published (nothing published)" : "published and acknowledged",
+             b->a->dry_run ? "dry run done" : "done", (unsigned long long)b->rows, b->ntables, secs,
+             (unsigned long long)b->o.p.published,
+             b->a->dry_run ? "would be published (nothing published)"
+                           : "published and acknowledged",
              (unsigned long long)b->o.p.dead_lettered, dl[0] ? " (" : "", dl, dl[0] ? ")" : "");
 }
 
@@ -635,20 +631,18 @@ int backfill_main(int argc, char **argv)
     int code = 1, prc;
 
     prc = backfill_parse(argc, argv, &a, err, sizeof(err));
-    if (prc != 0) {
-        if (prc == 2)
-            fprintf(stderr, "outbox-relay: %s\n", err);
+    if ((code = oneshot_start(prc, err, &a.cfg, on_signal)) >= 0) {
         backfill_args_free(&a);
-        return prc == 1 ? 0 : 2;
+        return code;
     }
-    log_setup(a.cfg.log_level, a.cfg.log_json);
-    oneshot_signals(on_signal);
+    code = 1;
 
     b.a = &a;
     b.cfg = &a.cfg;
     b.o.cfg = &a.cfg;
     b.o.stop = &backfill_stop;
-    b.o.hooks = (oneshot_hooks){.idle = on_idle, .before_log = on_before_log, .arg = &b};
+    b.o.idle = on_idle;
+    b.o.hooks = (pipeline_hooks){.before_log = on_before_log, .arg = &b};
     progress_init(&b.prog, "backfill", isatty(STDERR_FILENO) && !a.cfg.log_json, obx_now_ms());
     b.ntables = a.cfg.ntables;
     b.tables = calloc(b.ntables, sizeof(*b.tables));

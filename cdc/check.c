@@ -8,7 +8,10 @@
 #include "cdc/admin.h"
 #include "cdc/config.h"
 #include "cdc/pgconn.h"
+#include "cdc/policy.h"
+#include "cdc/slotstate.h"
 #include "publish/probe.h"
+#include "schema/envelope.h"
 #include "schema/topic.h"
 
 #define CHECK_MAX_TOPICS 100
@@ -122,9 +125,15 @@ static const char *const types_id[] = {"uuid", "text", "varchar", "bpchar",
                                        "int2", "int4", "int8",    NULL};
 static const char *const types_payload[] = {"jsonb", "json", "text", "varchar", "bytea", NULL};
 static const char *const types_ts[] = {"timestamptz", NULL};
+/* debezium: Debezium's event router also takes a timestamp without time
+ * zone (as UTC) and an integer of epoch milliseconds */
+static const char *const types_ts_dbz[] = {"timestamptz", "timestamp", "int2", "int4", "int8",
+                                           NULL};
 
-static const char *const *types_for(enum outbox_role role)
+static const char *const *types_for(enum outbox_role role, bool debezium)
 {
+    if (role == OB_TIMESTAMP && debezium)
+        return types_ts_dbz;
     switch (role) {
     case OB_ID:
     case OB_AGGREGATE_ID:
@@ -138,16 +147,18 @@ static const char *const *types_for(enum outbox_role role)
     }
 }
 
-bool check_type_accepted(enum outbox_role role, const char *typname)
+bool check_type_accepted(enum outbox_role role, const char *typname, bool debezium)
 {
-    for (const char *const *t = types_for(role); *t; t++)
+    for (const char *const *t = types_for(role, debezium); *t; t++)
         if (strcmp(*t, typname) == 0)
             return true;
     return false;
 }
 
-const char *check_types_of(enum outbox_role role)
+const char *check_types_of(enum outbox_role role, bool debezium)
 {
+    if (role == OB_TIMESTAMP && debezium)
+        return "timestamptz, timestamp (as UTC), or an integer of epoch milliseconds";
     switch (role) {
     case OB_ID:
     case OB_AGGREGATE_ID:
@@ -458,6 +469,7 @@ done:
 static void check_tables(checker *c)
 {
     char e[512], name[200], fix[768], oid[16];
+    bool dbz = c->cfg->format == ENVELOPE_FORMAT_DEBEZIUM;
 
     for (size_t ti = 0; ti < c->cfg->ntables; ti++) {
         const config_table *tab = &c->cfg->tables[ti];
@@ -510,25 +522,25 @@ static void check_tables(checker *c)
                 if (strcmp(PQgetvalue(res, i, 0), col) == 0)
                     row = i;
             if (row < 0) {
-                if (outbox_role_required((enum outbox_role)r)) {
+                if (outbox_colmap_requires(&tab->colmap, (enum outbox_role)r)) {
                     snprintf(fix, sizeof(fix),
                              "add column \"%s\" (%s), or map another with --column %s:%s=COLUMN",
-                             col, check_types_of((enum outbox_role)r), tab->qualname, role);
+                             col, check_types_of((enum outbox_role)r, dbz), tab->qualname, role);
                     check_add(c->rep, name, CHECK_FAIL, fix, "no column \"%s\" for role %s", col,
                               role);
                     ok = false;
                 }
                 continue;
             }
-            if (!check_type_accepted((enum outbox_role)r, PQgetvalue(res, row, 1))) {
+            if (!check_type_accepted((enum outbox_role)r, PQgetvalue(res, row, 1), dbz)) {
                 snprintf(fix, sizeof(fix),
                          "ALTER TABLE %s ALTER COLUMN \"%s\" TYPE %s USING ..., or map another "
                          "column with --column %s:%s=COLUMN",
-                         tab->qualname, col, types_for((enum outbox_role)r)[0], tab->qualname,
+                         tab->qualname, col, types_for((enum outbox_role)r, dbz)[0], tab->qualname,
                          role);
                 check_add(c->rep, name, CHECK_FAIL, fix,
                           "column \"%s\" (role %s) is %s; the relay accepts %s", col, role,
-                          PQgetvalue(res, row, 2), check_types_of((enum outbox_role)r));
+                          PQgetvalue(res, row, 2), check_types_of((enum outbox_role)r, dbz));
                 ok = false;
             }
         }
@@ -655,6 +667,33 @@ static void check_slot(checker *c)
     if (PQntuples(res) == 0) {
         PQclear(res);
         if (cfg->create_slot) {
+            /* as `run` decides (policy_slot_verdict): not where the slot
+             * was streamed before, nor on a promoted server */
+            slot_history h = {0};
+            int tli = 1;
+            if (cfg->state_file &&
+                slotstate_load(cfg->state_file, cfg->slot, &h, e, sizeof(e)) != 0) {
+                check_add(c->rep, "slot", CHECK_FAIL, "fix or remove the state file", "%s", e);
+                return;
+            }
+            res = query(c, e, sizeof(e),
+                        "SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()", 0);
+            if (res) { /* not readable by every role: then the timeline is not known */
+                if (PQntuples(res) == 1)
+                    tli = atoi(PQgetvalue(res, 0, 0));
+                PQclear(res);
+            }
+            if (policy_slot_verdict(false, true, cfg->allow_new_slot, &h, tli) ==
+                POLICY_SLOT_REFUSE) {
+                check_add(c->rep, "slot", CHECK_FAIL,
+                          "a new slot would skip what was committed since the old one's "
+                          "confirmed position: start once with --create-slot "
+                          "--allow-new-slot, then backfill or replay the gap",
+                          "\"%s\" is missing but %s", cfg->slot,
+                          h.known ? "the state file says it was streamed before"
+                                  : "the server was promoted (timeline > 1)");
+                return;
+            }
             check_add(c->rep, "slot", CHECK_OK, NULL,
                       "\"%s\" does not exist yet: --create-slot creates it (events start from "
                       "then on)",

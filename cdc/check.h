@@ -37,11 +37,12 @@ typedef struct check_report {
 int check_main(int argc, char **argv);
 
 /* Pure: whether a column of type typname (pg_type.typname of the column or
- * its domain's base type) can carry role. */
-bool check_type_accepted(enum outbox_role role, const char *typname);
+ * its domain's base type) can carry role; debezium: for --format debezium,
+ * which also takes a timestamp without time zone or epoch milliseconds. */
+bool check_type_accepted(enum outbox_role role, const char *typname, bool debezium);
 
 /* Pure: the accepted types of role, for the message ("uuid, text, ..."). */
-const char *check_types_of(enum outbox_role role);
+const char *check_types_of(enum outbox_role role, bool debezium);
 
 /* Pure: the verdict on a slot's wal_status ("reserved", "extended",
  * "unreserved", "lost"; "" before PostgreSQL 13). */

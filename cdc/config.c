@@ -7,9 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
+#include "base/errfmt.h"
 #include "base/scrub.h"
 #include "cdc/cfgfile.h"
+#include "cdc/dbzconfig.h"
 #include "cdc/http.h"
 #include "decode/lsn.h"
 
@@ -39,6 +43,10 @@ enum {
     OPT_MESSAGES,
     OPT_FIELD,
     OPT_TOMBSTONE,
+    OPT_DBZ_CONVERTER,
+    OPT_DBZ_EXPAND,
+    OPT_DBZ_CONTEXT,
+    OPT_DBZ_CONFIG,
     OPT_MSG_TIMESTAMP,
     OPT_PASSWORD_FILE,
     OPT_CONFIG,
@@ -72,6 +80,10 @@ static const struct option long_options[] = {
     {"messages", required_argument, NULL, OPT_MESSAGES},
     {"field", required_argument, NULL, OPT_FIELD},
     {"tombstone-on-empty-payload", no_argument, NULL, OPT_TOMBSTONE},
+    {"debezium-converter", required_argument, NULL, OPT_DBZ_CONVERTER},
+    {"expand-json-payload", no_argument, NULL, OPT_DBZ_EXPAND},
+    {"debezium-context", required_argument, NULL, OPT_DBZ_CONTEXT},
+    {"debezium-config", required_argument, NULL, OPT_DBZ_CONFIG},
     {"message-timestamp", required_argument, NULL, OPT_MSG_TIMESTAMP},
     {"password-file", required_argument, NULL, OPT_PASSWORD_FILE},
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -117,6 +129,15 @@ static const char usage_text[] =
     "      --field COLUMN:header[:NAME] | COLUMN:envelope[:NAME]\n"
     "                            an additional column as a header or in the value, repeatable\n"
     "      --tombstone-on-empty-payload  debezium: a NULL payload gives a NULL value\n"
+    "      --debezium-converter string|json  debezium: the value as Kafka Connect's\n"
+    "                            StringConverter (default) or JsonConverter without\n"
+    "                            schemas writes it\n"
+    "      --expand-json-payload debezium: table.expand.json.payload=true (needs\n"
+    "                            --debezium-converter json)\n"
+    "      --debezium-config FILE  read a Debezium PostgreSQL connector's properties\n"
+    "                            (EventRouter, tables, slot, publication, database.*)\n"
+    "      --debezium-context NAME  debezium: the __debezium.context.* headers, NAME\n"
+    "                            as connectorLogicalName (Debezium's topic.prefix)\n"
     "      --message-timestamp none|commit|event  Kafka message timestamp (default none:\n"
     "                            the producer's clock; event = the timestamp column)\n"
     "      --column [TABLE:]ROLE=COLUMN  map a role to another column, repeatable; with\n"
@@ -142,17 +163,7 @@ static const char usage_text[] =
     "\n"
     "exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration or usage\n";
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return CONFIG_USAGE;
-}
+#define fail(err, errlen, ...) errfmt(err, errlen, CONFIG_USAGE, __VA_ARGS__)
 
 /* Slot names: what PostgreSQL accepts (lower-case letters, digits, _). */
 static bool valid_slot_name(const char *s)
@@ -324,8 +335,8 @@ int config_read_password_file(const char *path, char **password, char *err, size
 static const char *const list_options[] = {"table", "column", "field"};
 
 /* Options a file or the environment cannot set. */
-static const char *const cli_only_options[] = {"help", "version", "config", "print-config",
-                                               "kafka"};
+static const char *const cli_only_options[] = {"help",         "version", "config",
+                                               "print-config", "kafka",   "debezium-config"};
 
 enum { SRC_FILE, SRC_ENV, SRC_CLI };
 
@@ -458,18 +469,8 @@ static int add_synth(struct config_layers *l, const char *name, const char *valu
  * -2 for a kafka.PROP entry, or -1 with err.  A kafka.PROP.file entry
  * becomes kafka.PROP with the file's first line as its value.
  */
-static int entry_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* fail() for check_entry(): returns -1. */
-static int entry_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
+/* fail() for check_entry(): -1. */
+#define entry_fail(err, errlen, ...) errfmt(err, errlen, -1, __VA_ARGS__)
 
 static int check_entry(cfgfile_entry *e, bool from_file, char *err, size_t errlen)
 {
@@ -548,6 +549,7 @@ static int layers_build(struct config_layers *l, int argc, char **argv, const ch
     char **scan = NULL;
     size_t max;
     int c, rc = CONFIG_USAGE;
+    const char *dbz_file = NULL;
     extern char **environ;
 
     memset(in_file, 0, sizeof(in_file));
@@ -570,6 +572,8 @@ static int layers_build(struct config_layers *l, int argc, char **argv, const ch
         in_cli[idx] = true;
         if (c == OPT_CONFIG)
             *config_file = optarg;
+        if (c == OPT_DBZ_CONFIG)
+            dbz_file = optarg;
         if (c == OPT_PRINT_CONFIG)
             l->print = true;
     }
@@ -583,6 +587,10 @@ static int layers_build(struct config_layers *l, int argc, char **argv, const ch
             *config_file = p;
     }
     if (*config_file && cfgfile_read(*config_file, &l->file, err, errlen) != 0)
+        return CONFIG_USAGE;
+    /* A Debezium connector's properties, as the file's entries (after the
+     * file's own: a key both give is the connector's) */
+    if (dbz_file && dbzconfig_read(dbz_file, &l->file, err, errlen) != 0)
         return CONFIG_USAGE;
 
     max = (size_t)argc + l->file.n + 1;
@@ -711,6 +719,30 @@ static void layers_note(struct config_layers *l, int c, int longindex, char **ar
         (void)add_record(l, idx, arg, l->cur_where);
 }
 
+/* A UUIDv7 (RFC 9562: Unix milliseconds, then random bits) for
+ * __debezium.context.runId, as Debezium makes one per connector start. */
+static void make_run_id(char out[37])
+{
+    unsigned char b[16] = {0};
+    struct timespec ts;
+    uint64_t ms;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (getrandom(b + 6, 10, 0) != 10) {
+        for (int i = 6; i < 16; i++)
+            b[i] = (unsigned char)(ts.tv_nsec >> (i % 4 * 8));
+    }
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)(0x70 | (b[6] & 0x0F));
+    b[8] = (unsigned char)(0x80 | (b[8] & 0x3F));
+    snprintf(out, 37,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
 /* What an option is when nothing sets it, for --print-config; NULL: unset. */
 static const char *default_of(const char *name)
 {
@@ -723,6 +755,8 @@ static const char *default_of(const char *name)
         {"topic", "outbox.event.{aggregate_type}"},
         {"format", "envelope"},
         {"tombstone-on-empty-payload", "false"},
+        {"debezium-converter", "string"},
+        {"expand-json-payload", "false"},
         {"message-timestamp", "none"},
         {"dlq-topic", "outbox.dlq"},
         {"status-interval", "1"},
@@ -808,6 +842,8 @@ static void print_config(const config *cfg, FILE *out)
         }
         if (!any) {
             const char *d = default_of(name);
+            if (!d && long_options[i].has_arg == no_argument)
+                d = "false"; /* a flag not given */
             if (d)
                 print_line(out, name, d, "default");
             else
@@ -928,6 +964,23 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
             cfg->nfields++;
             break;
         case OPT_TOMBSTONE: cfg->tombstone_on_empty = true; break;
+        case OPT_DBZ_CONVERTER:
+            if (strcmp(optarg, "json") == 0)
+                cfg->dbz_json_converter = true;
+            else if (strcmp(optarg, "string") == 0)
+                cfg->dbz_json_converter = false;
+            else
+                return fail(err, errlen,
+                            "invalid --debezium-converter \"%s\" (use string or json)", optarg);
+            break;
+        case OPT_DBZ_EXPAND: cfg->dbz_expand = true; break;
+        case OPT_DBZ_CONFIG: break; /* read with --config's entries */
+        case OPT_DBZ_CONTEXT:
+            if (optarg[0] == '\0' || strlen(optarg) >= sizeof(cfg->dbz_context))
+                return fail(err, errlen, "invalid --debezium-context \"%s\" (1 to %zu bytes)",
+                            optarg, sizeof(cfg->dbz_context) - 1);
+            snprintf(cfg->dbz_context, sizeof(cfg->dbz_context), "%s", optarg);
+            break;
         case OPT_CONFIG:
         case OPT_PRINT_CONFIG: break; /* taken by layers_build() */
         case OPT_LOG_LEVEL:
@@ -1065,14 +1118,25 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
         if (outbox_colmap_build(&cfg->tables[t].colmap, cfg->tables[t].qualname, cfg->column_args,
                                 cfg->ncolumn_args, cerr, sizeof(cerr)) != 0)
             return fail(err, errlen, "invalid --column: %s", cerr);
+    /* Debezium's EventRouter needs no type column and keys a NULL or empty
+     * aggregate id as a NULL key: so does its format. */
+    if (cfg->format == ENVELOPE_FORMAT_DEBEZIUM)
+        for (size_t t = 0; t < cfg->ntables; t++)
+            cfg->tables[t].colmap.optional = 1u << OB_TYPE | 1u << OB_AGGREGATE_ID;
     if (cfg->has_start_lsn && cfg->has_end_lsn && cfg->end_lsn < cfg->start_lsn)
         return fail(err, errlen, "--end-lsn is below --start-lsn: swap them");
 
+    if (cfg->dbz_context[0])
+        make_run_id(cfg->dbz_run_id);
     cfg->envelope = (envelope_opts){.format = cfg->format,
                                     .topic_tmpl = cfg->topic,
                                     .fields = cfg->fields,
                                     .nfields = cfg->nfields,
                                     .tombstone_on_empty = cfg->tombstone_on_empty,
+                                    .dbz_json_converter = cfg->dbz_json_converter,
+                                    .dbz_expand = cfg->dbz_expand,
+                                    .dbz_context = cfg->dbz_context[0] ? cfg->dbz_context : NULL,
+                                    .dbz_run_id = cfg->dbz_run_id,
                                     .timestamp = cfg->msg_timestamp};
     if (envelope_opts_check(&cfg->envelope, cerr, sizeof(cerr)) != 0)
         return fail(err, errlen, "%s", cerr);

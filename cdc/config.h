@@ -47,6 +47,10 @@ typedef struct config {
     envelope_field fields[ENVELOPE_MAX_FIELDS]; /* --field */
     size_t nfields;
     bool tombstone_on_empty;             /* --tombstone-on-empty-payload */
+    bool dbz_json_converter;             /* --debezium-converter json */
+    bool dbz_expand;                     /* --expand-json-payload */
+    char dbz_context[256];               /* --debezium-context */
+    char dbz_run_id[37];                 /* a UUIDv7 made at start for it */
     enum envelope_timestamp msg_timestamp; /* --message-timestamp */
     envelope_opts envelope;              /* all of the above, for envelope_build_opts */
     const char *column_args[CONFIG_MAX_COLUMNS]; /* --column in order (argv) */

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "cdc/log.h"
 
 /* Connections past the limit wait here (the kernel caps it at somaxconn). */
@@ -63,13 +64,6 @@ struct http_server {
     bool updated;
     int64_t last_update_ms;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Decimal port, nothing else. */
 static int parse_port(const char *s, uint16_t *port)
@@ -240,7 +234,7 @@ static void waiting_unlist(http_server *h, struct waiting *w)
 static void waiting_list(http_server *h, struct waiting *w)
 {
     waiting_unlist(h, w);
-    w->since_ms = mono_ms();
+    w->since_ms = obx_now_ms();
     w->prev = h->wtail;
     w->next = NULL;
     if (h->wtail)
@@ -319,7 +313,7 @@ static void *reaper_main(void *arg)
     pthread_mutex_lock(&h->wmu);
     while (!h->stopping) {
         struct timespec until;
-        int64_t now = mono_ms();
+        int64_t now = obx_now_ms();
 
         while (h->whead && now - h->whead->since_ms >= HTTP_HEAD_DEADLINE_MS) {
             struct waiting *w = h->whead;
@@ -435,7 +429,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
     pthread_mutex_lock(&h->mu);
     have = h->have_snapshot;
-    healthy = have && mono_ms() - h->published_ms <= h->stale_ms;
+    healthy = have && obx_now_ms() - h->published_ms <= h->stale_ms;
     ready = have && h->ready;
     pthread_mutex_unlock(&h->mu);
     if (strcmp(url, "/healthz") == 0)
@@ -604,7 +598,7 @@ void http_server_publish(http_server *h, char *metrics_text, size_t metrics_len,
     h->status_len = status_len;
     h->ready = ready;
     h->have_snapshot = metrics_text != NULL && status_json != NULL;
-    h->published_ms = mono_ms();
+    h->published_ms = obx_now_ms();
     pthread_mutex_unlock(&h->mu);
     free(old_metrics);
     free(old_status);

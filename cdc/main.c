@@ -16,13 +16,15 @@
 #include "cdc/relay.h"
 #include "cdc/replay.h"
 #include "base/scrub.h"
+#include "cdc/reload.h"
 #include "publish/sink.h"
 
 static void producer_log(int level, const char *fac, const char *msg)
 {
-    enum log_level l = level <= 3 ? LOG_LEVEL_ERROR : level <= 4 ? LOG_LEVEL_WARN
-                       : level <= 6                            ? LOG_LEVEL_INFO
-                                                               : LOG_LEVEL_DEBUG;
+    enum log_level l = level <= 3   ? LOG_LEVEL_ERROR
+                       : level <= 4 ? LOG_LEVEL_WARN
+                       : level <= 6 ? LOG_LEVEL_INFO
+                                    : LOG_LEVEL_DEBUG;
     log_msg(l, "kafka %s: %s", fac, msg);
 }
 
@@ -38,6 +40,12 @@ int main(int argc, char **argv)
      * use their memory: from the first title on, ps and /proc/PID/cmdline
      * show the state, not the command line (nor a password in it). */
     setproctitle_init(argc, argv, environ);
+    /* run, replay and backfill act on SIGHUP (cdc/reload.h): take it from
+     * the first instruction on, so one sent while the command line is still
+     * being read does not end the process. */
+    if (argc < 2 || (strcmp(argv[1], "anchor") != 0 && strcmp(argv[1], "status") != 0 &&
+                     strcmp(argv[1], "check") != 0))
+        reload_signals();
     /* Sub-commands take a conninfo too: show only their name from here on. */
     if (argc > 1 && (strcmp(argv[1], "anchor") == 0 || strcmp(argv[1], "status") == 0 ||
                      strcmp(argv[1], "replay") == 0 || strcmp(argv[1], "backfill") == 0 ||
@@ -57,8 +65,11 @@ int main(int argc, char **argv)
     }
 
     switch (config_parse(argc, argv, &cfg, err, sizeof(err))) {
-    case CONFIG_OK: break;
-    case CONFIG_EXIT: config_free(&cfg); return 0;
+    case CONFIG_OK:
+        break;
+    case CONFIG_EXIT:
+        config_free(&cfg);
+        return 0;
     case CONFIG_USAGE:
     default:
         fprintf(stderr, "outbox-relay: %s\n", err);

@@ -74,7 +74,9 @@ void oneshot_on_report(const sink_report *rep, void *arg)
 
     o->inflight_bytes = rep->len > o->inflight_bytes ? 0 : o->inflight_bytes - rep->len;
     switch (deadletter_classify(rep)) {
-    case SINK_DELIVERED: o->acked++; break;
+    case SINK_DELIVERED:
+        o->acked++;
+        break;
     case SINK_REFUSED:
         /* its dead-letter record's delivery will count for it */
         if (deadletter_queue_report(&o->refused, rep, 0) != 0)
@@ -144,8 +146,8 @@ enum sink_produce_result oneshot_produce(oneshot *o, const envelope_msg *m, uint
         struct pollfd pfd = {.fd = sink_event_fd(o->sk), .events = POLLIN};
         (void)poll(&pfd, 1, 100);
         oneshot_serve(o);
-        if (o->hooks.idle)
-            o->hooks.idle(o->hooks.arg);
+        if (o->idle)
+            o->idle(o->hooks.arg);
     }
     if (pr == SINK_PRODUCE_OK) {
         o->inflight_bytes += m->valuelen + m->keylen;
@@ -156,17 +158,15 @@ enum sink_produce_result oneshot_produce(oneshot *o, const envelope_msg *m, uint
 
 /* ---- the pipeline's hooks: records go through oneshot_produce() ------------ */
 
-static enum sink_produce_result hook_produce(void *arg, const envelope_msg *m,
-                                             const deadletter_refused *for_refused, char *err,
-                                             size_t errlen)
+static enum sink_produce_result hook_produce(void *arg, const envelope_msg *m, uint64_t dl_ticket,
+                                             char *err, size_t errlen)
 {
     oneshot *o = arg;
-    enum sink_produce_result pr;
+    /* a refused record's dead letter stands for a record already counted */
+    enum sink_produce_result pr =
+        oneshot_produce(o, m, dl_ticket ? dl_ticket : o->records + 1, err, errlen);
 
-    if (for_refused) /* stands for a record already counted */
-        return oneshot_produce(o, m, for_refused->ticket | DEADLETTER_TICKET, err, errlen);
-    pr = oneshot_produce(o, m, o->records + 1, err, errlen);
-    if (pr == SINK_PRODUCE_OK)
+    if (pr == SINK_PRODUCE_OK && !dl_ticket)
         o->records++;
     return pr;
 }
@@ -232,8 +232,8 @@ bool oneshot_flush(oneshot *o, int *waited_ms)
             deadletter_queue_empty(&o->refused))
             return true;
         oneshot_serve(o);
-        if (o->hooks.idle)
-            o->hooks.idle(o->hooks.arg);
+        if (o->idle)
+            o->idle(o->hooks.arg);
     }
     return false;
 }
@@ -261,13 +261,16 @@ void oneshot_print_topics(const oneshot *o, FILE *out)
         fprintf(out, "%s\t%llu\n", o->topics[i].topic, (unsigned long long)o->topics[i].n);
 }
 
-int oneshot_usage_fail(char *err, size_t errlen, const char *fmt, ...)
+int oneshot_start(int prc, const char *err, const config *cfg, void (*handler)(int))
 {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return 2;
+    if (prc != 0) {
+        if (prc == 2)
+            fprintf(stderr, "outbox-relay: %s\n", err);
+        return prc == 1 ? 0 : 2;
+    }
+    log_setup(cfg->log_level, cfg->log_json);
+    reload_all_signals(handler);
+    return -1;
 }
 
 const char *oneshot_opt_value(int argc, char **argv, int *i, const char *name, bool *missing)
@@ -320,14 +323,61 @@ int oneshot_argv_dry_run(char **argv, int n)
     return n + 2;
 }
 
-void oneshot_signals(void (*handler)(int))
+int oneshot_option(int argc, char **argv, int *i, const char *name, const char **value, char *err,
+                   size_t errlen)
 {
-    struct sigaction sa = {0};
+    bool missing;
 
-    sa.sa_handler = handler;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    reload_signals();
+    *value = oneshot_opt_value(argc, argv, i, name, &missing);
+    if (*value)
+        return 1;
+    if (missing)
+        return oneshot_usage_fail(err, errlen, "option \"%s\" needs a value (see --help)", name);
+    return 0;
+}
+
+int oneshot_parse(int argc, char **argv, const oneshot_cmdline *cl, bool *dry_run,
+                  char ***argv_copy, config *cfg, char *err, size_t errlen)
+{
+    char **v = oneshot_argv_new(argc);
+    int n = 1, r;
+
+    *argv_copy = v;
+    if (!v)
+        return oneshot_usage_fail(err, errlen, "out of memory");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(cl->usage, stdout);
+            return 1;
+        }
+        if (strcmp(argv[i], "--dry-run") == 0) {
+            *dry_run = true;
+            continue;
+        }
+        r = oneshot_option_index(argv[i], cl->refused, cl->nrefused);
+        if (r >= 0)
+            return oneshot_usage_fail(err, errlen, "%s does not apply to %s: %s", cl->refused[r],
+                                      cl->name, cl->refused_why);
+        r = cl->option(cl->arg, argc, argv, &i, err, errlen);
+        if (r == 2)
+            return 2;
+        if (r == 0)
+            v[n++] = argv[i];
+    }
+    if (cl->check && cl->check(cl->arg, err, errlen) != 0)
+        return 2;
+    if (*dry_run)
+        n = oneshot_argv_dry_run(v, n);
+    v[n] = NULL;
+    switch (config_parse(n, v, cfg, err, errlen)) {
+    case CONFIG_OK:
+        return 0;
+    case CONFIG_EXIT:
+        return 1;
+    case CONFIG_USAGE:
+    default:
+        return 2;
+    }
 }

@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "base/errfmt.h"
 #include "cdc/config.h"
 #include "cdc/deadletter.h"
 #include "cdc/pipeline.h"
@@ -41,25 +42,18 @@ typedef struct oneshot_topic {
 
 typedef struct oneshot oneshot;
 
-/* What the command supplies; every hook may be NULL. */
-typedef struct oneshot_hooks {
-    /* Each pass while waiting for the sink: progress, keepalives. */
-    void (*idle)(void *arg);
-    /* The pipeline's transaction hooks (cdc/pipeline.h). */
-    enum pipeline_txn (*begin)(void *arg, const pgo_begin *b);
-    void (*commit)(void *arg, const pgo_commit *c);
-    /* A line is about to be logged: clear the progress line. */
-    void (*before_log)(void *arg);
-    void *arg;
-} oneshot_hooks;
-
 struct oneshot {
     sink *sk;          /* owned; NULL: dry run, where records are only counted */
     const config *cfg; /* borrowed */
     const volatile sig_atomic_t *stop;
     uint64_t max_inflight_bytes; /* 0: cfg->max_inflight_bytes */
     envelope_source dl_base;     /* source of dead letters for refused records */
-    oneshot_hooks hooks;
+    /* The command's hooks, with hooks.arg: begin, commit and before_log
+     * as the pipeline's (cdc/pipeline.h; produce, fail and failed are the
+     * oneshot's own), and idle, run each pass while waiting for the sink
+     * (progress, keepalives).  Any may be NULL. */
+    pipeline_hooks hooks;
+    void (*idle)(void *arg);
     pipeline p; /* rows -> records; set up by oneshot_init() */
 
     uint64_t records; /* produced (or counted): events and dead letters */
@@ -80,6 +74,14 @@ struct oneshot {
  * oneshot_fatal(), source.db is db (borrowed).
  */
 void oneshot_init(oneshot *o, const char *db, bool dry_run);
+
+/*
+ * The start every one-shot command shares once its parse returned prc (0
+ * go on, 1 help printed, 2 bad usage with err): a usage error is printed;
+ * then the log is set up and SIGINT/SIGTERM call handler.  Returns -1 to go
+ * on, else the exit code (the caller frees its arguments and returns it).
+ */
+int oneshot_start(int prc, const char *err, const config *cfg, void (*handler)(int));
 
 /* Free what o owns: flush nothing more (reports still queued are served for
  * 0 ms), the sink, the refused queue, the topic counts.  NULL ok. */
@@ -140,9 +142,44 @@ void oneshot_print_topics(const oneshot *o, FILE *out);
 
 /* ---- the command line both commands share -------------------------------- */
 
-/* Formats the message into err; returns 2 (bad usage). */
-int oneshot_usage_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/*
+ * A command's own option at argv[*i]: 1 taken (*i advanced past its
+ * value), 0 not one of its own, 2 bad usage (err says the fix).
+ */
+typedef int (*oneshot_option_fn)(void *arg, int argc, char **argv, int *i, char *err,
+                                 size_t errlen);
+
+typedef struct oneshot_cmdline {
+    const char *name;           /* "replay": in messages */
+    const char *usage;          /* what --help prints */
+    const char *const *refused; /* `run` options that do not apply */
+    size_t nrefused;
+    const char *refused_why;                           /* after "OPTION does not apply to NAME: " */
+    oneshot_option_fn option;                          /* the command's own options */
+    int (*check)(void *arg, char *err, size_t errlen); /* before config_parse(): 0 or 2;
+                                                         NULL: none */
+    void *arg;
+} oneshot_cmdline;
+
+/*
+ * The command line of a one-shot command: --help, --dry-run (*dry_run),
+ * the refused options and the command's own through cl, everything else
+ * through config_parse() into cfg as for `run`.  *argv_copy (the vector
+ * handed to config_parse()) is the caller's to free(), in every case.
+ * Returns 0 to go on, 1 when help or version was printed (exit 0), 2 with
+ * err naming the fix.
+ */
+int oneshot_parse(int argc, char **argv, const oneshot_cmdline *cl, bool *dry_run,
+                  char ***argv_copy, config *cfg, char *err, size_t errlen);
+
+/* Within an option function: argv[*i] is "--name VALUE" or "--name=VALUE".
+ * 1 with *value set (*i advanced), 0 when it is another option, 2 when the
+ * value is missing (err set). */
+int oneshot_option(int argc, char **argv, int *i, const char *name, const char **value, char *err,
+                   size_t errlen);
+
+/* Format the message into err; evaluates to 2 (bad usage). */
+#define oneshot_usage_fail(err, errlen, ...) errfmt(err, errlen, 2, __VA_ARGS__)
 
 /* "--name VALUE" or "--name=VALUE": returns the value and advances *i, or
  * NULL when argv[*i] is not that option (*missing when it lacks a value). */
@@ -162,9 +199,5 @@ char **oneshot_argv_new(int argc);
  * so the broker check passes and a -b given later on the line still wins.
  * argv (from oneshot_argv_new) holds n entries; returns the new count. */
 int oneshot_argv_dry_run(char **argv, int n);
-
-/* SIGINT and SIGTERM call handler (it sets the stop flag); SIGPIPE is
- * ignored; SIGHUP is reload_signals()'s, acted on in oneshot_serve(). */
-void oneshot_signals(void (*handler)(int));
 
 #endif

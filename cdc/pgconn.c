@@ -1,7 +1,6 @@
 #include "cdc/pgconn.h"
 
 #include <bsd/string.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -67,14 +66,4 @@ PGresult *pgconn_exec(PGconn *conn, const char *sql, int nparams, const char *co
     pgconn_one_line(err);
     PQclear(res);
     return NULL;
-}
-
-int pgconn_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return rc;
 }

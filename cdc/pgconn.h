@@ -30,11 +30,6 @@ PGconn *pgconn_open(const char *conninfo, const char *password, bool replication
 PGresult *pgconn_exec(PGconn *conn, const char *sql, int nparams, const char *const *params,
                       ExecStatusType want, char *err, size_t errlen, char sqlstate[6]);
 
-/* Format into err and return rc: for "return pgconn_fail(err, errlen,
- * CODE, ...)" in functions with a named result. */
-int pgconn_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
 /* libpq messages end with a newline and may span lines: make buf one line
  * (in place), for logs and error messages. */
 void pgconn_one_line(char *buf);

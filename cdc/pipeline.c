@@ -106,7 +106,7 @@ void pipeline_dead_letter(pipeline *p, enum metrics_dlq_reason why, const relcac
         pipeline_fail(p, "cannot build dead-letter record: %s", err);
         return;
     }
-    pr = p->hooks.produce(p->hooks.arg, &m, NULL, err, sizeof(err));
+    pr = p->hooks.produce(p->hooks.arg, &m, 0, err, sizeof(err));
     if (pr == SINK_PRODUCE_REJECTED) {
         /* The row itself is what the sink refuses (too large, as a rule):
          * dead-letter it without its values, so the reason, position and
@@ -120,7 +120,7 @@ void pipeline_dead_letter(pipeline *p, enum metrics_dlq_reason why, const relcac
             pipeline_fail(p, "cannot build dead-letter record: %s", err);
             return;
         }
-        pr = p->hooks.produce(p->hooks.arg, &m, NULL, err, sizeof(err));
+        pr = p->hooks.produce(p->hooks.arg, &m, 0, err, sizeof(err));
     }
     if (pr == SINK_PRODUCE_OK)
         count_dead_letter(p, why);
@@ -162,7 +162,7 @@ static void publish_row(pipeline *p, const relcache_entry *rel, const pgo_tuple 
                      (unsigned long long)p->traceparents_dropped, src->table);
         }
     }
-    switch (p->hooks.produce(p->hooks.arg, &m, NULL, err, sizeof(err))) {
+    switch (p->hooks.produce(p->hooks.arg, &m, 0, err, sizeof(err))) {
     case SINK_PRODUCE_OK:
         p->published++;
         if (p->m)
@@ -192,6 +192,17 @@ void pipeline_tuple(pipeline *p, const outbox_binding *binding, const relcache_e
         publish_row(p, rel, tuple, &row, src);
 }
 
+/* Whether an event (what) of the current transaction is published: not
+ * when the transaction is skipped; outside one, the pass fails. */
+static bool publishing(pipeline *p, const char *what)
+{
+    if (!p->txn_open) {
+        pipeline_fail(p, "%s outside a transaction", what);
+        return false;
+    }
+    return !p->txn_skip;
+}
+
 static void handle_insert(pipeline *p, relcache *rels, const pgo_insert *ins, uint64_t lsn)
 {
     relcache_entry *rel = relcache_get(rels, ins->oid);
@@ -205,11 +216,7 @@ static void handle_insert(pipeline *p, relcache *rels, const pgo_insert *ins, ui
     pr = rel->user;
     if (!pr || !pr->is_outbox)
         return;
-    if (!p->txn_open) {
-        pipeline_fail(p, "insert outside a transaction");
-        return;
-    }
-    if (p->txn_skip)
+    if (!publishing(p, "insert"))
         return;
     src = pipeline_source(p, lsn, rel->qualname);
     if (!pr->bound)
@@ -246,11 +253,7 @@ static void handle_message(pipeline *p, const pgo_message *msg, uint64_t lsn)
         }
         return;
     }
-    if (!p->txn_open) {
-        pipeline_fail(p, "transactional message outside a transaction");
-        return;
-    }
-    if (p->txn_skip)
+    if (!publishing(p, "transactional message"))
         return;
     outbox_message_rel_init(&pm, msg);
     src = pipeline_source(p, lsn ? lsn : msg->lsn, pm.table);
@@ -431,7 +434,8 @@ void pipeline_dead_letter_refused(pipeline *p, deadletter_queue *q, uint64_t epo
                  lsn_format(f->lsn, b), f->topic, p->cfg->dlq_topic, f->reason);
         if (deadletter_build(f, p->cfg->dlq_topic, base, &m, err, sizeof(err)) != 0)
             pipeline_fail(p, "cannot build the dead-letter record of a refused record: %s", err);
-        else if (p->hooks.produce(p->hooks.arg, &m, f, err, sizeof(err)) != SINK_PRODUCE_OK)
+        else if (p->hooks.produce(p->hooks.arg, &m, f->ticket | DEADLETTER_TICKET, err,
+                                  sizeof(err)) != SINK_PRODUCE_OK)
             pipeline_fail(p, "cannot dead-letter a refused record to \"%s\": %s", p->cfg->dlq_topic,
                           err);
         else

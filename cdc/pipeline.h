@@ -51,15 +51,15 @@ enum pipeline_txn {
 
 typedef struct pipeline_hooks {
     /*
-     * Hand m to the sink.  for_refused NULL: an event (or a row's dead
-     * letter) of the current transaction or row; otherwise the dead letter
-     * standing for that record the broker refused, whose acknowledgement
-     * counts as the refused record's.  Returns the sink's result, err set
-     * when not OK.
+     * Hand m to the sink.  dl_ticket 0: an event (or a row's dead letter)
+     * of the current transaction or row, whose ticket the command assigns;
+     * otherwise the ticket to send it with: the dead letter standing for a
+     * record the broker refused (that record's ticket with
+     * DEADLETTER_TICKET), whose acknowledgement counts as the refused
+     * record's.  Returns the sink's result, err set when not OK.
      */
-    enum sink_produce_result (*produce)(void *arg, const envelope_msg *m,
-                                        const deadletter_refused *for_refused, char *err,
-                                        size_t errlen);
+    enum sink_produce_result (*produce)(void *arg, const envelope_msg *m, uint64_t dl_ticket,
+                                        char *err, size_t errlen);
     /* The pass cannot go on (run: rewind; one-shots: stop); reason is the
      * message.  Only the first of a pass matters to the command. */
     void (*fail)(void *arg, const char *reason);

@@ -130,7 +130,7 @@ typedef struct relay {
      * the rewind count when refused: stale after a rewind */
     deadletter_queue refused;
     envelope_source dl_base; /* the source of refused records' dead letters */
-    anchorwatch *anchors; /* with --http: anchor retention for /metrics */
+    anchorwatch *anchors;    /* with --http: anchor retention for /metrics */
     enum metrics_state title_state;
     uint64_t title_flush;
     /* --give-up-after: the last time the relay made progress (streaming
@@ -199,7 +199,7 @@ static void check_recovered(relay *r, int64_t now)
         return;
     log_info("recovered from: %s (%u repeat%s)", r->fault, r->fault_repeats,
              r->fault_repeats == 1 ? "" : "s");
-    r->reconnect_attempt = 0; /* the next fault starts with a short backoff again */
+    r->reconnect_attempt = 0;  /* the next fault starts with a short backoff again */
     metrics_clear_error(r->m); /* /status shows a fault only while it lasts */
     r->fault[0] = '\0';
     r->fault_repeats = 0;
@@ -337,26 +337,22 @@ static enum sink_produce_result produce_as(relay *r, const envelope_msg *m, uint
     return pr;
 }
 
-/* The pipeline's produce hook: one more event of the open transaction, or
- * the dead letter standing for a refused one (its ticket, marked). */
-static enum sink_produce_result hook_produce(void *arg, const envelope_msg *m,
-                                             const deadletter_refused *for_refused, char *err,
-                                             size_t errlen)
+/* The pipeline's produce hook: one more event of the open transaction
+ * (counted in the watermark), or a refused record's dead letter. */
+static enum sink_produce_result hook_produce(void *arg, const envelope_msg *m, uint64_t dl_ticket,
+                                             char *err, size_t errlen)
 {
     relay *r = arg;
-    enum sink_produce_result pr;
+    enum sink_produce_result pr = produce_as(r, m, dl_ticket ? dl_ticket : r->ticket, err, errlen);
 
-    if (for_refused)
-        return produce_as(r, m, for_refused->ticket | DEADLETTER_TICKET, err, errlen);
-    pr = produce_as(r, m, r->ticket, err, errlen);
-    if (pr == SINK_PRODUCE_OK) {
-        if (watermark_add_event(r->wm, r->ticket) != 0) {
-            request_rewind(r, "watermark refused an event of ticket %llu",
-                           (unsigned long long)r->ticket);
-            return SINK_PRODUCE_ERROR;
-        }
-        metrics_event_sent(r->m, r->ticket, metrics_pgtime_to_unix_us(r->p.commit_ts));
+    if (pr != SINK_PRODUCE_OK || dl_ticket)
+        return pr;
+    if (watermark_add_event(r->wm, r->ticket) != 0) {
+        request_rewind(r, "watermark refused an event of ticket %llu",
+                       (unsigned long long)r->ticket);
+        return SINK_PRODUCE_ERROR;
     }
+    metrics_event_sent(r->m, r->ticket, metrics_pgtime_to_unix_us(r->p.commit_ts));
     return pr;
 }
 
@@ -543,10 +539,11 @@ static int try_connect(relay *r, bool first, int64_t now)
         if (!first)
             metrics_reconnected(r->m, METRICS_TARGET_POSTGRES);
         r->fb.last_sent_ms = -1; /* tell the server where we are at once */
-        log_msg(r->fault[0] ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,"streaming slot \"%s\" of database \"%s\" from %s (slot confirmed %s, "
-                 "pgoutput proto_version %d)",
-                 r->cfg->slot, r->info.dbname, lsn_format(r->info.start_lsn, b1),
-                 lsn_format(r->info.slot_confirmed, b2), r->info.proto_version);
+        log_msg(r->fault[0] ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,
+                "streaming slot \"%s\" of database \"%s\" from %s (slot confirmed %s, "
+                "pgoutput proto_version %d)",
+                r->cfg->slot, r->info.dbname, lsn_format(r->info.start_lsn, b1),
+                lsn_format(r->info.slot_confirmed, b2), r->info.proto_version);
         return 0;
     }
     if (s == STREAM_LOST) {
@@ -621,8 +618,8 @@ static int read_frames(relay *r)
         if (r->need_rewind || !r->connected)
             return 0;
         if (policy_backpressure(watermark_inflight_events(r->wm), watermark_inflight_txns(r->wm),
-                                r->inflight_bytes,
-                                r->cfg->max_inflight_events, r->cfg->max_inflight_bytes))
+                                r->inflight_bytes, r->cfg->max_inflight_events,
+                                r->cfg->max_inflight_bytes))
             return 0;
         int got = stream_next(r->st, &f, err, sizeof(err));
         if (got == 0)
@@ -692,8 +689,7 @@ static void shutdown_relay(relay *r, const char *why)
     metrics_set_state(r->m, METRICS_STOPPING);
     if (r->http && http_server_update(r->http, r->m, obx_now_ms(), metrics_now_us()) != 0)
         log_debug("cannot render metrics");
-    log_info("stopping (%s): waiting up to %d ms for the broker", why,
-             r->cfg->shutdown_timeout_ms);
+    log_info("stopping (%s): waiting up to %d ms for the broker", why, r->cfg->shutdown_timeout_ms);
     if (sink_flush(r->sk, r->cfg->shutdown_timeout_ms, on_report, r) != 0)
         log_warn("%d messages not acknowledged in time; they will be sent again on restart",
                  sink_queue_len(r->sk));
@@ -706,8 +702,8 @@ static void shutdown_relay(relay *r, const char *why)
             watermark_abort_open(r->wm);
             r->p.txn_open = false;
         }
-        if (stream_finish(r->st, r->received, watermark_flush_lsn(r->wm), 5000, err,
-                          sizeof(err)) != 0)
+        if (stream_finish(r->st, r->received, watermark_flush_lsn(r->wm), 5000, err, sizeof(err)) !=
+            0)
             log_warn("%s", err);
         r->connected = false;
     }
@@ -715,247 +711,256 @@ static void shutdown_relay(relay *r, const char *why)
     log_info("stopped; confirmed %s", lsn_format(watermark_flush_lsn(r->wm), b));
 }
 
-int relay_run(const config *cfg)
+/* Everything the loop needs before the first connection.  0, or the exit
+ * code: 1 out of memory, 2 a sink or --http that cannot start. */
+static int relay_open(relay *r, const config *cfg)
 {
-    relay r = {0};
     char err[512];
-    int exit_code = 1;
-    struct sigaction sa = {0};
 
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    reload_signals();
-    srandom((unsigned)time(NULL) ^ (unsigned)getpid());
-
-    r.cfg = cfg;
-    r.fb.interval_ms = cfg->status_interval_ms;
-    if (cfg->state_file && slotstate_load(cfg->state_file, cfg->slot, &r.hist, err,
-                                          sizeof(err)) != 0) {
+    r->cfg = cfg;
+    r->fb.interval_ms = cfg->status_interval_ms;
+    r->fb.last_sent_ms = -1;
+    if (cfg->state_file &&
+        slotstate_load(cfg->state_file, cfg->slot, &r->hist, err, sizeof(err)) != 0) {
         log_error("%s", err);
         return 2;
     }
-    r.fb.last_sent_ms = -1;
-    r.st = stream_new(cfg);
-    r.wm = watermark_new(0);
-    r.rels = relcache_new();
-    r.msg = malloc(sizeof(*r.msg));
-    r.dl_base = (envelope_source){.db = r.info.dbname, .slot = cfg->slot};
-    r.p = (pipeline){.cfg = cfg,
-                     .db = r.info.dbname,
-                     .hooks = {.produce = hook_produce,
-                               .fail = hook_fail,
-                               .failed = hook_failed,
-                               .begin = hook_begin,
-                               .commit = hook_commit,
-                               .arg = &r}};
-    if (!r.st || !r.wm || !r.rels || !r.msg) {
+    r->st = stream_new(cfg);
+    r->wm = watermark_new(0);
+    r->rels = relcache_new();
+    r->msg = malloc(sizeof(*r->msg));
+    r->m = metrics_new(cfg->slot, metrics_now_us());
+    r->dl_base = (envelope_source){.db = r->info.dbname, .slot = cfg->slot};
+    r->p = (pipeline){.cfg = cfg,
+                      .m = r->m,
+                      .db = r->info.dbname,
+                      .hooks = {.produce = hook_produce,
+                                .fail = hook_fail,
+                                .failed = hook_failed,
+                                .begin = hook_begin,
+                                .commit = hook_commit,
+                                .arg = r}};
+    if (!r->st || !r->wm || !r->rels || !r->msg || !r->m) {
         log_error("out of memory");
-        goto out;
+        return 1;
     }
-    r.m = metrics_new(cfg->slot, metrics_now_us());
-    if (!r.m) {
-        log_error("out of memory");
-        goto out;
-    }
-    r.p.m = r.m;
-    r.p.sk = r.sk = open_sink(cfg, err, sizeof(err));
-    if (!r.sk) {
+    r->p.sk = r->sk = open_sink(cfg, err, sizeof(err));
+    if (!r->sk) {
         log_error("%s", err);
-        exit_code = 2;
-        goto out;
+        return 2;
     }
     /* Before the first connection, so /healthz answers while standing by. */
     if (cfg->http_addr) {
-        r.http = http_server_start(cfg->http_addr, HTTP_STALE_MS, err, sizeof(err));
-        if (!r.http) {
+        r->http = http_server_start(cfg->http_addr, HTTP_STALE_MS, err, sizeof(err));
+        if (!r->http) {
             log_error("%s", err);
-            exit_code = 2;
-            goto out;
+            return 2;
         }
         log_info("serving /metrics, /status, /healthz and /readyz on %s", cfg->http_addr);
-        r.anchors =
+        r->anchors =
             anchorwatch_start(cfg->conninfo, cfg->password, cfg->slot, ANCHORWATCH_INTERVAL_MS);
     }
+    return 0;
+}
 
-    /* The first start decides between "bad configuration" (exit 2) and
-     * running; a slot held by another process is waited for. */
+static void relay_close(relay *r)
+{
+    http_server_free(r->http); /* stops its thread before the metrics go */
+    anchorwatch_stop(r->anchors);
+    /* Serve what is already there; anything unacknowledged is sent again
+     * on the next start. */
+    if (r->sk && sink_flush(r->sk, 0, on_report, r) != 0)
+        log_debug("%d messages unacknowledged at exit", sink_queue_len(r->sk));
+    sink_free(r->sk);
+    stream_free(r->st);
+    deadletter_queue_clear(&r->refused);
+    relcache_free(r->rels);
+    watermark_free(r->wm);
+    metrics_free(r->m);
+    free(r->msg);
+}
+
+/*
+ * The first start decides between "bad configuration" (exit 2) and
+ * running; a slot held by another process is waited for.  Returns -1 once
+ * streaming, else the exit code (0: stopped while waiting).
+ */
+static int first_start(relay *r)
+{
     for (;;) {
-        int64_t now = obx_now_ms();
-        exit_code = try_connect(&r, true, now);
-        if (exit_code != 0)
-            goto out;
-        if (r.connected)
-            break;
+        int code = try_connect(r, true, obx_now_ms());
+        if (code != 0)
+            return code;
+        if (r->connected)
+            return -1;
         /* Nothing to serve yet: sleep until the retry (a signal cuts it
          * short), in slices so /healthz sees the process alive. */
-        for (int64_t left; !stop_requested && (left = r.reconnect_at - obx_now_ms()) > 0;) {
+        for (int64_t left; !stop_requested && (left = r->reconnect_at - obx_now_ms()) > 0;) {
             if (left > 1000)
                 left = 1000;
             struct timespec ts = {left / 1000, (left % 1000) * 1000000};
             nanosleep(&ts, NULL);
             if (reload_pending())
-                reload_apply(cfg);
-            if (r.http &&
-                http_server_update(r.http, r.m, obx_now_ms(), metrics_now_us()) != 0)
+                reload_apply(r->cfg);
+            if (r->http && http_server_update(r->http, r->m, obx_now_ms(), metrics_now_us()) != 0)
                 log_debug("cannot render metrics");
         }
-        if (stop_requested) {
-            exit_code = 0;
-            goto out;
+        if (stop_requested)
+            return 0;
+    }
+}
+
+/* The snapshot /metrics and /status serve. */
+static void publish_metrics(relay *r, int64_t now, bool paused)
+{
+    r->m->received_lsn = r->received;
+    r->m->inflight_events = watermark_inflight_events(r->wm);
+    r->m->inflight_bytes = r->inflight_bytes;
+    r->m->broker_reachable = sink_healthy(r->sk);
+    /* a connection configuration fault (credentials, CA) is the error
+     * /status shows while it lasts */
+    const char *bf = sink_fault(r->sk);
+    if (bf && strncmp(bf, r->m->last_error, METRICS_ERROR_MAX - 1) != 0) {
+        metrics_set_error(r->m, bf, metrics_now_us());
+        r->broker_fault_shown = true;
+    } else if (!bf && r->broker_fault_shown) {
+        if (!r->fault[0])
+            metrics_clear_error(r->m);
+        r->broker_fault_shown = false;
+    }
+    metrics_backpressure(r->m, r->connected && paused, now);
+    (void)anchorwatch_copy(r->anchors, r->m);
+    if (r->http && http_server_update(r->http, r->m, now, metrics_now_us()) != 0)
+        log_debug("cannot render metrics");
+}
+
+/*
+ * Sleep until a socket is ready or the next deadline (not at all when more
+ * frames may be buffered), then pull what the replication socket has.
+ * Paused by backpressure, the socket is not polled for reading.  0, or -1
+ * when poll() itself failed.
+ */
+static int wait_for_work(relay *r, int64_t now, bool paused, bool more)
+{
+    char err[512];
+    int64_t timeout = more ? 0 : 1000;
+    struct pollfd pfd[2];
+    int npfd = 0, pg = -1;
+
+    if (r->connected) {
+        int64_t w =
+            policy_feedback_wait(&r->fb, now, watermark_flush_lsn(r->wm), r->reply_requested);
+        if (w < timeout)
+            timeout = w;
+        pfd[npfd] = (struct pollfd){
+            .fd = stream_socket(r->st),
+            .events = (short)((paused ? 0 : POLLIN) | (stream_wants_write(r->st) ? POLLOUT : 0))};
+        pg = npfd++;
+    } else if (r->reconnect_at - now < timeout && !(r->parked && paused)) {
+        timeout = r->reconnect_at > now ? r->reconnect_at - now : 0;
+    }
+    pfd[npfd++] = (struct pollfd){.fd = sink_event_fd(r->sk), .events = POLLIN};
+    if (poll(pfd, (nfds_t)npfd, (int)timeout) < 0 && errno != EINTR) {
+        log_error("poll failed: %s", strerror(errno));
+        return -1;
+    }
+    if (pg < 0 || !r->connected)
+        return 0;
+    if (((pfd[pg].revents & (POLLIN | POLLERR | POLLHUP)) &&
+         stream_consume(r->st, err, sizeof(err)) != 0) ||
+        ((pfd[pg].revents & POLLOUT) && stream_flush(r->st, err, sizeof(err)) != 0)) {
+        note_fault(r, LOG_LEVEL_WARN, "%s", err);
+        disconnect(r);
+        schedule_reconnect(r, obx_now_ms());
+    }
+    return 0;
+}
+
+/* One pass of the loop (README, Design: the event loop).  Returns -1 to go
+ * on, else the exit code. */
+static int run_pass(relay *r)
+{
+    const config *cfg = r->cfg;
+    int64_t now = obx_now_ms();
+    bool more = false;
+
+    if (reload_pending())
+        reload_apply(cfg);
+    if (stop_requested) {
+        see_stop(r, now);
+        if (!policy_finish_before_stop(r->connected, r->p.txn_open, r->need_rewind, now,
+                                       r->stop_deadline)) {
+            shutdown_relay(r, "signal");
+            return 0;
         }
     }
-    r.stats_at = r.progress_at = obx_now_ms();
-
-    for (;;) {
-        int64_t now = obx_now_ms();
-        int more = 0;
-
-        if (reload_pending())
-            reload_apply(cfg);
-        if (stop_requested) {
-            see_stop(&r, now);
-            if (!policy_finish_before_stop(r.connected, r.p.txn_open, r.need_rewind, now,
-                                           r.stop_deadline)) {
-                shutdown_relay(&r, "signal");
-                exit_code = 0;
-                goto out;
-            }
+    (void)serve_producer(r);
+    pipeline_dead_letter_refused(&r->p, &r->refused, r->rewinds, &r->dl_base);
+    if (r->need_rewind && rewind_stream(r, now) != 0)
+        return 1;
+    if (cfg->has_end_lsn && watermark_flush_lsn(r->wm) >= cfg->end_lsn) {
+        shutdown_relay(r, "reached --end-lsn");
+        return 0;
+    }
+    if (!r->connected && now >= r->reconnect_at && !(r->parked && stream_paused(r)) &&
+        try_connect(r, false, now) != 0)
+        return 1;
+    if (r->connected) {
+        more = read_frames(r) != 0;
+        now = obx_now_ms();
+        if (r->events_acked != r->acked_seen) {
+            r->acked_seen = r->events_acked;
+            r->acked_at = now;
         }
-        (void)serve_producer(&r);
-        pipeline_dead_letter_refused(&r.p, &r.refused, r.rewinds, &r.dl_base);
-        if (r.need_rewind && rewind_stream(&r, now) != 0) {
-            exit_code = 1;
-            goto out;
-        }
-        if (cfg->has_end_lsn && watermark_flush_lsn(r.wm) >= cfg->end_lsn) {
-            shutdown_relay(&r, "reached --end-lsn");
-            exit_code = 0;
-            goto out;
-        }
-        if (!r.connected && now >= r.reconnect_at && !(r.parked && stream_paused(&r))) {
-            if (try_connect(&r, false, now) != 0) {
-                exit_code = 1;
-                goto out;
-            }
-        }
-        if (r.connected) {
-            more = read_frames(&r);
-            now = obx_now_ms();
-            if (r.events_acked != r.acked_seen) {
-                r.acked_seen = r.events_acked;
-                r.acked_at = now;
-            }
-            if (r.connected && (r.end_stream || policy_park_stream(stream_paused(&r), now,
-                                                                   r.acked_at, PARK_STREAM_MS)))
-                end_stream(&r, now);
-            if (r.connected &&
-                policy_feedback_due(&r.fb, now, watermark_flush_lsn(r.wm), r.reply_requested))
-                if (send_status(&r, now) != 0) {
-                    disconnect(&r);
-                    schedule_reconnect(&r, now);
-                }
-        }
-        check_recovered(&r, now);
-        if (r.connected && (watermark_flush_lsn(r.wm) != r.progress_flush ||
-                            watermark_inflight_events(r.wm) == 0)) {
-            r.progress_at = now;
-            r.progress_flush = watermark_flush_lsn(r.wm);
-        }
-        if (policy_give_up(now, r.progress_at, cfg->give_up_after_ms)) {
-            log_error("giving up: no progress for %d s (--give-up-after)%s%s",
-                      cfg->give_up_after_ms / 1000, r.fault[0] ? "; last fault: " : "", r.fault);
-            shutdown_relay(&r, "giving up");
-            exit_code = 1;
-            goto out;
-        }
-        update_title(&r, now);
-        if (now - r.stats_at >= STATS_INTERVAL_MS)
-            log_stats(&r, now);
-        if (r.need_rewind)
-            continue;
-
-        bool paused = policy_backpressure(watermark_inflight_events(r.wm),
-                                          watermark_inflight_txns(r.wm), r.inflight_bytes,
-                                          cfg->max_inflight_events, cfg->max_inflight_bytes);
-        r.m->received_lsn = r.received;
-        r.m->inflight_events = watermark_inflight_events(r.wm);
-        r.m->inflight_bytes = r.inflight_bytes;
-        r.m->broker_reachable = sink_healthy(r.sk);
-        {
-            /* a connection configuration fault (credentials, CA) is the
-             * error /status shows while it lasts */
-            const char *bf = sink_fault(r.sk);
-            if (bf && strncmp(bf, r.m->last_error, METRICS_ERROR_MAX - 1) != 0) {
-                metrics_set_error(r.m, bf, metrics_now_us());
-                r.broker_fault_shown = true;
-            } else if (!bf && r.broker_fault_shown) {
-                if (!r.fault[0])
-                    metrics_clear_error(r.m);
-                r.broker_fault_shown = false;
-            }
-        }
-        metrics_backpressure(r.m, r.connected && paused, now);
-        (void)anchorwatch_copy(r.anchors, r.m);
-        if (r.http && http_server_update(r.http, r.m, now, metrics_now_us()) != 0)
-            log_debug("cannot render metrics");
-
-        /* Sleep until a socket is ready or the next deadline. */
-        int64_t timeout = 1000;
-        struct pollfd pfd[2];
-        int npfd = 0, pg = -1;
-        if (more)
-            timeout = 0;
-        if (r.connected) {
-            int64_t w = policy_feedback_wait(&r.fb, now, watermark_flush_lsn(r.wm),
-                                             r.reply_requested);
-            if (w < timeout)
-                timeout = w;
-            pfd[npfd].fd = stream_socket(r.st);
-            pfd[npfd].events = (short)((paused ? 0 : POLLIN) |
-                                       (stream_wants_write(r.st) ? POLLOUT : 0));
-            pfd[npfd].revents = 0;
-            pg = npfd++;
-        } else if (r.reconnect_at - now < timeout && !(r.parked && paused)) {
-            timeout = r.reconnect_at > now ? r.reconnect_at - now : 0;
-        }
-        pfd[npfd].fd = sink_event_fd(r.sk);
-        pfd[npfd].events = POLLIN;
-        pfd[npfd].revents = 0;
-        npfd++;
-        if (poll(pfd, (nfds_t)npfd, (int)timeout) < 0 && errno != EINTR) {
-            log_error("poll failed: %s", strerror(errno));
-            exit_code = 1;
-            goto out;
-        }
-        if (pg >= 0 && r.connected) {
-            if ((pfd[pg].revents & (POLLIN | POLLERR | POLLHUP)) &&
-                stream_consume(r.st, err, sizeof(err)) != 0) {
-                note_fault(&r, LOG_LEVEL_WARN, "%s", err);
-                disconnect(&r);
-                schedule_reconnect(&r, obx_now_ms());
-            } else if ((pfd[pg].revents & POLLOUT) && stream_flush(r.st, err, sizeof(err)) != 0) {
-                note_fault(&r, LOG_LEVEL_WARN, "%s", err);
-                disconnect(&r);
-                schedule_reconnect(&r, obx_now_ms());
-            }
+        if (r->connected && (r->end_stream || policy_park_stream(stream_paused(r), now,
+                                                                 r->acked_at, PARK_STREAM_MS)))
+            end_stream(r, now);
+        if (r->connected &&
+            policy_feedback_due(&r->fb, now, watermark_flush_lsn(r->wm), r->reply_requested) &&
+            send_status(r, now) != 0) {
+            disconnect(r);
+            schedule_reconnect(r, now);
         }
     }
-out:
-    http_server_free(r.http); /* stops its thread before the metrics go */
-    anchorwatch_stop(r.anchors);
-    /* Serve what is already there; anything unacknowledged is sent again
-     * on the next start. */
-    if (r.sk && sink_flush(r.sk, 0, on_report, &r) != 0)
-        log_debug("%d messages unacknowledged at exit", sink_queue_len(r.sk));
-    sink_free(r.sk);
-    stream_free(r.st);
-    deadletter_queue_clear(&r.refused);
-    relcache_free(r.rels);
-    watermark_free(r.wm);
-    metrics_free(r.m);
-    free(r.msg);
+    check_recovered(r, now);
+    if (r->connected && (watermark_flush_lsn(r->wm) != r->progress_flush ||
+                         watermark_inflight_events(r->wm) == 0)) {
+        r->progress_at = now;
+        r->progress_flush = watermark_flush_lsn(r->wm);
+    }
+    if (policy_give_up(now, r->progress_at, cfg->give_up_after_ms)) {
+        log_error("giving up: no progress for %d s (--give-up-after)%s%s",
+                  cfg->give_up_after_ms / 1000, r->fault[0] ? "; last fault: " : "", r->fault);
+        shutdown_relay(r, "giving up");
+        return 1;
+    }
+    update_title(r, now);
+    if (now - r->stats_at >= STATS_INTERVAL_MS)
+        log_stats(r, now);
+    if (r->need_rewind)
+        return -1;
+
+    bool paused =
+        policy_backpressure(watermark_inflight_events(r->wm), watermark_inflight_txns(r->wm),
+                            r->inflight_bytes, cfg->max_inflight_events, cfg->max_inflight_bytes);
+    publish_metrics(r, now, paused);
+    return wait_for_work(r, now, paused, more) == 0 ? -1 : 1;
+}
+
+int relay_run(const config *cfg)
+{
+    relay r = {0};
+    int exit_code;
+
+    reload_all_signals(on_signal);
+    srandom((unsigned)time(NULL) ^ (unsigned)getpid());
+
+    exit_code = relay_open(&r, cfg);
+    if (exit_code == 0 && (exit_code = first_start(&r)) < 0) {
+        r.stats_at = r.progress_at = obx_now_ms();
+        while ((exit_code = run_pass(&r)) < 0)
+            ;
+    }
+    relay_close(&r);
     return exit_code;
 }

@@ -78,3 +78,16 @@ void reload_apply(const config *cfg)
                      keys[i]);
     config_free(&next);
 }
+
+void reload_all_signals(void (*stop)(int))
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    reload_signals();
+}

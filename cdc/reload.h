@@ -23,6 +23,11 @@
  * EINTR, so the loop acts on it at once). */
 void reload_signals(void);
 
+/* Every signal a long-running command handles: SIGINT and SIGTERM call
+ * stop (it sets the command's stop flag), SIGPIPE is ignored, SIGHUP as
+ * reload_signals(). */
+void reload_all_signals(void (*stop)(int));
+
 /* Whether SIGHUP arrived since the last call (clears the flag). */
 bool reload_pending(void);
 

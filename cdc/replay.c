@@ -53,80 +53,60 @@ static const char replay_usage[] =
     "exit codes: 0 every event in the range acknowledged (or its dead letter), 1 runtime\n"
     "failure (run it again: consumers deduplicate on id), 2 bad usage or a refused range\n";
 
-int replay_parse(int argc, char **argv, replay_args *a, char *err, size_t errlen)
+static int replay_option(void *arg, int argc, char **argv, int *i, char *err, size_t errlen)
 {
-    static const char *const refused[] = {"--start-lsn", "--end-lsn", "--create-slot", "--http"};
-    bool has_from = false, missing;
-    int n = 1, ri;
+    replay_args *a = arg;
+    const char *v;
+    int m;
 
-    memset(a, 0, sizeof(*a));
-    a->argv_copy = oneshot_argv_new(argc);
-    if (!a->argv_copy)
-        return oneshot_usage_fail(err, errlen, "out of memory");
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (strcmp(argv[i], "--") == 0)
-            break;
-        if (strcmp(argv[i], "--help") == 0) {
-            fputs(replay_usage, stdout);
-            return 1;
-        }
-        if (strcmp(argv[i], "--dry-run") == 0) {
-            a->dry_run = true;
-            continue;
-        }
-        ri = oneshot_option_index(argv[i], refused, sizeof(refused) / sizeof(refused[0]));
-        if (ri >= 0)
-            return oneshot_usage_fail(err, errlen,
-                                      "%s does not apply to replay: give the range with --from "
-                                      "and --to",
-                                      refused[ri]);
-        if ((v = oneshot_opt_value(argc, argv, &i, "--anchor", &missing)) != NULL) {
-            a->anchor_name = v;
-            if (admin_anchor_slot(v, a->anchor, err, errlen) != 0)
-                return 2;
-            continue;
-        }
-        if (missing)
-            return oneshot_usage_fail(err, errlen,
-                                      "option \"--anchor\" needs a value (see --help)");
-        if ((v = oneshot_opt_value(argc, argv, &i, "--from", &missing)) != NULL) {
-            if (lsn_parse(v, &a->from) != 0)
-                return oneshot_usage_fail(err, errlen,
-                                          "malformed --from \"%s\": give an LSN like 0/16B3748", v);
-            has_from = true;
-            continue;
-        }
-        if (missing)
-            return oneshot_usage_fail(err, errlen, "option \"--from\" needs a value (see --help)");
-        if ((v = oneshot_opt_value(argc, argv, &i, "--to", &missing)) != NULL) {
-            if (lsn_parse(v, &a->to) != 0)
-                return oneshot_usage_fail(err, errlen,
-                                          "malformed --to \"%s\": give an LSN like 0/16B3748", v);
-            a->has_to = true;
-            continue;
-        }
-        if (missing)
-            return oneshot_usage_fail(err, errlen, "option \"--to\" needs a value (see --help)");
-        a->argv_copy[n++] = argv[i];
+    if ((m = oneshot_option(argc, argv, i, "--anchor", &v, err, errlen)) == 1) {
+        a->anchor_name = v;
+        return admin_anchor_slot(v, a->anchor, err, errlen) == 0 ? 1 : 2;
     }
+    if (m == 0 && (m = oneshot_option(argc, argv, i, "--from", &v, err, errlen)) == 1) {
+        if (lsn_parse(v, &a->from) != 0)
+            return oneshot_usage_fail(err, errlen,
+                                      "malformed --from \"%s\": give an LSN like 0/16B3748", v);
+        a->has_from = true;
+    }
+    if (m == 0 && (m = oneshot_option(argc, argv, i, "--to", &v, err, errlen)) == 1) {
+        if (lsn_parse(v, &a->to) != 0)
+            return oneshot_usage_fail(err, errlen,
+                                      "malformed --to \"%s\": give an LSN like 0/16B3748", v);
+        a->has_to = true;
+    }
+    return m;
+}
+
+static int replay_required(void *arg, char *err, size_t errlen)
+{
+    const replay_args *a = arg;
+
     if (!a->anchor_name)
         return oneshot_usage_fail(
             err, errlen, "replay needs --anchor NAME (outbox-relay anchor list shows them)");
-    if (!has_from)
+    if (!a->has_from)
         return oneshot_usage_fail(err, errlen,
                                   "replay needs --from LSN: the first commit LSN to publish again");
     if (a->has_to && a->to < a->from)
         return oneshot_usage_fail(err, errlen, "--from is after --to: swap them");
-    if (a->dry_run)
-        n = oneshot_argv_dry_run(a->argv_copy, n);
-    a->argv_copy[n] = NULL;
-    switch (config_parse(n, a->argv_copy, &a->cfg, err, errlen)) {
-    case CONFIG_OK: return 0;
-    case CONFIG_EXIT: return 1;
-    case CONFIG_USAGE:
-    default: return 2;
-    }
+    return 0;
+}
+
+int replay_parse(int argc, char **argv, replay_args *a, char *err, size_t errlen)
+{
+    static const char *const refused[] = {"--start-lsn", "--end-lsn", "--create-slot", "--http"};
+    const oneshot_cmdline cl = {.name = "replay",
+                                .usage = replay_usage,
+                                .refused = refused,
+                                .nrefused = sizeof(refused) / sizeof(refused[0]),
+                                .refused_why = "give the range with --from and --to",
+                                .option = replay_option,
+                                .check = replay_required,
+                                .arg = a};
+
+    memset(a, 0, sizeof(*a));
+    return oneshot_parse(argc, argv, &cl, &a->dry_run, &a->argv_copy, &a->cfg, err, errlen);
 }
 
 void replay_args_free(replay_args *a)
@@ -138,9 +118,8 @@ void replay_args_free(replay_args *a)
     a->argv_copy = NULL;
 }
 
-int replay_check(const char *anchor_name, const replay_anchor_state *an, uint64_t from,
-                 bool has_to, uint64_t to, uint64_t server, uint64_t *to_incl, char *err,
-                 size_t errlen)
+int replay_check(const char *anchor_name, const replay_anchor_state *an, uint64_t from, bool has_to,
+                 uint64_t to, uint64_t server, uint64_t *to_incl, char *err, size_t errlen)
 {
     char a[LSN_BUFSZ], b[LSN_BUFSZ];
 
@@ -277,7 +256,7 @@ static enum pipeline_txn on_begin(void *arg, const pgo_begin *b)
         return PIPELINE_TXN_STOP;
     }
     return replay_in_range(b->final_lsn, r->a->from, r->to_incl) ? PIPELINE_TXN_PUBLISH
-                                                                  : PIPELINE_TXN_SKIP;
+                                                                 : PIPELINE_TXN_SKIP;
 }
 
 static void on_commit(void *arg, const pgo_commit *c)
@@ -340,9 +319,13 @@ static int connect_and_check(replayer *r, char *err, size_t errlen, int *code)
 
     *code = 1;
     switch (stream_connect(r->st, "outbox-relay-replay", &r->info, err, errlen)) {
-    case STREAM_OK: break;
-    case STREAM_CONFIG: *code = 2; return -1;
-    default: return -1;
+    case STREAM_OK:
+        break;
+    case STREAM_CONFIG:
+        *code = 2;
+        return -1;
+    default:
+        return -1;
     }
     int v = r->info.server_version;
     if (v < 120000) {
@@ -350,8 +333,8 @@ static int connect_and_check(replayer *r, char *err, size_t errlen, int *code)
         snprintf(err, errlen, "replay needs PostgreSQL 12 or later (the server is %d)", v);
         return -1;
     }
-    res = rq(r, "SELECT pg_catalog.pg_current_wal_insert_lsn()",
-             PGRES_TUPLES_OK, qerr, sizeof(qerr));
+    res =
+        rq(r, "SELECT pg_catalog.pg_current_wal_insert_lsn()", PGRES_TUPLES_OK, qerr, sizeof(qerr));
     if (!res) {
         snprintf(err, errlen, "cannot read the server's position: %s", qerr);
         return -1;
@@ -501,14 +484,11 @@ int replay_main(int argc, char **argv)
     int code = 1, prc;
 
     prc = replay_parse(argc, argv, &a, err, sizeof(err));
-    if (prc != 0) {
-        if (prc == 2)
-            fprintf(stderr, "outbox-relay: %s\n", err);
+    if ((code = oneshot_start(prc, err, &a.cfg, on_signal)) >= 0) {
         replay_args_free(&a);
-        return prc == 1 ? 0 : 2;
+        return code;
     }
-    log_setup(a.cfg.log_level, a.cfg.log_json);
-    oneshot_signals(on_signal);
+    code = 1;
 
     r.a = &a;
     r.cfg = &a.cfg;
@@ -516,11 +496,9 @@ int replay_main(int argc, char **argv)
     r.o.stop = &replay_stop;
     r.o.max_inflight_bytes = UINT64_MAX; /* replay bounds records only (--max-inflight) */
     r.o.dl_base = (envelope_source){.db = r.info.dbname, .slot = a.cfg.slot};
-    r.o.hooks = (oneshot_hooks){.idle = on_idle,
-                                .begin = on_begin,
-                                .commit = on_commit,
-                                .before_log = on_before_log,
-                                .arg = &r};
+    r.o.idle = on_idle;
+    r.o.hooks = (pipeline_hooks){
+        .begin = on_begin, .commit = on_commit, .before_log = on_before_log, .arg = &r};
     r.st = stream_new(&a.cfg);
     r.rels = relcache_new();
     r.msg = malloc(sizeof(*r.msg));

@@ -29,6 +29,7 @@ typedef struct replay_args {
     config cfg; /* every run option: tables, columns, format, topic, brokers, -X, ... */
     const char *anchor_name;     /* --anchor as given */
     char anchor[ADMIN_SLOT_MAX]; /* its slot name */
+    bool has_from;
     uint64_t from;               /* --from (required) */
     bool has_to;
     uint64_t to; /* --to; default: the server's position when replay starts */

@@ -6,11 +6,12 @@
 #include <bsd/string.h>
 
 #include "cdc/log.h"
+#include "base/errfmt.h"
 #include "cdc/pgconn.h"
 #include "cdc/policy.h"
 #include "decode/lsn.h"
 
-#define fail(err, errlen, st, ...) ((enum stream_status)pgconn_fail(err, errlen, st, __VA_ARGS__))
+#define fail(err, errlen, st, ...) ((enum stream_status)errfmt(err, errlen, st, __VA_ARGS__))
 
 static const char *pq_error(const PGconn *conn)
 {
@@ -75,7 +76,7 @@ static enum stream_status check_tables(PGconn *conn, const config *cfg, char *er
         }
         for (int r = 0; r < OB_NROLES; r++) {
             bool found = false;
-            if (!outbox_role_required((enum outbox_role)r))
+            if (!outbox_colmap_requires(&tab->colmap, (enum outbox_role)r))
                 continue;
             for (int i = 0; i < PQntuples(res) && !found; i++)
                 found = strcmp(PQgetvalue(res, i, 1), tab->colmap.col[r]) == 0;
@@ -85,6 +86,22 @@ static enum stream_status check_tables(PGconn *conn, const config *cfg, char *er
                      "another column with --column %s=COLUMN",
                      tab->qualname, tab->colmap.col[r], outbox_role_name((enum outbox_role)r),
                      outbox_role_name((enum outbox_role)r));
+                PQclear(res);
+                return STREAM_CONFIG;
+            }
+        }
+        /* Debezium's EventRouter refuses to run when an additional field's
+         * column is missing (table.fields.additional.error.on.missing): so
+         * does its format; the others leave the field out of the record. */
+        for (size_t f = 0; cfg->format == ENVELOPE_FORMAT_DEBEZIUM && f < cfg->nfields; f++) {
+            bool found = false;
+            for (int i = 0; i < PQntuples(res) && !found; i++)
+                found = strcmp(PQgetvalue(res, i, 1), cfg->fields[f].column) == 0;
+            if (!found) {
+                fail(err, errlen, STREAM_CONFIG,
+                     "outbox table \"%s\" has no column \"%s\" for --field %s (the debezium "
+                     "format, as Debezium, requires every additional column)",
+                     tab->qualname, cfg->fields[f].column, cfg->fields[f].column);
                 PQclear(res);
                 return STREAM_CONFIG;
             }
@@ -122,6 +139,26 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
                     cfg->publication, cfg->publication);
     }
     PQclear(res);
+    /*
+     * Which tables a publication covers is asked on a plain connection of
+     * its own: on PostgreSQL 16 and later pg_publication_tables opens the
+     * tables, and relation data cached that way in the walsender outlives
+     * the switch to the historic catalog of decoding -- decoding a row
+     * written before its table was rewritten (ALTER COLUMN ... TYPE) then
+     * fails with "could not open toast relation".
+     */
+    PGconn *side = NULL;
+    if (*exists && cfg->ntables > 0) {
+        side = pgconn_open(cfg->conninfo, cfg->password, false, "outbox-relay");
+        if (!side || PQstatus(side) != CONNECTION_OK) {
+            enum stream_status f = fail(err, errlen, STREAM_RETRY,
+                                        "cannot connect to read publication tables: %s",
+                                        pq_error(side));
+            PQfinish(side);
+            PQfreemem(lp);
+            return f;
+        }
+    }
     for (size_t t = 0; *exists && t < cfg->ntables; t++) {
         const config_table *tab = &cfg->tables[t];
         char *ls = literal(conn, tab->schema), *ln = literal(conn, tab->name);
@@ -129,6 +166,7 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
             PQfreemem(ls);
             PQfreemem(ln);
             PQfreemem(lp);
+            PQfinish(side);
             return fail(err, errlen, STREAM_RETRY, "cannot quote: %s", pq_error(conn));
         }
         snprintf(sql, sizeof(sql),
@@ -137,14 +175,16 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
                  lp, ls, ln);
         PQfreemem(ls);
         PQfreemem(ln);
-        res = run(conn, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
+        res = run(side, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
         if (!res) {
             PQfreemem(lp);
+            PQfinish(side);
             return fail(err, errlen, STREAM_RETRY, "cannot read publication tables: %s", qerr);
         }
         if (PQntuples(res) == 0) {
             PQclear(res);
             PQfreemem(lp);
+            PQfinish(side);
             return fail(err, errlen, STREAM_CONFIG,
                         "publication \"%s\" does not cover outbox table \"%s\": ALTER "
                         "PUBLICATION %s ADD TABLE %s",
@@ -152,8 +192,40 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
         }
         PQclear(res);
     }
+    PQfinish(side);
     PQfreemem(lp);
     return STREAM_OK;
+}
+
+/* PostgreSQL 17+, a slot with failover off: a promotion loses it.  With
+ * --create-slot the relay turns it on (the slot is not in use here);
+ * otherwise it says so, once. */
+static void failover_off(PGconn *conn, const config *cfg)
+{
+    static bool warned;
+    char sql[256], qerr[512], state[6];
+    PGresult *res;
+
+    if (cfg->create_slot) {
+        snprintf(sql, sizeof(sql), "ALTER_REPLICATION_SLOT \"%s\" (FAILOVER true)", cfg->slot);
+        res = pgconn_exec(conn, sql, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), state);
+        if (res) {
+            PQclear(res);
+            log_info("turned failover on for replication slot \"%s\" (standbys with "
+                     "sync_replication_slots = on keep it across a promotion)",
+                     cfg->slot);
+            return;
+        }
+        if (!warned)
+            log_warn("cannot turn failover on for replication slot \"%s\": %s", cfg->slot, qerr);
+        warned = true;
+        return;
+    }
+    if (!warned)
+        log_warn("replication slot \"%s\" has failover off: a promoted standby will not have "
+                 "it (run once with --create-slot to turn it on, see High availability)",
+                 cfg->slot);
+    warned = true;
 }
 
 /* Reads the slot; *exists false when missing.  Fills info->slot_confirmed. */
@@ -168,8 +240,8 @@ static enum stream_status check_slot(PGconn *conn, const config *cfg, stream_inf
         return fail(err, errlen, STREAM_RETRY, "cannot quote slot: %s", pq_error(conn));
     snprintf(sql, sizeof(sql),
              "SELECT slot_type, plugin, database, active, active_pid, confirmed_flush_lsn,"
-             " wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
-             ls);
+             " wal_status, %s FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
+             info->server_version >= 170000 ? "failover" : "NULL", ls);
     PQfreemem(ls);
     res = run(conn, sql, PGRES_TUPLES_OK, qerr, sizeof(qerr));
     if (!res)
@@ -209,14 +281,30 @@ static enum stream_status check_slot(PGconn *conn, const config *cfg, stream_inf
     else if (PQgetisnull(res, 0, 5) || lsn_parse(PQgetvalue(res, 0, 5), &info->slot_confirmed))
         rc =
             fail(err, errlen, STREAM_RETRY, "slot \"%s\" has no confirmed position yet", cfg->slot);
+    else if (strcmp(PQgetvalue(res, 0, 7), "f") == 0)
+        failover_off(conn, cfg);
     PQclear(res);
     return rc;
+}
+
+/* Run sql, the CREATE of what; one created meanwhile by another process
+ * (SQLSTATE 42710) counts as there, with *res NULL. */
+static enum stream_status create_object(PGconn *conn, const char *sql, ExecStatusType want,
+                                        const char *what, PGresult **res, char *err, size_t errlen)
+{
+    char qerr[512], state[6];
+
+    *res = pgconn_exec(conn, sql, 0, NULL, want, qerr, sizeof(qerr), state);
+    if (*res || strcmp(state, "42710") == 0)
+        return STREAM_OK;
+    return fail(err, errlen, STREAM_CONFIG, "cannot create %s: %s", what, qerr);
 }
 
 static enum stream_status create_publication(PGconn *conn, const config *cfg, char *err,
                                              size_t errlen)
 {
-    char sql[16384], qerr[512], state[6];
+    char sql[16384], what[200];
+    enum stream_status rc;
     size_t off;
     char *ip = ident(conn, cfg->publication);
     PGresult *res;
@@ -239,13 +327,10 @@ static enum stream_status create_publication(PGconn *conn, const config *cfg, ch
             return fail(err, errlen, STREAM_CONFIG, "too many outbox tables for one publication");
     }
     snprintf(sql + off, sizeof(sql) - off, " WITH (publish = 'insert')");
-    res = pgconn_exec(conn, sql, 0, NULL, PGRES_COMMAND_OK, qerr, sizeof(qerr), state);
-    if (!res) {
-        if (strcmp(state, "42710") == 0) /* created concurrently */
-            return STREAM_OK;
-        return fail(err, errlen, STREAM_CONFIG, "cannot create publication \"%s\": %s",
-                    cfg->publication, qerr);
-    }
+    snprintf(what, sizeof(what), "publication \"%s\"", cfg->publication);
+    if ((rc = create_object(conn, sql, PGRES_COMMAND_OK, what, &res, err, errlen)) != STREAM_OK ||
+        !res)
+        return rc;
     PQclear(res);
     log_info("created publication \"%s\"", cfg->publication);
     return STREAM_OK;
@@ -265,7 +350,8 @@ static void drop_publication(PGconn *conn, const config *cfg)
 static enum stream_status create_slot(PGconn *conn, const config *cfg, int server_version,
                                       char *err, size_t errlen)
 {
-    char sql[256], qerr[512], state[6];
+    char sql[256], what[200];
+    enum stream_status rc;
     PGresult *res;
     bool failover = server_version >= 170000;
 
@@ -284,18 +370,49 @@ static enum stream_status create_slot(PGconn *conn, const config *cfg, int serve
     log_info("creating replication slot \"%s\": waits until transactions running now have "
              "ended",
              cfg->slot);
-    res = pgconn_exec(conn, sql, 0, NULL, PGRES_TUPLES_OK, qerr, sizeof(qerr), state);
-    if (!res) {
-        if (strcmp(state, "42710") == 0) /* created concurrently */
-            return STREAM_OK;
-        return fail(err, errlen, STREAM_CONFIG, "cannot create replication slot \"%s\": %s",
-                    cfg->slot, qerr);
-    }
+    snprintf(what, sizeof(what), "replication slot \"%s\"", cfg->slot);
+    if ((rc = create_object(conn, sql, PGRES_TUPLES_OK, what, &res, err, errlen)) != STREAM_OK ||
+        !res)
+        return rc;
     log_info("created replication slot \"%s\" at %s%s", cfg->slot, PQgetvalue(res, 0, 1),
              failover ? " with failover on (standbys with sync_replication_slots = on keep it "
                         "across a promotion)"
                       : "");
     PQclear(res);
+    return STREAM_OK;
+}
+
+/*
+ * Where streaming starts (info->start_lsn): the slot's confirmed position;
+ * on the first start --start-lsn, never before it; later, resume_lsn when
+ * it is past that.
+ */
+static enum stream_status start_position(const config *cfg, bool first, uint64_t resume_lsn,
+                                         stream_info *info, char *err, size_t errlen)
+{
+    info->start_lsn = info->slot_confirmed;
+    if (first && cfg->has_start_lsn) {
+        if (cfg->start_lsn < info->slot_confirmed) {
+            char a[LSN_BUFSZ], b[LSN_BUFSZ];
+            return fail(err, errlen, STREAM_CONFIG,
+                        "--start-lsn %s is before slot \"%s\"'s confirmed position %s and a slot "
+                        "cannot rewind: start at or after %s, or publish that range again with "
+                        "\"outbox-relay replay --anchor NAME --from LSN\"",
+                        lsn_format(cfg->start_lsn, a), cfg->slot,
+                        lsn_format(info->slot_confirmed, b), b);
+        }
+        info->start_lsn = cfg->start_lsn;
+        if (cfg->start_lsn > info->slot_confirmed) {
+            char a[LSN_BUFSZ], b[LSN_BUFSZ];
+            log_warn("--start-lsn %s skips %llu bytes of WAL after slot \"%s\"'s confirmed "
+                     "position %s: transactions committed in between are not published",
+                     lsn_format(cfg->start_lsn, a),
+                     (unsigned long long)(cfg->start_lsn - info->slot_confirmed), cfg->slot,
+                     lsn_format(info->slot_confirmed, b));
+        }
+    }
+    if (resume_lsn > info->start_lsn)
+        info->start_lsn = resume_lsn;
     return STREAM_OK;
 }
 
@@ -328,7 +445,8 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
     switch (policy_slot_verdict(slot_exists, cfg->create_slot, cfg->allow_new_slot, hist,
                                 info->timeline)) {
     case POLICY_SLOT_USE:
-    case POLICY_SLOT_CREATE: break;
+    case POLICY_SLOT_CREATE:
+        break;
     case POLICY_SLOT_NOT_CONFIGURED:
         rc = fail(err, errlen, STREAM_CONFIG,
                   "replication slot \"%s\" does not exist: run with --create-slot, or name "
@@ -383,51 +501,8 @@ enum stream_status setup_start(stream *st, const config *cfg, uint64_t resume_ls
         }
     }
 
-    info->start_lsn = info->slot_confirmed;
-    if (first && cfg->has_start_lsn) {
-        if (cfg->start_lsn < info->slot_confirmed) {
-            char a[LSN_BUFSZ], b[LSN_BUFSZ];
-            rc = fail(err, errlen, STREAM_CONFIG,
-                      "--start-lsn %s is before slot \"%s\"'s confirmed position %s and a slot "
-                      "cannot rewind: start at or after %s, or publish that range again with "
-                      "\"outbox-relay replay --anchor NAME --from LSN\"",
-                      lsn_format(cfg->start_lsn, a), cfg->slot, lsn_format(info->slot_confirmed, b),
-                      b);
-            goto out;
-        }
-        info->start_lsn = cfg->start_lsn;
-        if (cfg->start_lsn > info->slot_confirmed) {
-            char a[LSN_BUFSZ], b[LSN_BUFSZ];
-            log_warn("--start-lsn %s skips %llu bytes of WAL after slot \"%s\"'s confirmed "
-                     "position %s: transactions committed in between are not published",
-                     lsn_format(cfg->start_lsn, a),
-                     (unsigned long long)(cfg->start_lsn - info->slot_confirmed), cfg->slot,
-                     lsn_format(info->slot_confirmed, b));
-        }
-    }
-    if (resume_lsn > info->start_lsn)
-        info->start_lsn = resume_lsn;
-
-    /*
-     * Stream on a fresh connection: on PostgreSQL 16 and later, relation
-     * data the checks above cached in this backend (read with today's
-     * catalog) outlive the switch to the historic catalog of decoding, and
-     * decoding a row written before its table was rewritten (ALTER COLUMN
-     * ... TYPE) then fails with "could not open toast relation".
-     */
-    {
-        stream_info again;
-        stream_close(st);
-        if ((rc = stream_connect(st, "outbox-relay", &again, err, errlen)) != STREAM_OK)
-            goto out;
-        if (strcmp(again.systemid, info->systemid) != 0 || again.timeline != info->timeline) {
-            rc = fail(err, errlen, STREAM_RETRY,
-                      "the server changed between the checks and streaming (system %s timeline "
-                      "%d, then %s timeline %d)",
-                      info->systemid, info->timeline, again.systemid, again.timeline);
-            goto out;
-        }
-    }
+    if ((rc = start_position(cfg, first, resume_lsn, info, err, errlen)) != STREAM_OK)
+        goto out;
     rc = stream_replicate(st, cfg->slot, info->start_lsn, info, err, errlen);
 out:
     if (rc != STREAM_OK)

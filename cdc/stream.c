@@ -14,6 +14,7 @@
 #include "base/bytes.h"
 #include "base/clock.h"
 #include "cdc/log.h"
+#include "base/errfmt.h"
 #include "cdc/pgconn.h"
 #include "cdc/policy.h"
 #include "decode/lsn.h"
@@ -26,7 +27,7 @@ struct stream {
     bool streaming;
 };
 
-#define fail(err, errlen, st, ...) ((enum stream_status)pgconn_fail(err, errlen, st, __VA_ARGS__))
+#define fail(err, errlen, st, ...) ((enum stream_status)errfmt(err, errlen, st, __VA_ARGS__))
 
 /* libpq messages end with a newline and may span lines: one line for logs,
  * in buf (each caller below keeps its own static buffer). */

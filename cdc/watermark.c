@@ -263,36 +263,39 @@ static int report_slot(watermark *wm, uint64_t ticket, size_t *idx)
     return 0;
 }
 
-int watermark_ack(watermark *wm, uint64_t ticket)
+/* One report for ticket: its slot's index in *idx with the report counted,
+ * or report_slot()'s 1 (stale) or -1 (unknown). */
+static int count_report(watermark *wm, uint64_t ticket, size_t *idx)
 {
-    size_t i = 0;
-    struct slot *s;
-    int rc = report_slot(wm, ticket, &i);
+    int rc = report_slot(wm, ticket, idx);
 
     if (rc != 0)
         return rc;
-    s = slot_at(wm, i);
-    s->pending--;
+    slot_at(wm, *idx)->pending--;
     wm->inflight--;
-    if (slot_complete(s))
-        settle(wm, i);
     return 0;
+}
+
+int watermark_ack(watermark *wm, uint64_t ticket)
+{
+    size_t i = 0;
+    int rc = count_report(wm, ticket, &i);
+
+    if (rc == 0 && slot_complete(slot_at(wm, i)))
+        settle(wm, i);
+    return rc;
 }
 
 int watermark_fail(watermark *wm, uint64_t ticket)
 {
     size_t i = 0;
-    struct slot *s;
-    int rc = report_slot(wm, ticket, &i);
+    int rc = count_report(wm, ticket, &i);
 
-    if (rc != 0)
-        return rc;
-    s = slot_at(wm, i);
-    s->pending--;
-    s->failed = true;
-    wm->inflight--;
-    wm->failed = true;
-    return 0;
+    if (rc == 0) {
+        slot_at(wm, i)->failed = true;
+        wm->failed = true;
+    }
+    return rc;
 }
 
 uint64_t watermark_flush_lsn(const watermark *wm)

@@ -281,7 +281,7 @@ static int parse_offset(const char *s, size_t len, size_t *pos, int64_t *off_s)
     return 0;
 }
 
-int pgtime_parse_text(const char *s, size_t len, int64_t *unix_us)
+static int parse_timestamp(const char *s, size_t len, bool naive, int64_t *unix_us)
 {
     size_t pos = 0;
     int64_t year = 0;
@@ -325,8 +325,9 @@ int pgtime_parse_text(const char *s, size_t len, int64_t *unix_us)
             frac *= 10;
     }
     /* A timestamptz always carries its zone; without one the instant is
-     * ambiguous, so refuse rather than guess. */
-    if (parse_offset(s, len, &pos, &off_s) != 0 || pos != len)
+     * ambiguous, so refuse rather than guess (a naive timestamp has none). */
+    off_s = 0;
+    if (naive ? pos != len : parse_offset(s, len, &pos, &off_s) != 0 || pos != len)
         return -1;
     if (mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon))
         return -1;
@@ -338,4 +339,14 @@ int pgtime_parse_text(const char *s, size_t len, int64_t *unix_us)
         return -1;
     *unix_us = us;
     return 0;
+}
+
+int pgtime_parse_text(const char *s, size_t len, int64_t *unix_us)
+{
+    return parse_timestamp(s, len, false, unix_us);
+}
+
+int pgtime_parse_naive(const char *s, size_t len, int64_t *unix_us)
+{
+    return parse_timestamp(s, len, true, unix_us);
 }

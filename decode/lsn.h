@@ -55,6 +55,13 @@ int64_t pgtime_to_unix_us(int64_t pg_us);
 int pgtime_parse_text(const char *s, size_t len, int64_t *unix_us) OBX_WUR;
 
 /*
+ * Parse a timestamp without time zone in the same text form (no offset
+ * allowed) as if it were UTC, as Debezium reads such a column's epoch.
+ * Returns 0 or -1 when malformed.
+ */
+int pgtime_parse_naive(const char *s, size_t len, int64_t *unix_us) OBX_WUR;
+
+/*
  * Format microseconds since the Unix epoch as RFC 3339 UTC ("...Z") into buf
  * (PGTIME_BUFSZ bytes): the year zero-padded to 4 digits, "-" before it
  * before year 0 (ISO 8601's astronomical years), any int64 accepted.

@@ -16,7 +16,9 @@ static const char *const role_names[OB_NROLES] = {
     [OB_TRACEPARENT] = "traceparent",
 };
 
-/* Debezium's outbox event router column names. */
+/* Debezium's outbox event router column names.  Deliberately the same shape
+ * as role_names: one designated entry per role, so that a role added to the
+ * enum without its default column is visible here. */
 static const char *const default_cols[OB_NROLES] = {
     [OB_ID] = "id",
     [OB_AGGREGATE_TYPE] = "aggregatetype",
@@ -46,6 +48,11 @@ void outbox_colmap_init(outbox_colmap *map)
     memset(map, 0, sizeof *map);
     for (int r = 0; r < OB_NROLES; r++)
         snprintf(map->col[r], sizeof map->col[r], "%s", default_cols[r]);
+}
+
+bool outbox_colmap_requires(const outbox_colmap *map, enum outbox_role role)
+{
+    return outbox_role_required(role) && (map == NULL || !(map->optional & 1u << role));
 }
 
 int outbox_colmap_set(outbox_colmap *map, const char *role_eq_col, char *err, size_t errlen)
@@ -172,6 +179,7 @@ int outbox_bind(const outbox_colmap *map, const relcache_entry *rel, outbox_bind
         out->idx[r] = -1;
         out->type_oid[r] = 0;
     }
+    out->optional = map != NULL ? map->optional : 0;
     if (map == NULL || rel == NULL) {
         snprintf(err, errlen, "no column map or relation to bind");
         return -1;
@@ -185,7 +193,7 @@ int outbox_bind(const outbox_colmap *map, const relcache_entry *rel, outbox_bind
             }
         }
         /* Report the first missing required role; keep binding the rest. */
-        if (out->idx[r] < 0 && outbox_role_required((enum outbox_role)r) && rc == 0) {
+        if (out->idx[r] < 0 && outbox_colmap_requires(map, (enum outbox_role)r) && rc == 0) {
             snprintf(err, errlen,
                      "outbox table \"%s\" has no column \"%s\" for role %s; add it or map "
                      "another column with --column %s=COLUMN",
@@ -214,7 +222,7 @@ int outbox_extract(const outbox_binding *b, const relcache_entry *rel, const pgo
         return -1;
     }
     for (int r = 0; r < OB_NROLES; r++) {
-        bool required = outbox_role_required((enum outbox_role)r);
+        bool required = outbox_role_required((enum outbox_role)r) && !(b->optional & 1u << r);
         int i = b->idx[r];
         const pgo_value *v;
         const char *col;
@@ -272,6 +280,7 @@ int outbox_extract(const outbox_binding *b, const relcache_entry *rel, const pgo
         }
     }
     out->payload_type_oid = b->type_oid[OB_PAYLOAD];
+    out->timestamp_type_oid = b->type_oid[OB_TIMESTAMP];
     return 0;
 }
 

@@ -43,7 +43,14 @@ bool outbox_role_required(enum outbox_role role);
 
 typedef struct outbox_colmap {
     char col[OB_NROLES][64]; /* column name per role (NAMEDATALEN is 64) */
+    /* Roles made optional beyond outbox_role_required() (bit 1 << role):
+     * the debezium format needs no type and takes a NULL or empty aggregate
+     * id as a NULL key, as Debezium's EventRouter does. */
+    unsigned optional;
 } outbox_colmap;
+
+/* Whether map requires role: outbox_role_required() and not optional. */
+bool outbox_colmap_requires(const outbox_colmap *map, enum outbox_role role);
 
 /* Defaults: id, aggregatetype, aggregateid, type, payload, timestamp,
  * tracingspancontext. */
@@ -86,6 +93,7 @@ int outbox_colmap_build(outbox_colmap *map, const char *qualname, const char *co
 typedef struct outbox_binding {
     int idx[OB_NROLES];
     uint32_t type_oid[OB_NROLES]; /* 0 when absent */
+    unsigned optional;            /* the map's optional roles */
 } outbox_binding;
 
 /*
@@ -104,7 +112,8 @@ typedef struct outbox_field {
 
 typedef struct outbox_row {
     outbox_field f[OB_NROLES];
-    uint32_t payload_type_oid; /* jsonb 3802, json 114, text 25, bytea 17 ... */
+    uint32_t payload_type_oid;   /* jsonb 3802, json 114, text 25, bytea 17 ... */
+    uint32_t timestamp_type_oid; /* timestamptz 1184, timestamp 1114, int8 20 ...; 0: text */
 } outbox_row;
 
 /*

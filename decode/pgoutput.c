@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/bytes.h"
+
 /*
  * A cursor over one message.  Every read goes through the rd_* helpers,
  * which check the remaining length first and, on failure, write the reason
@@ -54,37 +56,28 @@ static int rd_u8(reader *r, const char *field, uint8_t *out)
 
 static int rd_u16(reader *r, const char *field, uint16_t *out)
 {
-    const uint8_t *p;
-
     if (rd_need(r, 2, field) != 0)
         return -1;
-    p = r->buf + r->pos;
-    *out = (uint16_t)((unsigned)p[0] << 8 | p[1]);
+    *out = obx_be16(r->buf + r->pos);
     r->pos += 2;
     return 0;
 }
 
 static int rd_u32(reader *r, const char *field, uint32_t *out)
 {
-    const uint8_t *p;
-
     if (rd_need(r, 4, field) != 0)
         return -1;
-    p = r->buf + r->pos;
-    *out = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    *out = obx_be32(r->buf + r->pos);
     r->pos += 4;
     return 0;
 }
 
 static int rd_u64(reader *r, const char *field, uint64_t *out)
 {
-    uint32_t hi, lo;
-
     if (rd_need(r, 8, field) != 0)
         return -1;
-    (void)rd_u32(r, field, &hi);
-    (void)rd_u32(r, field, &lo);
-    *out = (uint64_t)hi << 32 | lo;
+    *out = obx_be64(r->buf + r->pos);
+    r->pos += 8;
     return 0;
 }
 

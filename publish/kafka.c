@@ -353,7 +353,8 @@ bool kafka_explain_error(int err, const char *reason, const kafka_security *sec,
         if (n > 0 && (size_t)n < len && contains(mech, "SCRAM") && rd_kafka_version() < 0x020601ff)
             snprintf(out + n, len - (size_t)n,
                      "; note: this librdkafka (%s) cannot log in with SCRAM to Apache Kafka 4.0 "
-                     "or later even with the right password (fixed in librdkafka 2.6.1)",
+                     "or later even with the right password (fixed in librdkafka 2.6.1; "
+                     "SASL/PLAIN over TLS works)",
                      rd_kafka_version_str());
         return true;
     }
@@ -425,13 +426,11 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     log_trampoline(rk, LOG_WARNING, "ERROR", msg);
 }
 
-int kafka_report_header(const kafka_report *rep, const char *name, const void **value,
-                        size_t *len)
+int kafka_report_header(const kafka_report *rep, const char *name, const void **value, size_t *len)
 {
     rd_kafka_headers_t *hdrs;
 
-    if (!rep->msg ||
-        rd_kafka_message_headers((const rd_kafka_message_t *)rep->msg, &hdrs) != 0 ||
+    if (!rep->msg || rd_kafka_message_headers((const rd_kafka_message_t *)rep->msg, &hdrs) != 0 ||
         rd_kafka_header_get_last(hdrs, name, value, len) != 0)
         return -1;
     return 0;
@@ -642,7 +641,8 @@ enum kafka_produce_result kafka_produce_ts(kafka_producer *kp, const char *topic
                            RD_KAFKA_V_OPAQUE((void *)(uintptr_t)ticket), RD_KAFKA_V_END);
     if (rc == RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (kp->outstanding++ == 0)
-            kp->progress_ms = obx_now_ms(); /* the stall clock starts with the first waiting message */
+            kp->progress_ms =
+                obx_now_ms(); /* the stall clock starts with the first waiting message */
         warm_topic(kp, topic);
         return KAFKA_PRODUCE_OK;
     }
@@ -759,12 +759,6 @@ int kafka_outq_len(const kafka_producer *kp)
 
 /* ---- the producer as a sink (publish/sink.h) ------------------------------ */
 
-_Static_assert((int)KAFKA_PRODUCE_OK == (int)SINK_PRODUCE_OK &&
-                   (int)KAFKA_PRODUCE_QUEUE_FULL == (int)SINK_PRODUCE_QUEUE_FULL &&
-                   (int)KAFKA_PRODUCE_ERROR == (int)SINK_PRODUCE_ERROR &&
-                   (int)KAFKA_PRODUCE_REJECTED == (int)SINK_PRODUCE_REJECTED,
-               "produce results differ");
-
 sink *kafka_producer_sink(kafka_producer *kp)
 {
     return &kp->base;
@@ -773,9 +767,9 @@ sink *kafka_producer_sink(kafka_producer *kp)
 static enum sink_produce_result ks_produce(sink *sk, const sink_msg *m, uint64_t ticket, char *err,
                                            size_t errlen)
 {
-    return (enum sink_produce_result)kafka_produce_ts(
-        (kafka_producer *)sk, m->topic, m->key, m->keylen, m->value, m->valuelen,
-        m->timestamp_ms, m->headers, m->nheaders, ticket, err, errlen);
+    return kafka_produce_ts((kafka_producer *)sk, m->topic, m->key, m->keylen, m->value,
+                            m->valuelen, m->timestamp_ms, m->headers, m->nheaders, ticket, err,
+                            errlen);
 }
 
 static int ks_poll(sink *sk, sink_report_fn fn, void *arg, char *err, size_t errlen)

@@ -60,14 +60,12 @@ sink *kafka_producer_sink(kafka_producer *kp);
 /* Readable when delivery reports (or errors) wait: poll() it, then kafka_poll(). */
 int kafka_event_fd(const kafka_producer *kp);
 
-enum kafka_produce_result {
-    KAFKA_PRODUCE_OK = 0,
-    KAFKA_PRODUCE_QUEUE_FULL = 1, /* not a failure: poll and retry */
-    KAFKA_PRODUCE_ERROR = -1,     /* the producer cannot take messages (fatal error, out of
-                                     memory): err says why; start over with a new producer */
-    KAFKA_PRODUCE_REJECTED = -2,  /* this message can never be produced (too large, a topic
-                                     or partition that cannot exist): err says why */
-};
+/* The sink's results (publish/sink.h), under the producer's names. */
+#define kafka_produce_result sink_produce_result
+#define KAFKA_PRODUCE_OK SINK_PRODUCE_OK
+#define KAFKA_PRODUCE_QUEUE_FULL SINK_PRODUCE_QUEUE_FULL
+#define KAFKA_PRODUCE_ERROR SINK_PRODUCE_ERROR
+#define KAFKA_PRODUCE_REJECTED SINK_PRODUCE_REJECTED
 
 /*
  * Enqueue one message.  value is copied.  ticket comes back in the

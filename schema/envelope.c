@@ -78,6 +78,18 @@ int envelope_opts_check(const envelope_opts *o, char *err, size_t errlen)
     if (o->tombstone_on_empty && !f->tombstones)
         return errbuf_fail(err, errlen,
                            "tombstones on empty payload exist only in the debezium format");
+    if ((o->dbz_json_converter || o->dbz_expand || o->dbz_context != NULL) &&
+        o->format != ENVELOPE_FORMAT_DEBEZIUM)
+        return errbuf_fail(err, errlen,
+                           "--debezium-converter, --expand-json-payload and --debezium-context "
+                           "apply only to --format debezium");
+    if (o->dbz_context != NULL && o->dbz_run_id == NULL)
+        return errbuf_fail(err, errlen, "--debezium-context: no run id");
+    if (o->dbz_expand && !o->dbz_json_converter)
+        return errbuf_fail(err, errlen,
+                           "--expand-json-payload needs --debezium-converter json (an expanded "
+                           "payload through Debezium's StringConverter is a Java Struct's "
+                           "toString(), no consumer can read it)");
     if ((unsigned)o->timestamp > ENVELOPE_TS_EVENT)
         return errbuf_fail(err, errlen, "unknown message timestamp source %d", (int)o->timestamp);
     return 0;
@@ -162,6 +174,14 @@ int envelope_msg_add_header(envelope_msg *m, const char *name, const char *value
     return 0;
 }
 
+int envelope_msg_add_null_header(envelope_msg *m, const char *name)
+{
+    if (envelope_msg_add_header(m, name, "", 0) != 0)
+        return -1;
+    m->headers[m->nheaders - 1].value = NULL;
+    return 0;
+}
+
 int envelope_msg_add_header_str(envelope_msg *m, const char *name, const char *value)
 {
     return envelope_msg_add_header(m, name, value, strlen(value));
@@ -195,19 +215,18 @@ int envelope_build(enum envelope_format fmt, const char *topic_tmpl, const outbo
  * of memory. */
 static int add_common_headers(const format_ops *f, const format_ctx *c, envelope_msg *m)
 {
-    const outbox_field *tp = &c->row->f[OB_TRACEPARENT];
-
     if (f->field_header_prefix != NULL &&
-        fields_add_headers(m, c->x, c->nx, ENVELOPE_PLACE_ENVELOPE, f->field_header_prefix) != 0)
+        fields_add_headers(m, c->x, c->nx, ENVELOPE_PLACE_ENVELOPE, f->field_header_prefix,
+                           false) != 0)
         return -1;
     /* Every format says so, as the envelope's source does: a consumer of a
      * format without a source can still tell a backfilled record apart. */
     if (c->src->backfill && envelope_msg_add_header_str(m, "backfill", "true") != 0)
         return -1;
     /* The W3C header in every format: tracing instrumentations read it. */
-    if (c->p->traceparent && envelope_msg_add_header(m, "traceparent", tp->data, tp->len) != 0)
+    if (c->p->traceparent && envelope_msg_add_header(m, "traceparent", c->p->tp, c->p->tplen) != 0)
         return -1;
-    return fields_add_headers(m, c->x, c->nx, ENVELOPE_PLACE_HEADER, "");
+    return fields_add_headers(m, c->x, c->nx, ENVELOPE_PLACE_HEADER, "", f->null_headers);
 }
 
 int envelope_build_opts(const envelope_opts *opts, const outbox_row *row,
@@ -237,7 +256,7 @@ int envelope_build_opts(const envelope_opts *opts, const outbox_row *row,
         goto fail;
     }
     if (topic_expand(opts->topic_tmpl, row, src->table, topic, err, errlen) != 0 ||
-        prepared_row(row, src->commit_ts, &p, err, errlen) != 0 ||
+        prepared_row(row, src->commit_ts, opts->format == ENVELOPE_FORMAT_DEBEZIUM, &p, err, errlen) != 0 ||
         fields_check_values(extras, nextras, err, errlen) != 0)
         goto fail;
     /* One allocation for the usual record: the payload (base64 grows it by
@@ -254,7 +273,8 @@ int envelope_build_opts(const envelope_opts *opts, const outbox_row *row,
         goto nomem;
     key = &row->f[OB_AGGREGATE_ID];
     m.topic = strdup(topic);
-    if (m.topic == NULL || envelope_msg_set_key(&m, key->data, key->len) != 0 ||
+    /* No aggregate id (the debezium format allows it): a NULL key */
+    if (m.topic == NULL || (key->present && envelope_msg_set_key(&m, key->data, key->len) != 0) ||
         f->add_headers(&c, tombstone, &m) != 0 || add_common_headers(f, &c, &m) != 0)
         goto nomem;
     jsonw_discard(&w); /* a tombstone never took the buffer */

@@ -131,6 +131,20 @@ typedef struct envelope_opts {
      * is NULL or blank text becomes a record with a NULL value */
     bool tombstone_on_empty;
     enum envelope_timestamp timestamp;
+    /* debezium only: the value as Kafka Connect's JsonConverter
+     * (schemas.enable=false) writes it, where the default is what its
+     * StringConverter writes (--debezium-converter json) */
+    bool dbz_json_converter;
+    /* debezium only (table.expand.json.payload): a JSON payload is written
+     * as JSON, compact, its null members and empty arrays dropped, where
+     * the default is the payload's text as a string */
+    bool dbz_expand;
+    /* debezium only (--debezium-context NAME, Debezium's topic.prefix): the
+     * headers __debezium.context.connectorLogicalName (NAME), .taskId
+     * ("0"), .connectorName ("postgresql") and .runId (dbz_run_id, one per
+     * process, as Debezium makes one per connector start); NULL: none */
+    const char *dbz_context;
+    const char *dbz_run_id;
 } envelope_opts;
 
 /*
@@ -265,6 +279,10 @@ int envelope_build_dead_letter(const char *dlq_topic, const relcache_entry *rel,
  */
 int envelope_msg_add_header(envelope_msg *msg, const char *name, const char *value,
                             size_t len) OBX_WUR;
+
+/* A header whose value is NULL (not empty).  Returns 0, or -1 when out of
+ * memory or full. */
+int envelope_msg_add_null_header(envelope_msg *m, const char *name);
 
 /* envelope_msg_add_header() of a NUL-terminated value. */
 int envelope_msg_add_header_str(envelope_msg *msg, const char *name, const char *value) OBX_WUR;

@@ -222,7 +222,7 @@ void fields_write(jsonw *w, const envelope_extra *x, size_t n, bool strings_only
 }
 
 int fields_add_headers(envelope_msg *m, const envelope_extra *x, size_t n,
-                       enum envelope_placement pl, const char *prefix)
+                       enum envelope_placement pl, const char *prefix, bool nulls)
 {
     size_t plen = strnlen(prefix, 8);
     char name[8 + ENVELOPE_NAME_MAX];
@@ -233,13 +233,14 @@ int fields_add_headers(envelope_msg *m, const envelope_extra *x, size_t n,
     for (size_t i = 0; i < n; i++) {
         size_t nlen;
 
-        if (x[i].field->placement != pl || x[i].data == NULL)
+        if (x[i].field->placement != pl || (x[i].data == NULL && !nulls))
             continue;
         nlen = strnlen(x[i].field->name, ENVELOPE_NAME_MAX - 1);
 
         memcpy(name + plen, x[i].field->name, nlen);
         name[plen + nlen] = '\0';
-        if (envelope_msg_add_header(m, name, x[i].data, x[i].len) != 0)
+        if (x[i].data == NULL ? envelope_msg_add_null_header(m, name) != 0
+                              : envelope_msg_add_header(m, name, x[i].data, x[i].len) != 0)
             return -1;
     }
     return 0;

@@ -45,8 +45,9 @@ bool fields_any(const envelope_extra *x, size_t n, enum envelope_placement pl);
 void fields_write(jsonw *w, const envelope_extra *x, size_t n, bool strings_only);
 
 /* The extras placed pl as headers prefix+NAME (a NULL value gives no
- * header).  Returns 0, or -1 when out of memory. */
+ * header, or with nulls a header whose value is NULL).  Returns 0, or -1
+ * when out of memory. */
 int fields_add_headers(envelope_msg *m, const envelope_extra *x, size_t n,
-                       enum envelope_placement pl, const char *prefix) OBX_WUR;
+                       enum envelope_placement pl, const char *prefix, bool nulls) OBX_WUR;
 
 #endif

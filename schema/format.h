@@ -53,6 +53,9 @@ typedef struct format_ops {
     const char *field_header_prefix;
     /* Whether --tombstone-on-empty applies. */
     bool tombstones;
+    /* Whether a NULL header field gives a header with a NULL value (as
+     * Debezium's EventRouter does) rather than no header. */
+    bool null_headers;
     /* What this format refuses in a field's name beyond the reserved
      * headers (NULL: nothing).  Returns 0, or -1 with err naming the fix. */
     int (*check_field)(const envelope_field *f, char *err, size_t errlen);

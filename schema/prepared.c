@@ -144,7 +144,86 @@ static const char *role_name(enum outbox_role role)
     }
 }
 
-int prepared_row(const outbox_row *row, int64_t commit_ts, prepared *p, char *err, size_t errlen)
+/* "[-]digits" as an int64.  Returns 0, or -1 when it is not one. */
+static int parse_int64(const char *s, size_t len, int64_t *out)
+{
+    bool neg = len > 0 && s[0] == '-';
+    int64_t v = 0;
+    size_t i = neg ? 1 : 0;
+
+    if (i == len)
+        return -1;
+    for (; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9' || __builtin_mul_overflow(v, 10, &v) ||
+            __builtin_sub_overflow(v, s[i] - '0', &v))
+            return -1;
+    }
+    if (!neg && __builtin_mul_overflow(v, -1, &v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* The timestamp column's instant.  Returns 0, or -1 when it does not parse. */
+static int parse_event_time(const outbox_field *ts, uint32_t type_oid, bool dbz, int64_t *us)
+{
+    int64_t ms;
+
+    if (!dbz)
+        return pgtime_parse_text(ts->data, ts->len, us);
+    switch (type_oid) {
+    case PG_OID_TIMESTAMP:
+        return pgtime_parse_naive(ts->data, ts->len, us);
+    case PG_OID_INT2:
+    case PG_OID_INT4:
+    case PG_OID_INT8:
+        /* Debezium takes a plain integer column as epoch milliseconds */
+        if (parse_int64(ts->data, ts->len, &ms) != 0 || __builtin_mul_overflow(ms, 1000, us))
+            return -1;
+        return 0;
+    default:
+        return pgtime_parse_text(ts->data, ts->len, us);
+    }
+}
+
+/*
+ * Debezium's tracingspancontext is Java Properties text ("traceparent=00-…"
+ * on a line of its own, comments and other keys around it).  Find the
+ * traceparent value in it; false when there is none.
+ */
+static bool properties_traceparent(const char *s, size_t len, const char **v, size_t *vlen)
+{
+    for (size_t i = 0; i < len;) {
+        size_t e = i, k;
+
+        while (e < len && s[e] != '\n' && s[e] != '\r')
+            e++;
+        k = i;
+        while (k < e && (s[k] == ' ' || s[k] == '\t' || s[k] == '\f'))
+            k++;
+        if (e - k > 11 && memcmp(s + k, "traceparent", 11) == 0) {
+            size_t j = k + 11, end = e;
+
+            while (j < e && (s[j] == ' ' || s[j] == '\t'))
+                j++;
+            if (j < e && (s[j] == '=' || s[j] == ':')) {
+                j++;
+                while (j < e && (s[j] == ' ' || s[j] == '\t'))
+                    j++;
+                while (end > j && (s[end - 1] == ' ' || s[end - 1] == '\t'))
+                    end--;
+                *v = s + j;
+                *vlen = end - j;
+                return true;
+            }
+        }
+        i = e + 1;
+    }
+    return false;
+}
+
+int prepared_row(const outbox_row *row, int64_t commit_ts, bool dbz, prepared *p, char *err,
+                 size_t errlen)
 {
     static const enum outbox_role ids[] = {OB_ID, OB_TYPE, OB_AGGREGATE_TYPE, OB_AGGREGATE_ID};
     const outbox_field *ts = &row->f[OB_TIMESTAMP];
@@ -154,6 +233,8 @@ int prepared_row(const outbox_row *row, int64_t commit_ts, prepared *p, char *er
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         const outbox_field *f = &row->f[ids[i]];
 
+        if (dbz && !f->present && (ids[i] == OB_TYPE || ids[i] == OB_AGGREGATE_ID))
+            continue;
         if (!f->present || (f->data == NULL && f->len > 0))
             return errbuf_fail(err, errlen, "row has no %s", role_name(ids[i]));
         if (!jsonv_utf8_valid(f->data, f->len))
@@ -162,15 +243,24 @@ int prepared_row(const outbox_row *row, int64_t commit_ts, prepared *p, char *er
     if (ts->present && ts->data != NULL) {
         char shown[64];
 
-        if (pgtime_parse_text(ts->data, ts->len, &p->occurred_us) != 0)
-            return errbuf_fail(err, errlen, "timestamp \"%s\" is not a timestamptz",
-                               errbuf_printable(ts->data, ts->len, shown, sizeof shown));
+        if (parse_event_time(ts, row->timestamp_type_oid, dbz, &p->occurred_us) != 0)
+            return errbuf_fail(err, errlen, "timestamp \"%s\" is not a %s",
+                               errbuf_printable(ts->data, ts->len, shown, sizeof shown),
+                               !dbz ? "timestamptz"
+                               : row->timestamp_type_oid == PG_OID_TIMESTAMP
+                                   ? "timestamp"
+                                   : "timestamptz or epoch milliseconds");
     } else {
         p->occurred_us = pgtime_to_unix_us(commit_ts);
     }
     p->occurred_len = unixtime_format_len(p->occurred_us, p->occurred);
-    p->traceparent =
-        tp->present && tp->data != NULL && envelope_traceparent_valid(tp->data, tp->len);
+    if (tp->present && tp->data != NULL) {
+        p->tp = tp->data;
+        p->tplen = tp->len;
+        if (dbz && !envelope_traceparent_valid(p->tp, p->tplen))
+            (void)properties_traceparent(tp->data, tp->len, &p->tp, &p->tplen);
+        p->traceparent = envelope_traceparent_valid(p->tp, p->tplen);
+    }
     return prepare_payload(row, p, err, errlen);
 }
 

@@ -36,16 +36,23 @@ typedef struct prepared {
     int64_t occurred_us; /* Unix microseconds */
     char occurred[PGTIME_BUFSZ];
     size_t occurred_len;
-    bool traceparent; /* the row has a valid one */
+    bool traceparent; /* the row has a valid one: tp[0..tplen) */
+    const char *tp;
+    size_t tplen;
 } prepared;
 
 /*
  * Prepare row; commit_ts (PostgreSQL epoch microseconds) stands in for a
  * missing timestamp.  A malformed traceparent is dropped (p->traceparent
- * false), not refused.  Returns 0, or -1 with the poison reason, or out of
- * memory (errno ENOMEM).  Call prepared_free() either way.
+ * false), not refused.  With dbz (the debezium format), as Debezium's
+ * EventRouter: type and aggregate id may be absent; a timestamp column
+ * without time zone is read as UTC and an integer one as Unix
+ * milliseconds; a traceparent may also be Java Properties text with a
+ * traceparent= line (Debezium's tracingspancontext).  Returns 0, or -1 with
+ * the poison reason, or out of memory (errno ENOMEM).  Call prepared_free()
+ * either way.
  */
-int prepared_row(const outbox_row *row, int64_t commit_ts, prepared *p, char *err,
+int prepared_row(const outbox_row *row, int64_t commit_ts, bool dbz, prepared *p, char *err,
                  size_t errlen) OBX_WUR;
 
 /* Free what p owns.  Safe on a zeroed p and twice. */

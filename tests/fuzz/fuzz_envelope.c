@@ -29,10 +29,14 @@
  *
  * One documented exception: a number beyond double range (1e400) is valid
  * JSON that PostgreSQL's json and numeric accept and the builder embeds
- * digit for digit, but jansson cannot hold it ("real number overflow").
+ * digit for digit (a payload, a json --field, or a numeric/float --field
+ * written as a JSON number), but jansson cannot hold it ("real number
+ * overflow").
  * jansson stops at such a number before reading the rest, so an input
  * holding one (huge_number) is not judged against jansson; it still goes
- * through the builder under the sanitizers.  And one jansson leniency:
+ * through the builder under the sanitizers.  The same for a \u0000 escape
+ * in an object key: RFC 8259 allows it, jansson refuses it even with
+ * JSON_ALLOW_NUL.  And one jansson leniency:
  * a NUL byte right after a number at the end of the text is taken as the
  * end ("33\0" parses); the target counts text with a raw NUL as not JSON,
  * as RFC 8259 and the builder do.
@@ -189,8 +193,12 @@ static int json_depth(piece p)
     return max;
 }
 
-/* jansson's reading of p, or NULL; *overflow when p holds a number beyond
- * double range (see huge_number: then jansson's answer says nothing). */
+/*
+ * jansson's reading of p, or NULL; *overflow when jansson cannot judge p:
+ * a number beyond double range (see huge_number), or a \u0000 in an object
+ * key, which jansson refuses even with JSON_ALLOW_NUL ("NUL byte in object
+ * key not supported") though RFC 8259 allows it.
+ */
 static json_t *jload(piece p, bool *overflow)
 {
     json_error_t e;
@@ -200,6 +208,10 @@ static json_t *jload(piece p, bool *overflow)
     if (*overflow)
         return NULL;
     j = json_loadb(p.data != NULL ? p.data : "", p.len, LOAD_FLAGS, &e);
+    if (j == NULL && strstr(e.text, "NUL byte in object key") != NULL) {
+        *overflow = true;
+        return NULL;
+    }
     /* Deeper than the builder embeds (see EMBED_MAX_DEPTH): not JSON to
      * it, by design. */
     if (j != NULL && json_depth(p) > EMBED_MAX_DEPTH) {
@@ -599,13 +611,13 @@ static void whole_row(const piece *pc, piece tail, const uint8_t *ctl)
         extras[i].type_oid = extra_oids[sel & 7];
         extras[i].data = (sel & 7) == 7 ? NULL : (pc[7 + i].data ? pc[7 + i].data : "");
         extras[i].len = (sel & 7) == 7 ? 0 : pc[7 + i].len;
-        if (extras[i].data != NULL &&
-            (extras[i].type_oid == OID_JSON || extras[i].type_oid == OID_JSONB)) {
-            json_t *j = jload((piece){extras[i].data, extras[i].len}, &overflow);
-
-            json_decref(j);
+        /* json and number columns are embedded as written: one jansson
+         * cannot judge makes a record jansson cannot read back */
+        if (extras[i].data != NULL && extras[i].type_oid != OID_BOOL &&
+            extras[i].type_oid != OID_TEXT) {
+            json_decref(jload((piece){extras[i].data, extras[i].len}, &overflow));
             if (overflow)
-                return; /* jansson cannot read the record back */
+                return;
         }
     }
     opts.topic_tmpl = tmpl ? tmpl : ctl[1] & 0x80 ? "events" : "outbox.{aggregate_type}.{type}";
@@ -675,7 +687,10 @@ static void whole_row(const piece *pc, piece tail, const uint8_t *ctl)
         check(m.topic != NULL && kafka_topic_ok(m.topic), "a topic Kafka would refuse");
         check(m.nheaders <= ENVELOPE_MAX_HEADERS, "too many headers");
         for (int h = 0; h < m.nheaders; h++)
-            check(m.headers[h].name != NULL && m.headers[h].value != NULL, "header");
+            /* a null header (debezium: a NULL field) has value NULL, len 0 */
+            check(m.headers[h].name != NULL &&
+                      (m.headers[h].value != NULL || m.headers[h].len == 0),
+                  "header");
         if (formats[f] == ENVELOPE_FORMAT_ENVELOPE || formats[f] == ENVELOPE_FORMAT_CLOUDEVENTS) {
             json_error_t e;
             json_t *v = json_loadb(m.value, m.valuelen, LOAD_FLAGS, &e);

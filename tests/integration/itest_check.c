@@ -351,6 +351,11 @@ static void test_tables(void **state)
     assert_non_null(strstr(r.out, "timestamp without time zone"));
     assert_int_equal(r.rc, 1);
     result_free(&r);
+    /* debezium's router takes a timestamp without time zone (as UTC) */
+    const char *dbz[] = {"--create-slot", "--table", "public.ob_ts", "--format", "debezium", NULL};
+    run_check(&r, true, ci, broker.bootstraps, dbz);
+    expect(&r, "table public.ob_ts", "ok");
+    result_free(&r);
     PQfinish(conn);
 }
 

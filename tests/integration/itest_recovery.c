@@ -150,6 +150,8 @@ static void start_relay(hx_proc *p, const char *tag, const char *slot, const cha
     assert_int_equal(hx_relay_start(p, tag, args), 0);
 }
 
+/* Active and streamed by p: a slot is active while --create-slot makes it
+ * too, and cutting that connection tests a failed start, not a reconnect. */
 static void wait_slot_active(const char *slot, hx_proc *p)
 {
     char buf[16] = "";
@@ -157,8 +159,13 @@ static void wait_slot_active(const char *slot, hx_proc *p)
     while (hx_now_ms() < deadline) {
         if (hx_query1(conn, buf, sizeof(buf),
                       "SELECT active FROM pg_replication_slots WHERE slot_name = '%s'", slot) == 1 &&
-            strcmp(buf, "t") == 0)
-            return;
+            strcmp(buf, "t") == 0) {
+            char *log = hx_proc_stderr(p);
+            bool streaming = log && strstr(log, "streaming slot");
+            free(log);
+            if (streaming)
+                return;
+        }
         if (!hx_proc_running(p)) {
             hx_proc_dump(p, "relay exited early");
             fail_msg("relay exited before streaming");

@@ -87,14 +87,12 @@ static void value_of(const char *text, const char *key, char *out, size_t len)
         }
 }
 
-static int setup(void **state)
+static int teardown(void **state);
+
+/* The secured cluster and PostgreSQL (KAFKA_DIR set); 0 or -1. */
+static int start_servers(void)
 {
-    (void)state;
     char cmd[1600], out[4096];
-    if (hx_init() != 0)
-        return -1;
-    if (!enabled())
-        return 0;
     const char *v = getenv("OBX_SECURE_KAFKA_VERSION");
     const char *version = v && *v ? v : rd_kafka_version() < 0x020601ff ? "3.9.1" : "4.1.1";
     const char *tmp = getenv("OBX_TEST_TMP");
@@ -123,6 +121,19 @@ static int setup(void **state)
         return -1;
     conn = hx_connect(pg.conninfo);
     return conn ? 0 : -1;
+}
+
+static int setup(void **state)
+{
+    if (hx_init() != 0)
+        return -1;
+    if (!enabled())
+        return 0;
+    if (start_servers() == 0)
+        return 0;
+    /* cmocka skips the group teardown when setup fails: stop what started */
+    (void)teardown(state);
+    return -1;
 }
 
 static int teardown(void **state)

@@ -16,20 +16,25 @@
 static void test_types(void **state)
 {
     (void)state;
-    assert_true(check_type_accepted(OB_TIMESTAMP, "timestamptz"));
-    assert_false(check_type_accepted(OB_TIMESTAMP, "timestamp"));
-    assert_false(check_type_accepted(OB_TIMESTAMP, "text"));
-    assert_true(check_type_accepted(OB_ID, "uuid"));
-    assert_true(check_type_accepted(OB_ID, "int8"));
-    assert_false(check_type_accepted(OB_ID, "jsonb"));
-    assert_true(check_type_accepted(OB_PAYLOAD, "jsonb"));
-    assert_true(check_type_accepted(OB_PAYLOAD, "bytea"));
-    assert_false(check_type_accepted(OB_PAYLOAD, "int4"));
-    assert_true(check_type_accepted(OB_AGGREGATE_TYPE, "varchar"));
-    assert_false(check_type_accepted(OB_AGGREGATE_TYPE, "int4"));
-    assert_false(check_type_accepted(OB_TYPE, "uuid"));
-    assert_true(check_type_accepted(OB_TRACEPARENT, "text"));
-    assert_non_null(strstr(check_types_of(OB_TIMESTAMP), "timestamptz"));
+    assert_true(check_type_accepted(OB_TIMESTAMP, "timestamptz", false));
+    assert_false(check_type_accepted(OB_TIMESTAMP, "timestamp", false));
+    assert_false(check_type_accepted(OB_TIMESTAMP, "text", false));
+    assert_true(check_type_accepted(OB_ID, "uuid", false));
+    assert_true(check_type_accepted(OB_ID, "int8", false));
+    assert_false(check_type_accepted(OB_ID, "jsonb", false));
+    assert_true(check_type_accepted(OB_PAYLOAD, "jsonb", false));
+    assert_true(check_type_accepted(OB_PAYLOAD, "bytea", false));
+    assert_false(check_type_accepted(OB_PAYLOAD, "int4", false));
+    assert_true(check_type_accepted(OB_AGGREGATE_TYPE, "varchar", false));
+    assert_false(check_type_accepted(OB_AGGREGATE_TYPE, "int4", false));
+    assert_false(check_type_accepted(OB_TYPE, "uuid", false));
+    assert_true(check_type_accepted(OB_TRACEPARENT, "text", false));
+    /* debezium: a timestamp without time zone, or epoch milliseconds */
+    assert_true(check_type_accepted(OB_TIMESTAMP, "timestamp", true));
+    assert_true(check_type_accepted(OB_TIMESTAMP, "int8", true));
+    assert_false(check_type_accepted(OB_TIMESTAMP, "text", true));
+    assert_false(check_type_accepted(OB_PAYLOAD, "int4", true));
+    assert_non_null(strstr(check_types_of(OB_TIMESTAMP, false), "timestamptz"));
 }
 
 static void test_wal_status(void **state)
