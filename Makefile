@@ -12,7 +12,7 @@ BUILD    ?= build
 
 # Every module's .c except main.c goes into one static library, so unit
 # tests link against exactly what the relay runs.
-LIB_SRC  := $(wildcard base/*.c decode/*.c schema/*.c publish/*.c) $(filter-out cdc/main.c,$(wildcard cdc/*.c))
+LIB_SRC  := $(wildcard decode/*.c schema/*.c publish/*.c) $(filter-out cdc/main.c,$(wildcard cdc/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/liboutbox.a
 

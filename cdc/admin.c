@@ -11,7 +11,7 @@
 #include <string.h>
 #include <bsd/string.h>
 
-#include "base/errfmt.h"
+#include "decode/errfmt.h"
 #include "cdc/config.h"
 #include "cdc/pgconn.h"
 

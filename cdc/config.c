@@ -10,8 +10,8 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "base/errfmt.h"
-#include "base/scrub.h"
+#include "decode/errfmt.h"
+#include "cdc/scrub.h"
 #include "cdc/cfgfile.h"
 #include "cdc/dbzconfig.h"
 #include "cdc/http.h"

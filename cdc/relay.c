@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "base/clock.h"
+#include "publish/clock.h"
 #include "cdc/http.h"
 #include "cdc/pipeline.h"
 #include "cdc/anchorwatch.h"

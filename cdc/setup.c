@@ -6,7 +6,7 @@
 #include <bsd/string.h>
 
 #include "cdc/log.h"
-#include "base/errfmt.h"
+#include "decode/errfmt.h"
 #include "cdc/pgconn.h"
 #include "cdc/policy.h"
 #include "decode/lsn.h"

@@ -12,7 +12,7 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "base/clock.h"
+#include "publish/clock.h"
 
 /* The ticket travels as the message's opaque pointer. */
 _Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t), "tickets need 64-bit pointers");

@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 #include "publish/sink.h"
 
 typedef struct kafka_producer kafka_producer;

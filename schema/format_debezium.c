@@ -10,13 +10,14 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "decode/errfmt.h"
 #include "schema/errbuf.h"
 #include "schema/fields.h"
 
 static int check_field(const envelope_field *f, char *err, size_t errlen)
 {
     if (f->placement == ENVELOPE_PLACE_ENVELOPE && strcmp(f->name, "payload") == 0)
-        return errbuf_fail(err, errlen,
+        return errfmt(err, errlen, -1,
                            "--field %s:envelope:payload: \"payload\" holds the payload (pick "
                            "another NAME)",
                            f->column);
@@ -156,7 +157,7 @@ static int write_value(const format_ctx *c, jsonw *w, bool *tombstone, char *err
     if (*tombstone)
         return 0;
     if (c->opts->dbz_expand && c->p->pl == PREPARED_JSON && c->p->pdata[0] != '{')
-        return errbuf_fail(err, errlen,
+        return errfmt(err, errlen, -1,
                            "payload is JSON but not an object: table.expand.json.payload "
                            "expands objects only (Debezium's task stops on it)");
     if (!wrapped) {
