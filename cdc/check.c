@@ -127,8 +127,8 @@ static const char *const types_payload[] = {"jsonb", "json", "text", "varchar", 
 static const char *const types_ts[] = {"timestamptz", NULL};
 /* debezium: Debezium's event router also takes a timestamp without time
  * zone (as UTC) and an integer of epoch milliseconds */
-static const char *const types_ts_dbz[] = {"timestamptz", "timestamp", "int2", "int4", "int8",
-                                           NULL};
+static const char *const types_ts_dbz[] = {"timestamptz", "timestamp", "int2",
+                                           "int4",        "int8",      NULL};
 
 static const char *const *types_for(enum outbox_role role, bool debezium)
 {

@@ -73,14 +73,14 @@ int ce_check_attribute(const envelope_field *f, char *err, size_t errlen)
 {
     if (!name_ok(f->name))
         return errfmt(err, errlen, -1,
-                           "--field %s:envelope:%s: a CloudEvents attribute name is 1 to 20 "
-                           "characters a-z 0-9 (give one as NAME)",
-                           f->column, f->name);
+                      "--field %s:envelope:%s: a CloudEvents attribute name is 1 to 20 "
+                      "characters a-z 0-9 (give one as NAME)",
+                      f->column, f->name);
     for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
         if (strcmp(f->name, reserved[i]) == 0)
             return errfmt(err, errlen, -1,
-                               "--field %s:envelope:%s: \"%s\" is a CloudEvents attribute the "
-                               "relay sets (pick another NAME)",
-                               f->column, f->name, f->name);
+                          "--field %s:envelope:%s: \"%s\" is a CloudEvents attribute the "
+                          "relay sets (pick another NAME)",
+                          f->column, f->name, f->name);
     return 0;
 }

@@ -68,29 +68,29 @@ int envelope_opts_check(const envelope_opts *o, char *err, size_t errlen)
     f = format_get(o->format);
     if (f == NULL)
         return errfmt(err, errlen, -1, "unknown format %d (use %s)", (int)o->format,
-                           ENVELOPE_FORMAT_NAMES);
+                      ENVELOPE_FORMAT_NAMES);
     if (topic_check(o->topic_tmpl, err, errlen) != 0)
         return -1;
     if (o->nfields > ENVELOPE_MAX_FIELDS)
         return errfmt(err, errlen, -1, "too many --field options (%zu, at most %d)", o->nfields,
-                           ENVELOPE_MAX_FIELDS);
+                      ENVELOPE_MAX_FIELDS);
     if (fields_check(f, o->fields, o->nfields, err, errlen) != 0)
         return -1;
     if (o->tombstone_on_empty && !f->tombstones)
         return errfmt(err, errlen, -1,
-                           "tombstones on empty payload exist only in the debezium format");
+                      "tombstones on empty payload exist only in the debezium format");
     if ((o->dbz_json_converter || o->dbz_expand || o->dbz_context != NULL) &&
         o->format != ENVELOPE_FORMAT_DEBEZIUM)
         return errfmt(err, errlen, -1,
-                           "--debezium-converter, --expand-json-payload and --debezium-context "
-                           "apply only to --format debezium");
+                      "--debezium-converter, --expand-json-payload and --debezium-context "
+                      "apply only to --format debezium");
     if (o->dbz_context != NULL && o->dbz_run_id == NULL)
         return errfmt(err, errlen, -1, "--debezium-context: no run id");
     if (o->dbz_expand && !o->dbz_json_converter)
         return errfmt(err, errlen, -1,
-                           "--expand-json-payload needs --debezium-converter json (an expanded "
-                           "payload through Debezium's StringConverter is a Java Struct's "
-                           "toString(), no consumer can read it)");
+                      "--expand-json-payload needs --debezium-converter json (an expanded "
+                      "payload through Debezium's StringConverter is a Java Struct's "
+                      "toString(), no consumer can read it)");
     if ((unsigned)o->timestamp > ENVELOPE_TS_EVENT)
         return errfmt(err, errlen, -1, "unknown message timestamp source %d", (int)o->timestamp);
     return 0;
@@ -257,7 +257,8 @@ int envelope_build_opts(const envelope_opts *opts, const outbox_row *row,
         goto fail;
     }
     if (topic_expand(opts->topic_tmpl, row, src->table, topic, err, errlen) != 0 ||
-        prepared_row(row, src->commit_ts, opts->format == ENVELOPE_FORMAT_DEBEZIUM, &p, err, errlen) != 0 ||
+        prepared_row(row, src->commit_ts, opts->format == ENVELOPE_FORMAT_DEBEZIUM, &p, err,
+                     errlen) != 0 ||
         fields_check_values(extras, nextras, err, errlen) != 0)
         goto fail;
     /* One allocation for the usual record: the payload (base64 grows it by

@@ -18,7 +18,7 @@ static int copy_name(char *dst, const char *s, size_t n, const char *what, const
         return errfmt(err, errlen, -1, "--field \"%s\": empty %s (" FIELD_USAGE ")", arg, what);
     if (n >= ENVELOPE_NAME_MAX)
         return errfmt(err, errlen, -1, "--field \"%s\": %s longer than %d bytes", arg, what,
-                           ENVELOPE_NAME_MAX - 1);
+                      ENVELOPE_NAME_MAX - 1);
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
             return errfmt(err, errlen, -1, "--field \"%s\": control character in %s", arg, what);
@@ -50,14 +50,14 @@ int fields_parse(const char *arg, envelope_field *out, char *err, size_t errlen)
         f.placement = ENVELOPE_PLACE_ENVELOPE;
     else
         return errfmt(err, errlen, -1,
-                           "--field \"%s\": unknown placement \"%.*s\" (" FIELD_USAGE ")", arg,
-                           (int)(pllen > 32 ? 32 : pllen), pl);
+                      "--field \"%s\": unknown placement \"%.*s\" (" FIELD_USAGE ")", arg,
+                      (int)(pllen > 32 ? 32 : pllen), pl);
     if (copy_name(f.column, arg, (size_t)(c1 - arg), "column", arg, err, errlen) != 0)
         return -1;
     if (c2 != NULL) {
         if (strchr(c2 + 1, ':') != NULL)
             return errfmt(err, errlen, -1,
-                               "--field \"%s\": NAME may not contain ':' (" FIELD_USAGE ")", arg);
+                          "--field \"%s\": NAME may not contain ':' (" FIELD_USAGE ")", arg);
         if (copy_name(f.name, c2 + 1, strlen(c2 + 1), "name", arg, err, errlen) != 0)
             return -1;
     } else {
@@ -75,9 +75,9 @@ static int check_one(const format_ops *f, const envelope_field *fl, char *err, s
         return errfmt(err, errlen, -1, "--field: empty or unterminated column or name");
     if (fl->placement == ENVELOPE_PLACE_HEADER && format_reserves(f, fl->name))
         return errfmt(err, errlen, -1,
-                           "--field %s:header:%s: the %s format writes header \"%s\" itself "
-                           "(pick another NAME)",
-                           fl->column, fl->name, f->name, fl->name);
+                      "--field %s:header:%s: the %s format writes header \"%s\" itself "
+                      "(pick another NAME)",
+                      fl->column, fl->name, f->name, fl->name);
     if (fl->placement != ENVELOPE_PLACE_HEADER && fl->placement != ENVELOPE_PLACE_ENVELOPE)
         return errfmt(err, errlen, -1, "--field %s: unknown placement", fl->column);
     return f->check_field != NULL ? f->check_field(fl, err, errlen) : 0;
@@ -134,7 +134,7 @@ int fields_resolve(const envelope_field *fields, size_t nfields, const relcache_
                 continue;
             if (v->kind != 't' && v->kind != 'n')
                 return errfmt(err, errlen, -1, "column \"%s\" (--field) is not in text format",
-                                   fields[i].column);
+                              fields[i].column);
             out[*nout] =
                 (envelope_extra){.field = &fields[i],
                                  .data = v->kind == 't' ? (v->data != NULL ? v->data : "") : NULL,
@@ -156,12 +156,12 @@ int fields_check_values(const envelope_extra *x, size_t n, char *err, size_t err
             continue;
         if (!jsonv_utf8_valid(x[i].data, x[i].len))
             return errfmt(err, errlen, -1, "column \"%s\" (--field) is not valid utf-8",
-                               x[i].field->column);
+                          x[i].field->column);
         if ((x[i].type_oid == PG_OID_JSON || x[i].type_oid == PG_OID_JSONB) &&
             !jsonv_text_valid(x[i].data, x[i].len, &bad_at))
             return errfmt(err, errlen, -1,
-                               "column \"%s\" (--field) is not valid json (at byte %zu)",
-                               x[i].field->column, bad_at);
+                          "column \"%s\" (--field) is not valid json (at byte %zu)",
+                          x[i].field->column, bad_at);
     }
     return 0;
 }

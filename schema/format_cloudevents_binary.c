@@ -19,9 +19,9 @@ static int check_field(const envelope_field *f, char *err, size_t errlen)
         return ce_check_attribute(f, err, errlen);
     if (strncmp(f->name, "ce_", 3) == 0)
         return errfmt(err, errlen, -1,
-                           "--field %s:header:%s: ce_ headers are CloudEvents attributes (use "
-                           "%s:envelope:%s)",
-                           f->column, f->name, f->column, f->name + 3);
+                      "--field %s:header:%s: ce_ headers are CloudEvents attributes (use "
+                      "%s:envelope:%s)",
+                      f->column, f->name, f->column, f->name + 3);
     return 0;
 }
 

@@ -98,7 +98,7 @@ static int prepare_payload(const outbox_row *row, prepared *p, char *err, size_t
         }
         if (row->payload_type_oid == PG_OID_JSON || row->payload_type_oid == PG_OID_JSONB)
             return errfmt(err, errlen, -1, "payload is not valid json (at byte %zu of %zu)",
-                               bad_at + (size_t)(s - f->data), f->len);
+                          bad_at + (size_t)(s - f->data), f->len);
         /* Not JSON: the text as it is, surrounding spaces included. */
         s = f->data != NULL ? f->data : "";
         len = f->len;
@@ -246,11 +246,11 @@ int prepared_row(const outbox_row *row, int64_t commit_ts, bool dbz, prepared *p
 
         if (parse_event_time(ts, row->timestamp_type_oid, dbz, &p->occurred_us) != 0)
             return errfmt(err, errlen, -1, "timestamp \"%s\" is not a %s",
-                               errbuf_printable(ts->data, ts->len, shown, sizeof shown),
-                               !dbz ? "timestamptz"
-                               : row->timestamp_type_oid == PG_OID_TIMESTAMP
-                                   ? "timestamp"
-                                   : "timestamptz or epoch milliseconds");
+                          errbuf_printable(ts->data, ts->len, shown, sizeof shown),
+                          !dbz ? "timestamptz"
+                          : row->timestamp_type_oid == PG_OID_TIMESTAMP
+                              ? "timestamp"
+                              : "timestamptz or epoch milliseconds");
     } else {
         p->occurred_us = pgtime_to_unix_us(commit_ts);
     }
