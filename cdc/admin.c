@@ -11,7 +11,7 @@
 #include <string.h>
 #include <bsd/string.h>
 
-#include "base/errfmt.h"
+#include "decode/errfmt.h"
 #include "cdc/config.h"
 #include "cdc/pgconn.h"
 
@@ -106,7 +106,9 @@ int admin_parse(int argc, char **argv, admin_args *a, char *err, size_t errlen)
                 return usage_fail(err, errlen, "unexpected argument \"%s\" (see --help)", optarg);
             pos[npos++] = optarg;
             break;
-        case 'd': a->conninfo = optarg; break;
+        case 'd':
+            a->conninfo = optarg;
+            break;
         case 'S':
             if (!slot_chars_ok(optarg) || strlen(optarg) > ADMIN_SLOT_MAX - 1)
                 return usage_fail(err, errlen,
@@ -121,7 +123,9 @@ int admin_parse(int argc, char **argv, admin_args *a, char *err, size_t errlen)
                                   optarg);
             a->from_slot = optarg;
             break;
-        case OPT_JSON: a->json = true; break;
+        case OPT_JSON:
+            a->json = true;
+            break;
         case OPT_PASSWORD_FILE:
             if (config_read_password_file(optarg, &a->password, err, errlen) != 0)
                 return 2;
@@ -131,7 +135,9 @@ int admin_parse(int argc, char **argv, admin_args *a, char *err, size_t errlen)
                 return usage_fail(err, errlen, "invalid --warn-bytes \"%s\": give a size like 1G",
                                   optarg);
             break;
-        case OPT_HELP: fputs(admin_usage, stdout); return 1;
+        case OPT_HELP:
+            fputs(admin_usage, stdout);
+            return 1;
         case ':':
             return usage_fail(err, errlen, "option \"%s\" needs a value (see --help)",
                               argv[optind - 1]);
@@ -168,9 +174,8 @@ int admin_parse(int argc, char **argv, admin_args *a, char *err, size_t errlen)
         if (strcmp(pos[0], acts[i].word) == 0)
             break;
     if (i == sizeof(acts) / sizeof(acts[0]))
-        return usage_fail(err, errlen,
-                          "unknown anchor action \"%s\": use create, list, advance or drop",
-                          pos[0]);
+        return usage_fail(
+            err, errlen, "unknown anchor action \"%s\": use create, list, advance or drop", pos[0]);
     if (npos - 1 != acts[i].nargs)
         return usage_fail(err, errlen, "wrong number of arguments: use %s", acts[i].shape);
     a->cmd = acts[i].cmd;
@@ -215,10 +220,9 @@ enum admin_advance_verdict admin_advance_check(const char *anchor, uint64_t conf
 /* ---- database side -------------------------------------------------------- */
 
 /* The server's WAL position: on a standby, the last replayed one. */
-#define SERVER_LSN_SQL                                                                            \
-    "(CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()"        \
+#define SERVER_LSN_SQL                                                                             \
+    "(CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()"           \
     " ELSE pg_catalog.pg_current_wal_lsn() END)"
-
 
 static PGconn *admin_connect(const char *conninfo, const char *password)
 {
@@ -278,14 +282,14 @@ typedef struct slot_row {
     double lag_seconds;
 } slot_row;
 
-#define SLOT_COLUMNS                                                                              \
-    "slot_name, slot_type, coalesce(plugin, ''), coalesce(database::text, ''), active,"          \
-    " coalesce(active_pid, 0), coalesce(restart_lsn::text, ''),"                               \
-    " coalesce(confirmed_flush_lsn::text, ''), coalesce(wal_status, ''),"                      \
-    " pg_catalog.pg_wal_lsn_diff(" SERVER_LSN_SQL ", restart_lsn)::bigint,"                     \
-    " pg_catalog.pg_wal_lsn_diff(" SERVER_LSN_SQL ", confirmed_flush_lsn)::bigint,"             \
-    " safe_wal_size, temporary,"                                                               \
-    " (SELECT extract(epoch FROM r.flush_lag)::float8 FROM pg_catalog.pg_stat_replication r"   \
+#define SLOT_COLUMNS                                                                               \
+    "slot_name, slot_type, coalesce(plugin, ''), coalesce(database::text, ''), active,"            \
+    " coalesce(active_pid, 0), coalesce(restart_lsn::text, ''),"                                   \
+    " coalesce(confirmed_flush_lsn::text, ''), coalesce(wal_status, ''),"                          \
+    " pg_catalog.pg_wal_lsn_diff(" SERVER_LSN_SQL ", restart_lsn)::bigint,"                        \
+    " pg_catalog.pg_wal_lsn_diff(" SERVER_LSN_SQL ", confirmed_flush_lsn)::bigint,"                \
+    " safe_wal_size, temporary,"                                                                   \
+    " (SELECT extract(epoch FROM r.flush_lag)::float8 FROM pg_catalog.pg_stat_replication r"       \
     "  WHERE r.pid = active_pid)"
 
 static void slot_from(const PGresult *res, int r, slot_row *s)
@@ -318,10 +322,10 @@ static void slot_from(const PGresult *res, int r, slot_row *s)
 static int slot_get(PGconn *conn, const char *name, slot_row *s)
 {
     const char *params[1] = {name};
-    PGresult *res = query(conn, PGRES_TUPLES_OK,
-                          "SELECT " SLOT_COLUMNS
-                          " FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-                          1, params);
+    PGresult *res =
+        query(conn, PGRES_TUPLES_OK,
+              "SELECT " SLOT_COLUMNS " FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+              1, params);
     if (!res)
         return -1;
     memset(s, 0, sizeof(*s));
@@ -417,8 +421,8 @@ static json_t *slot_json(const slot_row *s, bool anchor, uint64_t warn_bytes)
         json_object_set_new(o, "lag_seconds",
                             s->has_lag_seconds ? json_real(s->lag_seconds) : json_null());
     }
-    json_object_set_new(o, "wal_status", s->wal_status[0] ? json_string(s->wal_status)
-                                                          : json_null());
+    json_object_set_new(o, "wal_status",
+                        s->wal_status[0] ? json_string(s->wal_status) : json_null());
     json_object_set_new(o, "safe_wal_size",
                         s->has_safe ? json_integer(s->safe_wal_size) : json_null());
     if (anchor) {
@@ -607,11 +611,14 @@ static int cmd_advance(PGconn *conn, const admin_args *a)
     if (rc != 0)
         return 1;
     switch (admin_advance_check(a->name, s.confirmed, server, a->lsn, err, sizeof(err))) {
-    case ADMIN_ADVANCE_REFUSE: fprintf(stderr, "outbox-relay: %s\n", err); return 2;
+    case ADMIN_ADVANCE_REFUSE:
+        fprintf(stderr, "outbox-relay: %s\n", err);
+        return 2;
     case ADMIN_ADVANCE_NOOP:
         printf("anchor \"%s\" is already at %s\n", a->name, lsn_format(s.confirmed, l));
         return 0;
-    case ADMIN_ADVANCE_GO: break;
+    case ADMIN_ADVANCE_GO:
+        break;
     }
     uint64_t before = s.confirmed;
     const char *params[2] = {a->anchor, lsn_format(a->lsn, t)};
@@ -643,8 +650,7 @@ static int cmd_drop(PGconn *conn, const admin_args *a)
 
     if (rc != 0)
         return rc;
-    res = query(conn, PGRES_TUPLES_OK, "SELECT pg_catalog.pg_drop_replication_slot($1)", 1,
-                params);
+    res = query(conn, PGRES_TUPLES_OK, "SELECT pg_catalog.pg_drop_replication_slot($1)", 1, params);
     if (!res)
         return 1;
     PQclear(res);
@@ -676,8 +682,8 @@ static int cmd_status(PGconn *conn, const admin_args *a)
         if (o && arr) {
             json_object_set_new(o, "server_lsn", lsn_json(server));
             json_object_set_new(o, "server_version", json_integer(PQserverVersion(conn)));
-            json_object_set_new(o, "slot", s.exists ? slot_json(&s, false, a->warn_bytes)
-                                                    : json_null());
+            json_object_set_new(o, "slot",
+                                s.exists ? slot_json(&s, false, a->warn_bytes) : json_null());
             for (int i = 0; i < n; i++)
                 json_array_append_new(arr, slot_json(&v[i], true, a->warn_bytes));
             json_object_set_new(o, "anchors", arr);
@@ -721,8 +727,11 @@ int admin_main(int argc, char **argv)
     int rc;
 
     switch (admin_parse(argc, argv, &a, err, sizeof(err))) {
-    case 0: break;
-    case 1: free(a.password); return 0;
+    case 0:
+        break;
+    case 1:
+        free(a.password);
+        return 0;
     default:
         fprintf(stderr, "outbox-relay: %s\n", err);
         free(a.password);
@@ -736,12 +745,24 @@ int admin_main(int argc, char **argv)
     if (!conn)
         return 1;
     switch (a.cmd) {
-    case ADMIN_ANCHOR_CREATE: rc = cmd_create(conn, &a); break;
-    case ADMIN_ANCHOR_LIST: rc = cmd_list(conn, &a); break;
-    case ADMIN_ANCHOR_ADVANCE: rc = cmd_advance(conn, &a); break;
-    case ADMIN_ANCHOR_DROP: rc = cmd_drop(conn, &a); break;
-    case ADMIN_STATUS: rc = cmd_status(conn, &a); break;
-    default: rc = 2; break;
+    case ADMIN_ANCHOR_CREATE:
+        rc = cmd_create(conn, &a);
+        break;
+    case ADMIN_ANCHOR_LIST:
+        rc = cmd_list(conn, &a);
+        break;
+    case ADMIN_ANCHOR_ADVANCE:
+        rc = cmd_advance(conn, &a);
+        break;
+    case ADMIN_ANCHOR_DROP:
+        rc = cmd_drop(conn, &a);
+        break;
+    case ADMIN_STATUS:
+        rc = cmd_status(conn, &a);
+        break;
+    default:
+        rc = 2;
+        break;
     }
     PQfinish(conn);
     return rc;

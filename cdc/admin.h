@@ -37,13 +37,13 @@ enum admin_cmd {
 
 typedef struct admin_args {
     enum admin_cmd cmd;
-    const char *conninfo;  /* -d; "" = libpq defaults and PG* variables */
-    char *password;        /* --password-file; NULL = conninfo, PGPASSWORD, .pgpass */
-    const char *slot;      /* --slot: the relay's slot (status) */
-    const char *name;      /* anchor NAME as given */
+    const char *conninfo;        /* -d; "" = libpq defaults and PG* variables */
+    char *password;              /* --password-file; NULL = conninfo, PGPASSWORD, .pgpass */
+    const char *slot;            /* --slot: the relay's slot (status) */
+    const char *name;            /* anchor NAME as given */
     char anchor[ADMIN_SLOT_MAX]; /* its slot name, prefix included */
-    const char *from_slot; /* anchor create --from-slot; NULL = at the current position */
-    uint64_t lsn;          /* anchor advance */
+    const char *from_slot;       /* anchor create --from-slot; NULL = at the current position */
+    uint64_t lsn;                /* anchor advance */
     bool json;
     uint64_t warn_bytes;
 } admin_args;
@@ -54,8 +54,7 @@ typedef struct admin_args {
  * work).  NAME must be lower-case letters, digits and _, and the result at
  * most 63 bytes.  Returns 0, or -1 with err naming the fix.
  */
-int admin_anchor_slot(const char *name, char out[ADMIN_SLOT_MAX], char *err, size_t errlen)
-    OBX_WUR;
+int admin_anchor_slot(const char *name, char out[ADMIN_SLOT_MAX], char *err, size_t errlen) OBX_WUR;
 
 /*
  * Parse argv, where argv[0] is the sub-command ("anchor" or "status").

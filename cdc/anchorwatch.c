@@ -11,15 +11,15 @@
 #include "cdc/log.h"
 #include "cdc/pgconn.h"
 
-#define ANCHOR_SQL                                                                                \
-    "SELECT slot_name, pg_catalog.pg_wal_lsn_diff("                                              \
-    " CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()"        \
-    " ELSE pg_catalog.pg_current_wal_lsn() END, restart_lsn)::bigint, coalesce(wal_status, '')" \
-    " FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE '" ADMIN_ANCHOR_PREFIX "%'"      \
+#define ANCHOR_SQL                                                                                 \
+    "SELECT slot_name, pg_catalog.pg_wal_lsn_diff("                                                \
+    " CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()"           \
+    " ELSE pg_catalog.pg_current_wal_lsn() END, restart_lsn)::bigint, coalesce(wal_status, '')"    \
+    " FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE '" ADMIN_ANCHOR_PREFIX "%'"        \
     " ORDER BY slot_name"
 
 /* The relay's own slot: its wal_status, for the alert on a slot losing WAL. */
-#define SLOT_SQL                                                                                  \
+#define SLOT_SQL                                                                                   \
     "SELECT coalesce(wal_status, '') FROM pg_catalog.pg_replication_slots WHERE slot_name = $1"
 
 struct anchorwatch {
@@ -65,7 +65,8 @@ static int read_anchors(anchorwatch *w, PGconn **conn, char *err, size_t errlen)
     total = (size_t)PQntuples(res);
     for (size_t i = 0; i < total && n < METRICS_MAX_ANCHORS; i++, n++) {
         strlcpy(v[n].name, PQgetvalue(res, (int)i, 0), sizeof(v[n].name));
-        v[n].retained = PQgetisnull(res, (int)i, 1) ? -1 : strtoll(PQgetvalue(res, (int)i, 1), NULL, 10);
+        v[n].retained =
+            PQgetisnull(res, (int)i, 1) ? -1 : strtoll(PQgetvalue(res, (int)i, 1), NULL, 10);
         strlcpy(v[n].wal_status, PQgetvalue(res, (int)i, 2), sizeof(v[n].wal_status));
     }
     PQclear(res);

@@ -10,11 +10,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "base/clock.h"
+#include "publish/clock.h"
 #include "cdc/deadletter.h"
 #include "cdc/log.h"
 #include "cdc/oneshot.h"
-#include "base/errfmt.h"
+#include "decode/errfmt.h"
 #include "cdc/pgconn.h"
 #include "cdc/progress.h"
 #include "decode/lsn.h"

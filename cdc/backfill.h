@@ -36,7 +36,7 @@ typedef struct backfill_args {
     bool has_since;
     int64_t since_us; /* --since, microseconds since the Unix epoch */
     bool dry_run;
-    int batch_size; /* --batch-size: rows per FETCH */
+    int batch_size;   /* --batch-size: rows per FETCH */
     char **argv_copy; /* owned */
 } backfill_args;
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/errfmt.h"
+#include "decode/errfmt.h"
 
 #define fail(err, errlen, ...) errfmt(err, errlen, -1, __VA_ARGS__)
 

@@ -25,7 +25,7 @@
 
 #include <stddef.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 
 #define CFGFILE_MAX_LINE 8192
 #define CFGFILE_MAX_SIZE (1 << 20)

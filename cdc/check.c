@@ -8,6 +8,8 @@
 #include "cdc/admin.h"
 #include "cdc/config.h"
 #include "cdc/pgconn.h"
+#include "cdc/policy.h"
+#include "cdc/slotstate.h"
 #include "publish/probe.h"
 #include "schema/envelope.h"
 #include "schema/topic.h"
@@ -125,8 +127,8 @@ static const char *const types_payload[] = {"jsonb", "json", "text", "varchar", 
 static const char *const types_ts[] = {"timestamptz", NULL};
 /* debezium: Debezium's event router also takes a timestamp without time
  * zone (as UTC) and an integer of epoch milliseconds */
-static const char *const types_ts_dbz[] = {"timestamptz", "timestamp", "int2", "int4", "int8",
-                                           NULL};
+static const char *const types_ts_dbz[] = {"timestamptz", "timestamp", "int2",
+                                           "int4",        "int8",      NULL};
 
 static const char *const *types_for(enum outbox_role role, bool debezium)
 {
@@ -665,6 +667,33 @@ static void check_slot(checker *c)
     if (PQntuples(res) == 0) {
         PQclear(res);
         if (cfg->create_slot) {
+            /* as `run` decides (policy_slot_verdict): not where the slot
+             * was streamed before, nor on a promoted server */
+            slot_history h = {0};
+            int tli = 1;
+            if (cfg->state_file &&
+                slotstate_load(cfg->state_file, cfg->slot, &h, e, sizeof(e)) != 0) {
+                check_add(c->rep, "slot", CHECK_FAIL, "fix or remove the state file", "%s", e);
+                return;
+            }
+            res = query(c, e, sizeof(e),
+                        "SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()", 0);
+            if (res) { /* not readable by every role: then the timeline is not known */
+                if (PQntuples(res) == 1)
+                    tli = atoi(PQgetvalue(res, 0, 0));
+                PQclear(res);
+            }
+            if (policy_slot_verdict(false, true, cfg->allow_new_slot, &h, tli) ==
+                POLICY_SLOT_REFUSE) {
+                check_add(c->rep, "slot", CHECK_FAIL,
+                          "a new slot would skip what was committed since the old one's "
+                          "confirmed position: start once with --create-slot "
+                          "--allow-new-slot, then backfill or replay the gap",
+                          "\"%s\" is missing but %s", cfg->slot,
+                          h.known ? "the state file says it was streamed before"
+                                  : "the server was promoted (timeline > 1)");
+                return;
+            }
             check_add(c->rep, "slot", CHECK_OK, NULL,
                       "\"%s\" does not exist yet: --create-slot creates it (events start from "
                       "then on)",

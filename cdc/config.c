@@ -10,8 +10,8 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "base/errfmt.h"
-#include "base/scrub.h"
+#include "decode/errfmt.h"
+#include "cdc/scrub.h"
 #include "cdc/cfgfile.h"
 #include "cdc/dbzconfig.h"
 #include "cdc/http.h"
@@ -281,10 +281,17 @@ int config_parse_size(const char *s, uint64_t *out)
         return -1;
     if (*end) {
         switch (toupper((unsigned char)*end)) {
-        case 'K': mult = UINT64_C(1) << 10; break;
-        case 'M': mult = UINT64_C(1) << 20; break;
-        case 'G': mult = UINT64_C(1) << 30; break;
-        default: return -1;
+        case 'K':
+            mult = UINT64_C(1) << 10;
+            break;
+        case 'M':
+            mult = UINT64_C(1) << 20;
+            break;
+        case 'G':
+            mult = UINT64_C(1) << 30;
+            break;
+        default:
+            return -1;
         }
         end++;
         if (toupper((unsigned char)*end) == 'B')
@@ -737,10 +744,9 @@ static void make_run_id(char out[37])
         b[i] = (unsigned char)(ms >> (40 - 8 * i));
     b[6] = (unsigned char)(0x70 | (b[6] & 0x0F));
     b[8] = (unsigned char)(0x80 | (b[8] & 0x3F));
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
 }
 
 /* What an option is when nothing sets it, for --print-config; NULL: unset. */
@@ -913,7 +919,9 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
         rc = CONFIG_OK;
         layers_note(cfg->layers, c, longindex, argv, optarg);
         switch (c) {
-        case 'd': cfg->conninfo = optarg; break;
+        case 'd':
+            cfg->conninfo = optarg;
+            break;
         case 'S':
             if (!valid_slot_name(optarg))
                 return fail(err, errlen,
@@ -928,11 +936,21 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
                             optarg);
             cfg->publication = optarg;
             break;
-        case 't': rc = add_table(cfg, optarg, err, errlen); break;
-        case OPT_CREATE_SLOT: cfg->create_slot = true; break;
-        case OPT_ALLOW_NEW_SLOT: cfg->allow_new_slot = true; break;
-        case OPT_STATE_FILE: cfg->state_file = optarg; break;
-        case 'b': cfg->brokers = optarg; break;
+        case 't':
+            rc = add_table(cfg, optarg, err, errlen);
+            break;
+        case OPT_CREATE_SLOT:
+            cfg->create_slot = true;
+            break;
+        case OPT_ALLOW_NEW_SLOT:
+            cfg->allow_new_slot = true;
+            break;
+        case OPT_STATE_FILE:
+            cfg->state_file = optarg;
+            break;
+        case 'b':
+            cfg->brokers = optarg;
+            break;
         case 'X':
             if (strcmp(optarg, "list") == 0) {
                 sink_list_properties(stdout);
@@ -963,18 +981,23 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
                 return fail(err, errlen, "invalid --field \"%s\": %s", optarg, cerr);
             cfg->nfields++;
             break;
-        case OPT_TOMBSTONE: cfg->tombstone_on_empty = true; break;
+        case OPT_TOMBSTONE:
+            cfg->tombstone_on_empty = true;
+            break;
         case OPT_DBZ_CONVERTER:
             if (strcmp(optarg, "json") == 0)
                 cfg->dbz_json_converter = true;
             else if (strcmp(optarg, "string") == 0)
                 cfg->dbz_json_converter = false;
             else
-                return fail(err, errlen,
-                            "invalid --debezium-converter \"%s\" (use string or json)", optarg);
+                return fail(err, errlen, "invalid --debezium-converter \"%s\" (use string or json)",
+                            optarg);
             break;
-        case OPT_DBZ_EXPAND: cfg->dbz_expand = true; break;
-        case OPT_DBZ_CONFIG: break; /* read with --config's entries */
+        case OPT_DBZ_EXPAND:
+            cfg->dbz_expand = true;
+            break;
+        case OPT_DBZ_CONFIG:
+            break; /* read with --config's entries */
         case OPT_DBZ_CONTEXT:
             if (optarg[0] == '\0' || strlen(optarg) >= sizeof(cfg->dbz_context))
                 return fail(err, errlen, "invalid --debezium-context \"%s\" (1 to %zu bytes)",
@@ -982,11 +1005,12 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
             snprintf(cfg->dbz_context, sizeof(cfg->dbz_context), "%s", optarg);
             break;
         case OPT_CONFIG:
-        case OPT_PRINT_CONFIG: break; /* taken by layers_build() */
+        case OPT_PRINT_CONFIG:
+            break; /* taken by layers_build() */
         case OPT_LOG_LEVEL:
             if (parse_log_level(optarg, &level) != 0)
-                return fail(err, errlen, "unknown --log-level \"%s\": use error, warn, info or debug",
-                            optarg);
+                return fail(err, errlen,
+                            "unknown --log-level \"%s\": use error, warn, info or debug", optarg);
             break;
         case OPT_PASSWORD_FILE:
             if (config_read_password_file(optarg, &cfg->password, err, errlen) != 0)
@@ -1020,8 +1044,7 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
         case OPT_DLQ_TOPIC:
             if (!valid_topic_name(optarg))
                 return fail(err, errlen,
-                            "invalid --dlq-topic \"%s\": use 1-249 of a-z A-Z 0-9 . _ -",
-                            optarg);
+                            "invalid --dlq-topic \"%s\": use 1-249 of a-z A-Z 0-9 . _ -", optarg);
             cfg->dlq_topic = optarg;
             break;
         case OPT_START_LSN:
@@ -1082,10 +1105,18 @@ static enum config_result parse_layered(int argc, char **argv, config *cfg, unsi
                 return fail(err, errlen,
                             "invalid --max-inflight-bytes \"%s\": give a size like 64M", optarg);
             break;
-        case 'v': verbosity++; break;
-        case 'q': verbosity--; break;
-        case OPT_VERSION: printf("outbox-relay %s\n", OUTBOX_RELAY_VERSION); return CONFIG_EXIT;
-        case OPT_HELP: fputs(usage_text, stdout); return CONFIG_EXIT;
+        case 'v':
+            verbosity++;
+            break;
+        case 'q':
+            verbosity--;
+            break;
+        case OPT_VERSION:
+            printf("outbox-relay %s\n", OUTBOX_RELAY_VERSION);
+            return CONFIG_EXIT;
+        case OPT_HELP:
+            fputs(usage_text, stdout);
+            return CONFIG_EXIT;
         case ':':
             return fail(err, errlen, "option \"%s\" needs a value (see --help)", argv[optind - 1]);
         default:

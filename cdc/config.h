@@ -25,7 +25,7 @@
 typedef struct config_table {
     char schema[64];
     char name[64];
-    char qualname[130]; /* "schema.name" */
+    char qualname[130];   /* "schema.name" */
     outbox_colmap colmap; /* defaults, then unprefixed --column, then this table's own */
 } config_table;
 
@@ -46,13 +46,13 @@ typedef struct config {
     enum envelope_format format;
     envelope_field fields[ENVELOPE_MAX_FIELDS]; /* --field */
     size_t nfields;
-    bool tombstone_on_empty;             /* --tombstone-on-empty-payload */
-    bool dbz_json_converter;             /* --debezium-converter json */
-    bool dbz_expand;                     /* --expand-json-payload */
-    char dbz_context[256];               /* --debezium-context */
-    char dbz_run_id[37];                 /* a UUIDv7 made at start for it */
-    enum envelope_timestamp msg_timestamp; /* --message-timestamp */
-    envelope_opts envelope;              /* all of the above, for envelope_build_opts */
+    bool tombstone_on_empty;                     /* --tombstone-on-empty-payload */
+    bool dbz_json_converter;                     /* --debezium-converter json */
+    bool dbz_expand;                             /* --expand-json-payload */
+    char dbz_context[256];                       /* --debezium-context */
+    char dbz_run_id[37];                         /* a UUIDv7 made at start for it */
+    enum envelope_timestamp msg_timestamp;       /* --message-timestamp */
+    envelope_opts envelope;                      /* all of the above, for envelope_build_opts */
     const char *column_args[CONFIG_MAX_COLUMNS]; /* --column in order (argv) */
     size_t ncolumn_args;
     const char *messages_prefix; /* --messages: NULL = off */

@@ -36,7 +36,7 @@
 
 #include <stddef.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 #include "cdc/cfgfile.h"
 
 /* Pure: text[0..len) read from a file named name -> entries appended to

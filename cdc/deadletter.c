@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/pgtypes.h"
+#include "decode/pgtypes.h"
 #include "decode/lsn.h"
 #include "decode/pgoutput.h"
 #include "decode/relcache.h"

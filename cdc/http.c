@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "base/clock.h"
+#include "publish/clock.h"
 #include "cdc/log.h"
 
 /* Connections past the limit wait here (the kernel caps it at somaxconn). */

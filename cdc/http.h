@@ -23,7 +23,7 @@
 
 #include "cdc/metrics.h"
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 
 /*
  * Limits against idle and slow clients (every connection counts, probes

@@ -44,8 +44,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
              (long)(tv.tv_usec / 1000));
 
     if (as_json) {
-        json_t *o = json_pack("{s:s, s:s, s:s}", "time", stamp, "level", level_names[level],
-                              "msg", text);
+        json_t *o =
+            json_pack("{s:s, s:s, s:s}", "time", stamp, "level", level_names[level], "msg", text);
         char *line = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         if (line)
             fprintf(stderr, "%s\n", line);

@@ -15,7 +15,7 @@
 #include "cdc/log.h"
 #include "cdc/relay.h"
 #include "cdc/replay.h"
-#include "base/scrub.h"
+#include "cdc/scrub.h"
 #include "cdc/reload.h"
 #include "publish/sink.h"
 

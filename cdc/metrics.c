@@ -1,6 +1,6 @@
 #include "cdc/metrics.h"
 
-#include "base/scrub.h"
+#include "cdc/scrub.h"
 
 #include <ctype.h>
 #include <inttypes.h>

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 
 enum metrics_state {
     METRICS_STARTING = 0,
@@ -56,9 +56,9 @@ enum metrics_target { METRICS_TARGET_POSTGRES = 0, METRICS_TARGET_KAFKA, METRICS
 #define METRICS_MAX_ANCHORS 32
 
 typedef struct metrics_anchor {
-    char name[64];        /* the slot name */
-    int64_t retained;     /* WAL bytes from restart_lsn to the server's position; < 0 unknown */
-    char wal_status[16];  /* reserved, extended, unreserved, lost */
+    char name[64];       /* the slot name */
+    int64_t retained;    /* WAL bytes from restart_lsn to the server's position; < 0 unknown */
+    char wal_status[16]; /* reserved, extended, unreserved, lost */
 } metrics_anchor;
 
 typedef struct metrics_topic {

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "base/clock.h"
+#include "publish/clock.h"
 #include "cdc/log.h"
 #include "cdc/reload.h"
 

@@ -23,7 +23,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "base/errfmt.h"
+#include "decode/errfmt.h"
 #include "cdc/config.h"
 #include "cdc/deadletter.h"
 #include "cdc/pipeline.h"

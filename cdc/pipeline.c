@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/clock.h"
+#include "publish/clock.h"
 #include "cdc/log.h"
 #include "decode/lsn.h"
 

@@ -72,8 +72,7 @@ void policy_feedback_sent(feedback_state *fs, int64_t now_ms, uint64_t flush_lsn
 bool policy_backpressure(uint64_t inflight_events, uint64_t window_txns, uint64_t inflight_bytes,
                          uint64_t max_events, uint64_t max_bytes)
 {
-    return inflight_events >= max_events || window_txns > max_events ||
-           inflight_bytes >= max_bytes;
+    return inflight_events >= max_events || window_txns > max_events || inflight_bytes >= max_bytes;
 }
 
 int64_t policy_backoff_ms(unsigned attempt, int64_t base_ms, int64_t cap_ms, double rand01)

@@ -22,8 +22,8 @@ static void fmt_duration(double s, char *buf, size_t len)
         snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
 }
 
-const char *progress_format(char *buf, size_t len, const char *head, uint64_t done,
-                            uint64_t total, uint64_t count, const char *unit, double secs)
+const char *progress_format(char *buf, size_t len, const char *head, uint64_t done, uint64_t total,
+                            uint64_t count, const char *unit, double secs)
 {
     char eta[32] = "?", pct[16] = "";
     double rate = secs > 0 ? (double)count / secs : 0;

@@ -29,8 +29,8 @@ void progress_init(progress *p, const char *what, bool tty, int64_t now_ms);
  * pace so far; total 0 = unknown (no percentage, ETA "?").  count / secs is
  * the rate shown.  Returns buf.
  */
-const char *progress_format(char *buf, size_t len, const char *head, uint64_t done,
-                            uint64_t total, uint64_t count, const char *unit, double secs);
+const char *progress_format(char *buf, size_t len, const char *head, uint64_t done, uint64_t total,
+                            uint64_t count, const char *unit, double secs);
 
 /* Show line now when force, or when the interval has passed. */
 bool progress_due(const progress *p, int64_t now_ms, bool force);

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "base/clock.h"
+#include "publish/clock.h"
 #include "cdc/http.h"
 #include "cdc/pipeline.h"
 #include "cdc/anchorwatch.h"
@@ -108,8 +108,8 @@ typedef struct relay {
     /* the server waits for a confirmation we cannot give: end the stream */
     stall_watch stall;
     bool end_stream;
-    bool parked; /* stream closed under backpressure: reconnect when it clears */
-    slot_history hist; /* where the slot was streamed (and --state-file) */
+    bool parked;         /* stream closed under backpressure: reconnect when it clears */
+    slot_history hist;   /* where the slot was streamed (and --state-file) */
     uint64_t acked_seen; /* events_acked when acked_at was last moved */
     int64_t acked_at;    /* the last acknowledgement seen (or connection) */
 
@@ -487,8 +487,7 @@ static void remember_server(relay *r)
     char err[512], b[LSN_BUFSZ];
     slot_history *h = &r->hist;
 
-    if (h->known && strcmp(h->systemid, r->info.systemid) == 0 &&
-        h->timeline == r->info.timeline)
+    if (h->known && strcmp(h->systemid, r->info.systemid) == 0 && h->timeline == r->info.timeline)
         return;
     if (h->known) {
         log_warn("the server is now system %s timeline %d (was system %s timeline %d): slot "
@@ -502,8 +501,8 @@ static void remember_server(relay *r)
     h->known = true;
     strlcpy(h->systemid, r->info.systemid, sizeof(h->systemid));
     h->timeline = r->info.timeline;
-    if (r->cfg->state_file && slotstate_save(r->cfg->state_file, r->cfg->slot, h, err,
-                                             sizeof(err)) != 0)
+    if (r->cfg->state_file &&
+        slotstate_save(r->cfg->state_file, r->cfg->slot, h, err, sizeof(err)) != 0)
         log_warn("%s", err);
 }
 
@@ -912,8 +911,8 @@ static int run_pass(relay *r)
             r->acked_seen = r->events_acked;
             r->acked_at = now;
         }
-        if (r->connected && (r->end_stream || policy_park_stream(stream_paused(r), now,
-                                                                 r->acked_at, PARK_STREAM_MS)))
+        if (r->connected && (r->end_stream || policy_park_stream(stream_paused(r), now, r->acked_at,
+                                                                 PARK_STREAM_MS)))
             end_stream(r, now);
         if (r->connected &&
             policy_feedback_due(&r->fb, now, watermark_flush_lsn(r->wm), r->reply_requested) &&

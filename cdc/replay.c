@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "base/clock.h"
+#include "publish/clock.h"
 #include "cdc/deadletter.h"
 #include "cdc/log.h"
 #include "cdc/oneshot.h"

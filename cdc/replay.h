@@ -30,7 +30,7 @@ typedef struct replay_args {
     const char *anchor_name;     /* --anchor as given */
     char anchor[ADMIN_SLOT_MAX]; /* its slot name */
     bool has_from;
-    uint64_t from;               /* --from (required) */
+    uint64_t from; /* --from (required) */
     bool has_to;
     uint64_t to; /* --to; default: the server's position when replay starts */
     bool dry_run;
@@ -52,9 +52,9 @@ void replay_args_free(replay_args *a);
 /* What the server says about the anchor. */
 typedef struct replay_anchor_state {
     bool exists;
-    bool usable;         /* logical, pgoutput, in the connection's database */
-    bool lost;           /* wal_status = 'lost' */
-    uint64_t confirmed;  /* confirmed_flush_lsn: the earliest commit LSN it can serve */
+    bool usable;        /* logical, pgoutput, in the connection's database */
+    bool lost;          /* wal_status = 'lost' */
+    uint64_t confirmed; /* confirmed_flush_lsn: the earliest commit LSN it can serve */
 } replay_anchor_state;
 
 /*
@@ -67,9 +67,8 @@ typedef struct replay_anchor_state {
  * server - 1 without --to (a commit record at or past the position when
  * replay started began after it).  Returns 0, or -1 (exit 2) with err.
  */
-int replay_check(const char *anchor_name, const replay_anchor_state *an, uint64_t from,
-                 bool has_to, uint64_t to, uint64_t server, uint64_t *to_incl, char *err,
-                 size_t errlen) OBX_WUR;
+int replay_check(const char *anchor_name, const replay_anchor_state *an, uint64_t from, bool has_to,
+                 uint64_t to, uint64_t server, uint64_t *to_incl, char *err, size_t errlen) OBX_WUR;
 
 /* Whether a transaction with this commit LSN (Begin.final_lsn) is replayed. */
 bool replay_in_range(uint64_t commit_lsn, uint64_t from, uint64_t to_incl);

@@ -6,7 +6,7 @@
 #include <bsd/string.h>
 
 #include "cdc/log.h"
-#include "base/errfmt.h"
+#include "decode/errfmt.h"
 #include "cdc/pgconn.h"
 #include "cdc/policy.h"
 #include "decode/lsn.h"
@@ -151,9 +151,9 @@ static enum stream_status check_publication(PGconn *conn, const config *cfg, boo
     if (*exists && cfg->ntables > 0) {
         side = pgconn_open(cfg->conninfo, cfg->password, false, "outbox-relay");
         if (!side || PQstatus(side) != CONNECTION_OK) {
-            enum stream_status f = fail(err, errlen, STREAM_RETRY,
-                                        "cannot connect to read publication tables: %s",
-                                        pq_error(side));
+            enum stream_status f =
+                fail(err, errlen, STREAM_RETRY, "cannot connect to read publication tables: %s",
+                     pq_error(side));
             PQfinish(side);
             PQfreemem(lp);
             return f;

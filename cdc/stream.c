@@ -11,10 +11,10 @@
 #include <sys/time.h>
 #include <time.h>
 
-#include "base/bytes.h"
-#include "base/clock.h"
+#include "decode/bytes.h"
+#include "publish/clock.h"
 #include "cdc/log.h"
-#include "base/errfmt.h"
+#include "decode/errfmt.h"
 #include "cdc/pgconn.h"
 #include "cdc/policy.h"
 #include "decode/lsn.h"

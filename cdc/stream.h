@@ -36,8 +36,8 @@ typedef struct stream_info {
     char dbname[64];
     char systemid[32];
     int timeline;
-    int server_version; /* e.g. 150004 */
-    int proto_version;  /* negotiated pgoutput proto_version */
+    int server_version;      /* e.g. 150004 */
+    int proto_version;       /* negotiated pgoutput proto_version */
     uint64_t slot_confirmed; /* the slot's confirmed_flush_lsn at start */
     uint64_t start_lsn;      /* where streaming started */
 } stream_info;

@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 
 typedef struct watermark watermark;
 

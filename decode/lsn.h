@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 
 /* Longest "%X/%X" text plus NUL. */
 #define LSN_BUFSZ 18

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "base/bytes.h"
+#include "decode/bytes.h"
 
 /*
  * A cursor over one message.  Every read goes through the rd_* helpers,

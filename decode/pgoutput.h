@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 
 /* PostgreSQL's MaxTupleAttributeNumber: no tuple or relation has more. */
 #define PGO_MAX_COLS 1664

@@ -12,7 +12,7 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "base/clock.h"
+#include "publish/clock.h"
 
 /* The ticket travels as the message's opaque pointer. */
 _Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t), "tickets need 64-bit pointers");
@@ -327,7 +327,8 @@ bool kafka_explain_error(int err, const char *reason, const kafka_security *sec,
     const char *user = sec && sec->username ? sec->username : "";
     const char *ca = sec && sec->ca_location && *sec->ca_location ? sec->ca_location : NULL;
 
-    if (contains(reason, "certificate verify failed") || contains(reason, "could not be verified")) {
+    if (contains(reason, "certificate verify failed") ||
+        contains(reason, "could not be verified")) {
         if (contains(reason, "hostname mismatch") || contains(reason, "ip address mismatch"))
             snprintf(out, len,
                      "TLS: the broker's certificate is not issued for the address the relay "
@@ -338,7 +339,8 @@ bool kafka_explain_error(int err, const char *reason, const kafka_security *sec,
             snprintf(out, len,
                      "TLS: the broker's certificate is not signed by a CA the relay trusts: fix "
                      "-X ssl.ca.location (now %s) (%s)",
-                     ca ? ca : "unset: the system's CAs", rd_kafka_err2name((rd_kafka_resp_err_t)err));
+                     ca ? ca : "unset: the system's CAs",
+                     rd_kafka_err2name((rd_kafka_resp_err_t)err));
         return true;
     }
     if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION && contains(reason, "SASL") &&
@@ -360,8 +362,9 @@ bool kafka_explain_error(int err, const char *reason, const kafka_security *sec,
     }
     if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION &&
         (contains(reason, "mechanism") || contains(reason, "sasl.mechanisms"))) {
-        snprintf(out, len, "the brokers do not accept SASL mechanism %s: fix -X sasl.mechanisms (%s)",
-                 mech, reason ? reason : "");
+        snprintf(out, len,
+                 "the brokers do not accept SASL mechanism %s: fix -X sasl.mechanisms (%s)", mech,
+                 reason ? reason : "");
         return true;
     }
     if (contains(reason, "security.protocol")) {

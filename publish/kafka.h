@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 #include "publish/sink.h"
 
 typedef struct kafka_producer kafka_producer;
@@ -92,8 +92,7 @@ enum kafka_produce_result kafka_produce_ts(kafka_producer *kp, const char *topic
  * The first header called name of the reported message: 0 with *value and
  * *len set, or -1 when it has none.  Only during the report callback.
  */
-int kafka_report_header(const kafka_report *rep, const char *name, const void **value,
-                        size_t *len);
+int kafka_report_header(const kafka_report *rep, const char *name, const void **value, size_t *len);
 
 /*
  * Serve everything waiting without blocking: call fn once per delivery
@@ -106,8 +105,7 @@ int kafka_report_header(const kafka_report *rep, const char *name, const void **
  * quiet.  When it fires, every waiting message is reported at once with
  * RD_KAFKA_RESP_ERR__MSG_TIMED_OUT.
  */
-int kafka_poll(kafka_producer *kp, kafka_report_fn fn, void *arg, char *err,
-               size_t errlen) OBX_WUR;
+int kafka_poll(kafka_producer *kp, kafka_report_fn fn, void *arg, char *err, size_t errlen) OBX_WUR;
 
 /*
  * The producer's delivery timeout, a pure decision: messages wait

@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 
 typedef struct sink sink;
 

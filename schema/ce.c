@@ -3,6 +3,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "decode/errfmt.h"
 #include "schema/errbuf.h"
 
 void ce_write_source(jsonw *w, const envelope_source *src)
@@ -71,15 +72,15 @@ static bool name_ok(const char *s)
 int ce_check_attribute(const envelope_field *f, char *err, size_t errlen)
 {
     if (!name_ok(f->name))
-        return errbuf_fail(err, errlen,
-                           "--field %s:envelope:%s: a CloudEvents attribute name is 1 to 20 "
-                           "characters a-z 0-9 (give one as NAME)",
-                           f->column, f->name);
+        return errfmt(err, errlen, -1,
+                      "--field %s:envelope:%s: a CloudEvents attribute name is 1 to 20 "
+                      "characters a-z 0-9 (give one as NAME)",
+                      f->column, f->name);
     for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
         if (strcmp(f->name, reserved[i]) == 0)
-            return errbuf_fail(err, errlen,
-                               "--field %s:envelope:%s: \"%s\" is a CloudEvents attribute the "
-                               "relay sets (pick another NAME)",
-                               f->column, f->name, f->name);
+            return errfmt(err, errlen, -1,
+                          "--field %s:envelope:%s: \"%s\" is a CloudEvents attribute the "
+                          "relay sets (pick another NAME)",
+                          f->column, f->name, f->name);
     return 0;
 }

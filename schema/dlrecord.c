@@ -7,6 +7,7 @@
 
 #include "decode/lsn.h"
 #include "schema/base64.h"
+#include "decode/errfmt.h"
 #include "schema/errbuf.h"
 #include "schema/jsonv.h"
 
@@ -121,7 +122,7 @@ int dlrecord_build(const char *dlq_topic, const relcache_entry *rel, const pgo_t
     const char *table = "";
 
     if (out == NULL || dlq_topic == NULL)
-        return errbuf_fail(err, errlen, "envelope_build_dead_letter: missing argument");
+        return errfmt(err, errlen, -1, "envelope_build_dead_letter: missing argument");
     memset(out, 0, sizeof *out);
     if (src != NULL && src->table != NULL)
         table = src->table;

@@ -9,7 +9,7 @@
 
 #include <stddef.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 #include "schema/envelope.h"
 
 /* envelope_build_dead_letter(). */

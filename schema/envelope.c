@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "schema/dlrecord.h"
+#include "decode/errfmt.h"
 #include "schema/errbuf.h"
 #include "schema/fields.h"
 #include "schema/format.h"
@@ -63,35 +64,35 @@ int envelope_opts_check(const envelope_opts *o, char *err, size_t errlen)
     const format_ops *f;
 
     if (o == NULL || (o->fields == NULL && o->nfields > 0))
-        return errbuf_fail(err, errlen, "envelope_opts_check: missing argument");
+        return errfmt(err, errlen, -1, "envelope_opts_check: missing argument");
     f = format_get(o->format);
     if (f == NULL)
-        return errbuf_fail(err, errlen, "unknown format %d (use %s)", (int)o->format,
-                           ENVELOPE_FORMAT_NAMES);
+        return errfmt(err, errlen, -1, "unknown format %d (use %s)", (int)o->format,
+                      ENVELOPE_FORMAT_NAMES);
     if (topic_check(o->topic_tmpl, err, errlen) != 0)
         return -1;
     if (o->nfields > ENVELOPE_MAX_FIELDS)
-        return errbuf_fail(err, errlen, "too many --field options (%zu, at most %d)", o->nfields,
-                           ENVELOPE_MAX_FIELDS);
+        return errfmt(err, errlen, -1, "too many --field options (%zu, at most %d)", o->nfields,
+                      ENVELOPE_MAX_FIELDS);
     if (fields_check(f, o->fields, o->nfields, err, errlen) != 0)
         return -1;
     if (o->tombstone_on_empty && !f->tombstones)
-        return errbuf_fail(err, errlen,
-                           "tombstones on empty payload exist only in the debezium format");
+        return errfmt(err, errlen, -1,
+                      "tombstones on empty payload exist only in the debezium format");
     if ((o->dbz_json_converter || o->dbz_expand || o->dbz_context != NULL) &&
         o->format != ENVELOPE_FORMAT_DEBEZIUM)
-        return errbuf_fail(err, errlen,
-                           "--debezium-converter, --expand-json-payload and --debezium-context "
-                           "apply only to --format debezium");
+        return errfmt(err, errlen, -1,
+                      "--debezium-converter, --expand-json-payload and --debezium-context "
+                      "apply only to --format debezium");
     if (o->dbz_context != NULL && o->dbz_run_id == NULL)
-        return errbuf_fail(err, errlen, "--debezium-context: no run id");
+        return errfmt(err, errlen, -1, "--debezium-context: no run id");
     if (o->dbz_expand && !o->dbz_json_converter)
-        return errbuf_fail(err, errlen,
-                           "--expand-json-payload needs --debezium-converter json (an expanded "
-                           "payload through Debezium's StringConverter is a Java Struct's "
-                           "toString(), no consumer can read it)");
+        return errfmt(err, errlen, -1,
+                      "--expand-json-payload needs --debezium-converter json (an expanded "
+                      "payload through Debezium's StringConverter is a Java Struct's "
+                      "toString(), no consumer can read it)");
     if ((unsigned)o->timestamp > ENVELOPE_TS_EVENT)
-        return errbuf_fail(err, errlen, "unknown message timestamp source %d", (int)o->timestamp);
+        return errfmt(err, errlen, -1, "unknown message timestamp source %d", (int)o->timestamp);
     return 0;
 }
 
@@ -246,17 +247,18 @@ int envelope_build_opts(const envelope_opts *opts, const outbox_row *row,
     jsonw_init(&w);
     if (out == NULL || row == NULL || src == NULL || opts == NULL ||
         (extras == NULL && nextras > 0)) {
-        errbuf_fail(err, errlen, "envelope_build: missing argument");
+        errfmt(err, errlen, -1, "envelope_build: missing argument");
         goto fail;
     }
     memset(out, 0, sizeof *out);
     f = format_get(opts->format);
     if (f == NULL) {
-        errbuf_fail(err, errlen, "unknown envelope format %d", (int)opts->format);
+        errfmt(err, errlen, -1, "unknown envelope format %d", (int)opts->format);
         goto fail;
     }
     if (topic_expand(opts->topic_tmpl, row, src->table, topic, err, errlen) != 0 ||
-        prepared_row(row, src->commit_ts, opts->format == ENVELOPE_FORMAT_DEBEZIUM, &p, err, errlen) != 0 ||
+        prepared_row(row, src->commit_ts, opts->format == ENVELOPE_FORMAT_DEBEZIUM, &p, err,
+                     errlen) != 0 ||
         fields_check_values(extras, nextras, err, errlen) != 0)
         goto fail;
     /* One allocation for the usual record: the payload (base64 grows it by

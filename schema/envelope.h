@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 #include "decode/outbox.h"
 
 enum envelope_format {

@@ -1,24 +1,13 @@
+#include "decode/errfmt.h"
 #include "schema/errbuf.h"
 
+#include "decode/errfmt.h"
+
 #include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
-
-int errbuf_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err != NULL && errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 int errbuf_oom(char *err, size_t errlen)
 {
-    errbuf_fail(err, errlen, "out of memory");
+    errfmt(err, errlen, -1, "out of memory");
     errno = ENOMEM;
     return -1;
 }

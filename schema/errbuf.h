@@ -1,17 +1,13 @@
 /*
- * errbuf — how the schema layer reports a failure: the function returns -1
- * and writes the reason into the caller's buffer (err may be NULL or errlen
- * 0: the reason is then dropped).  errno ENOMEM after -1 marks a failure
+ * errbuf — what the schema layer adds to decode/errfmt.h (the project's one
+ * way to fail with a reason: return -1 and write it into the caller's
+ * buffer; err may be NULL or errlen 0).  errno ENOMEM after -1 marks a failure
  * that was ours (memory), not the row's.  Nothing here allocates.
  */
 #ifndef SCHEMA_ERRBUF_H
 #define SCHEMA_ERRBUF_H
 
 #include <stddef.h>
-
-/* Format the reason into err.  Returns -1, so `return errbuf_fail(...)`. */
-int errbuf_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* "out of memory" into err and errno ENOMEM.  Returns -1. */
 int errbuf_oom(char *err, size_t errlen);

@@ -3,7 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "base/pgtypes.h"
+#include "decode/pgtypes.h"
+#include "decode/errfmt.h"
 #include "schema/errbuf.h"
 #include "schema/jsonv.h"
 
@@ -14,15 +15,15 @@ static int copy_name(char *dst, const char *s, size_t n, const char *what, const
                      char *err, size_t errlen)
 {
     if (n == 0)
-        return errbuf_fail(err, errlen, "--field \"%s\": empty %s (" FIELD_USAGE ")", arg, what);
+        return errfmt(err, errlen, -1, "--field \"%s\": empty %s (" FIELD_USAGE ")", arg, what);
     if (n >= ENVELOPE_NAME_MAX)
-        return errbuf_fail(err, errlen, "--field \"%s\": %s longer than %d bytes", arg, what,
-                           ENVELOPE_NAME_MAX - 1);
+        return errfmt(err, errlen, -1, "--field \"%s\": %s longer than %d bytes", arg, what,
+                      ENVELOPE_NAME_MAX - 1);
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return errbuf_fail(err, errlen, "--field \"%s\": control character in %s", arg, what);
+            return errfmt(err, errlen, -1, "--field \"%s\": control character in %s", arg, what);
     if (!jsonv_utf8_valid(s, n))
-        return errbuf_fail(err, errlen, "--field \"%s\": %s is not valid utf-8", arg, what);
+        return errfmt(err, errlen, -1, "--field \"%s\": %s is not valid utf-8", arg, what);
     memcpy(dst, s, n);
     dst[n] = '\0';
     return 0;
@@ -35,11 +36,11 @@ int fields_parse(const char *arg, envelope_field *out, char *err, size_t errlen)
     envelope_field f;
 
     if (arg == NULL || out == NULL)
-        return errbuf_fail(err, errlen, "--field: missing argument (" FIELD_USAGE ")");
+        return errfmt(err, errlen, -1, "--field: missing argument (" FIELD_USAGE ")");
     memset(&f, 0, sizeof f);
     c1 = strchr(arg, ':');
     if (c1 == NULL)
-        return errbuf_fail(err, errlen, "--field \"%s\": no placement (" FIELD_USAGE ")", arg);
+        return errfmt(err, errlen, -1, "--field \"%s\": no placement (" FIELD_USAGE ")", arg);
     pl = c1 + 1;
     c2 = strchr(pl, ':');
     pllen = c2 != NULL ? (size_t)(c2 - pl) : strlen(pl);
@@ -48,15 +49,15 @@ int fields_parse(const char *arg, envelope_field *out, char *err, size_t errlen)
     else if (pllen == 8 && memcmp(pl, "envelope", 8) == 0)
         f.placement = ENVELOPE_PLACE_ENVELOPE;
     else
-        return errbuf_fail(err, errlen,
-                           "--field \"%s\": unknown placement \"%.*s\" (" FIELD_USAGE ")", arg,
-                           (int)(pllen > 32 ? 32 : pllen), pl);
+        return errfmt(err, errlen, -1,
+                      "--field \"%s\": unknown placement \"%.*s\" (" FIELD_USAGE ")", arg,
+                      (int)(pllen > 32 ? 32 : pllen), pl);
     if (copy_name(f.column, arg, (size_t)(c1 - arg), "column", arg, err, errlen) != 0)
         return -1;
     if (c2 != NULL) {
         if (strchr(c2 + 1, ':') != NULL)
-            return errbuf_fail(err, errlen,
-                               "--field \"%s\": NAME may not contain ':' (" FIELD_USAGE ")", arg);
+            return errfmt(err, errlen, -1,
+                          "--field \"%s\": NAME may not contain ':' (" FIELD_USAGE ")", arg);
         if (copy_name(f.name, c2 + 1, strlen(c2 + 1), "name", arg, err, errlen) != 0)
             return -1;
     } else {
@@ -71,14 +72,14 @@ static int check_one(const format_ops *f, const envelope_field *fl, char *err, s
     if (fl->column[0] == '\0' || fl->name[0] == '\0' ||
         memchr(fl->column, '\0', sizeof fl->column) == NULL ||
         memchr(fl->name, '\0', sizeof fl->name) == NULL)
-        return errbuf_fail(err, errlen, "--field: empty or unterminated column or name");
+        return errfmt(err, errlen, -1, "--field: empty or unterminated column or name");
     if (fl->placement == ENVELOPE_PLACE_HEADER && format_reserves(f, fl->name))
-        return errbuf_fail(err, errlen,
-                           "--field %s:header:%s: the %s format writes header \"%s\" itself "
-                           "(pick another NAME)",
-                           fl->column, fl->name, f->name, fl->name);
+        return errfmt(err, errlen, -1,
+                      "--field %s:header:%s: the %s format writes header \"%s\" itself "
+                      "(pick another NAME)",
+                      fl->column, fl->name, f->name, fl->name);
     if (fl->placement != ENVELOPE_PLACE_HEADER && fl->placement != ENVELOPE_PLACE_ENVELOPE)
-        return errbuf_fail(err, errlen, "--field %s: unknown placement", fl->column);
+        return errfmt(err, errlen, -1, "--field %s: unknown placement", fl->column);
     return f->check_field != NULL ? f->check_field(fl, err, errlen) : 0;
 }
 
@@ -107,7 +108,7 @@ int fields_check(const format_ops *f, const envelope_field *fields, size_t n, ch
             header_name(f, a, an, sizeof an);
             header_name(f, b, bn, sizeof bn);
             if (same_ns && strcmp(an, bn) == 0)
-                return errbuf_fail(err, errlen, "--field: two fields are called \"%s\"", b->name);
+                return errfmt(err, errlen, -1, "--field: two fields are called \"%s\"", b->name);
         }
     }
     return 0;
@@ -120,7 +121,7 @@ int fields_resolve(const envelope_field *fields, size_t nfields, const relcache_
     int ncols;
 
     if (nout == NULL || (nfields > 0 && (fields == NULL || out == NULL)))
-        return errbuf_fail(err, errlen, "envelope_fields_resolve: missing argument");
+        return errfmt(err, errlen, -1, "envelope_fields_resolve: missing argument");
     *nout = 0;
     if (rel == NULL || tuple == NULL || (tuple->cols == NULL && tuple->ncols > 0))
         return 0;
@@ -132,8 +133,8 @@ int fields_resolve(const envelope_field *fields, size_t nfields, const relcache_
             if (rel->atts[c].name == NULL || strcmp(rel->atts[c].name, fields[i].column) != 0)
                 continue;
             if (v->kind != 't' && v->kind != 'n')
-                return errbuf_fail(err, errlen, "column \"%s\" (--field) is not in text format",
-                                   fields[i].column);
+                return errfmt(err, errlen, -1, "column \"%s\" (--field) is not in text format",
+                              fields[i].column);
             out[*nout] =
                 (envelope_extra){.field = &fields[i],
                                  .data = v->kind == 't' ? (v->data != NULL ? v->data : "") : NULL,
@@ -154,13 +155,13 @@ int fields_check_values(const envelope_extra *x, size_t n, char *err, size_t err
         if (x[i].data == NULL)
             continue;
         if (!jsonv_utf8_valid(x[i].data, x[i].len))
-            return errbuf_fail(err, errlen, "column \"%s\" (--field) is not valid utf-8",
-                               x[i].field->column);
+            return errfmt(err, errlen, -1, "column \"%s\" (--field) is not valid utf-8",
+                          x[i].field->column);
         if ((x[i].type_oid == PG_OID_JSON || x[i].type_oid == PG_OID_JSONB) &&
             !jsonv_text_valid(x[i].data, x[i].len, &bad_at))
-            return errbuf_fail(err, errlen,
-                               "column \"%s\" (--field) is not valid json (at byte %zu)",
-                               x[i].field->column, bad_at);
+            return errfmt(err, errlen, -1,
+                          "column \"%s\" (--field) is not valid json (at byte %zu)",
+                          x[i].field->column, bad_at);
     }
     return 0;
 }

@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 #include "schema/envelope.h"
 #include "schema/format.h"
 #include "schema/jsonw.h"

@@ -27,7 +27,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 #include "schema/envelope.h"
 #include "schema/jsonw.h"
 #include "schema/prepared.h"

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "schema/ce.h"
+#include "decode/errfmt.h"
 #include "schema/errbuf.h"
 
 static int check_field(const envelope_field *f, char *err, size_t errlen)
@@ -17,10 +18,10 @@ static int check_field(const envelope_field *f, char *err, size_t errlen)
     if (f->placement == ENVELOPE_PLACE_ENVELOPE)
         return ce_check_attribute(f, err, errlen);
     if (strncmp(f->name, "ce_", 3) == 0)
-        return errbuf_fail(err, errlen,
-                           "--field %s:header:%s: ce_ headers are CloudEvents attributes (use "
-                           "%s:envelope:%s)",
-                           f->column, f->name, f->column, f->name + 3);
+        return errfmt(err, errlen, -1,
+                      "--field %s:header:%s: ce_ headers are CloudEvents attributes (use "
+                      "%s:envelope:%s)",
+                      f->column, f->name, f->column, f->name + 3);
     return 0;
 }
 

@@ -10,16 +10,17 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "decode/errfmt.h"
 #include "schema/errbuf.h"
 #include "schema/fields.h"
 
 static int check_field(const envelope_field *f, char *err, size_t errlen)
 {
     if (f->placement == ENVELOPE_PLACE_ENVELOPE && strcmp(f->name, "payload") == 0)
-        return errbuf_fail(err, errlen,
-                           "--field %s:envelope:payload: \"payload\" holds the payload (pick "
-                           "another NAME)",
-                           f->column);
+        return errfmt(err, errlen, -1,
+                      "--field %s:envelope:payload: \"payload\" holds the payload (pick "
+                      "another NAME)",
+                      f->column);
     return 0;
 }
 
@@ -156,9 +157,9 @@ static int write_value(const format_ctx *c, jsonw *w, bool *tombstone, char *err
     if (*tombstone)
         return 0;
     if (c->opts->dbz_expand && c->p->pl == PREPARED_JSON && c->p->pdata[0] != '{')
-        return errbuf_fail(err, errlen,
-                           "payload is JSON but not an object: table.expand.json.payload "
-                           "expands objects only (Debezium's task stops on it)");
+        return errfmt(err, errlen, -1,
+                      "payload is JSON but not an object: table.expand.json.payload "
+                      "expands objects only (Debezium's task stops on it)");
     if (!wrapped) {
         if (c->opts->dbz_json_converter && c->p->pl == PREPARED_BINARY)
             prepared_write_payload(w, c->p); /* Connect bytes: base64 */

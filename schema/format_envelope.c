@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "decode/lsn.h"
+#include "decode/errfmt.h"
 #include "schema/errbuf.h"
 #include "schema/fields.h"
 #include "schema/jsonv.h"
@@ -67,7 +68,7 @@ static int write_source(jsonw *w, const envelope_source *src, const prepared *p,
         WRITE_SOURCE_STR(w, "slot", src->slot, &bad);
     jsonw_close(w);
     if (bad != NULL)
-        return errbuf_fail(err, errlen, "source %s is not valid utf-8", bad);
+        return errfmt(err, errlen, -1, "source %s is not valid utf-8", bad);
     return 0;
 }
 

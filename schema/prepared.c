@@ -3,7 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/pgtypes.h"
+#include "decode/pgtypes.h"
+#include "decode/errfmt.h"
 #include "schema/errbuf.h"
 #include "schema/jsonv.h"
 
@@ -74,7 +75,7 @@ static int prepare_payload(const outbox_row *row, prepared *p, char *err, size_t
     if (!f->present)
         return 0;
     if (s == NULL && len > 0)
-        return errbuf_fail(err, errlen, "payload has length %zu but no data", len);
+        return errfmt(err, errlen, -1, "payload has length %zu but no data", len);
     if (s == NULL)
         s = "";
     switch (row->payload_type_oid) {
@@ -96,8 +97,8 @@ static int prepare_payload(const outbox_row *row, prepared *p, char *err, size_t
             return 0;
         }
         if (row->payload_type_oid == PG_OID_JSON || row->payload_type_oid == PG_OID_JSONB)
-            return errbuf_fail(err, errlen, "payload is not valid json (at byte %zu of %zu)",
-                               bad_at + (size_t)(s - f->data), f->len);
+            return errfmt(err, errlen, -1, "payload is not valid json (at byte %zu of %zu)",
+                          bad_at + (size_t)(s - f->data), f->len);
         /* Not JSON: the text as it is, surrounding spaces included. */
         s = f->data != NULL ? f->data : "";
         len = f->len;
@@ -107,7 +108,7 @@ static int prepare_payload(const outbox_row *row, prepared *p, char *err, size_t
 
         p->bin = bytea_decode(s, len, &p->plen, &bad);
         if (p->bin == NULL)
-            return bad ? errbuf_fail(err, errlen, "bytea payload is neither hex nor escape format")
+            return bad ? errfmt(err, errlen, -1, "bytea payload is neither hex nor escape format")
                        : errbuf_oom(err, errlen);
         p->pl = PREPARED_BINARY;
         p->pdata = (const char *)p->bin;
@@ -120,7 +121,7 @@ static int prepare_payload(const outbox_row *row, prepared *p, char *err, size_t
         break;
     }
     if (!jsonv_utf8_valid(s, len))
-        return errbuf_fail(err, errlen, "payload is not valid utf-8");
+        return errfmt(err, errlen, -1, "payload is not valid utf-8");
     p->pl = PREPARED_TEXT;
     p->pdata = s;
     p->plen = len;
@@ -236,20 +237,20 @@ int prepared_row(const outbox_row *row, int64_t commit_ts, bool dbz, prepared *p
         if (dbz && !f->present && (ids[i] == OB_TYPE || ids[i] == OB_AGGREGATE_ID))
             continue;
         if (!f->present || (f->data == NULL && f->len > 0))
-            return errbuf_fail(err, errlen, "row has no %s", role_name(ids[i]));
+            return errfmt(err, errlen, -1, "row has no %s", role_name(ids[i]));
         if (!jsonv_utf8_valid(f->data, f->len))
-            return errbuf_fail(err, errlen, "%s is not valid utf-8", role_name(ids[i]));
+            return errfmt(err, errlen, -1, "%s is not valid utf-8", role_name(ids[i]));
     }
     if (ts->present && ts->data != NULL) {
         char shown[64];
 
         if (parse_event_time(ts, row->timestamp_type_oid, dbz, &p->occurred_us) != 0)
-            return errbuf_fail(err, errlen, "timestamp \"%s\" is not a %s",
-                               errbuf_printable(ts->data, ts->len, shown, sizeof shown),
-                               !dbz ? "timestamptz"
-                               : row->timestamp_type_oid == PG_OID_TIMESTAMP
-                                   ? "timestamp"
-                                   : "timestamptz or epoch milliseconds");
+            return errfmt(err, errlen, -1, "timestamp \"%s\" is not a %s",
+                          errbuf_printable(ts->data, ts->len, shown, sizeof shown),
+                          !dbz ? "timestamptz"
+                          : row->timestamp_type_oid == PG_OID_TIMESTAMP
+                              ? "timestamp"
+                              : "timestamptz or epoch milliseconds");
     } else {
         p->occurred_us = pgtime_to_unix_us(commit_ts);
     }

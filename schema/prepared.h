@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 #include "decode/lsn.h"
 #include "decode/outbox.h"
 #include "schema/envelope.h"

@@ -3,6 +3,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "decode/errfmt.h"
 #include "schema/errbuf.h"
 
 enum placeholder { PH_AGGREGATE_TYPE, PH_AGGREGATE_ID, PH_TYPE, PH_TABLE, PH_N };
@@ -30,9 +31,9 @@ static int placeholder_at(const char *p, size_t *adv, char *err, size_t errlen)
     size_t n;
 
     if (close == NULL)
-        return errbuf_fail(err, errlen,
-                           "unclosed \"{\" in topic template at \"%.40s\" (placeholders: %s)", p,
-                           TOPIC_PLACEHOLDERS);
+        return errfmt(err, errlen, -1,
+                      "unclosed \"{\" in topic template at \"%.40s\" (placeholders: %s)", p,
+                      TOPIC_PLACEHOLDERS);
     n = (size_t)(close - p - 1);
     for (int i = 0; i < PH_N; i++) {
         if (strlen(ph_names[i]) == n && memcmp(ph_names[i], p + 1, n) == 0) {
@@ -40,9 +41,9 @@ static int placeholder_at(const char *p, size_t *adv, char *err, size_t errlen)
             return i;
         }
     }
-    return errbuf_fail(err, errlen,
-                       "unknown placeholder \"%.*s\" in topic template (placeholders: %s)",
-                       (int)(n + 2 > 64 ? 64 : n + 2), p, TOPIC_PLACEHOLDERS);
+    return errfmt(err, errlen, -1,
+                  "unknown placeholder \"%.*s\" in topic template (placeholders: %s)",
+                  (int)(n + 2 > 64 ? 64 : n + 2), p, TOPIC_PLACEHOLDERS);
 }
 
 int topic_check(const char *tmpl, char *err, size_t errlen)
@@ -51,7 +52,7 @@ int topic_check(const char *tmpl, char *err, size_t errlen)
     bool any_ph = false;
 
     if (tmpl == NULL || tmpl[0] == '\0')
-        return errbuf_fail(err, errlen, "empty topic template");
+        return errfmt(err, errlen, -1, "empty topic template");
     for (const char *p = tmpl; *p != '\0';) {
         size_t adv;
 
@@ -64,18 +65,18 @@ int topic_check(const char *tmpl, char *err, size_t errlen)
         }
         /* Refuse now what would make every expanded topic invalid. */
         if (!topic_char(*p))
-            return errbuf_fail(err, errlen,
-                               "character '%c' (0x%02x) in topic template \"%s\" is not allowed "
-                               "in a kafka topic name (use a-z A-Z 0-9 . _ -)",
-                               (*p >= 0x20 && *p < 0x7f) ? *p : '?', (unsigned char)*p, tmpl);
+            return errfmt(err, errlen, -1,
+                          "character '%c' (0x%02x) in topic template \"%s\" is not allowed "
+                          "in a kafka topic name (use a-z A-Z 0-9 . _ -)",
+                          (*p >= 0x20 && *p < 0x7f) ? *p : '?', (unsigned char)*p, tmpl);
         literal++;
         p++;
     }
     if (literal > TOPIC_NAME_MAX)
-        return errbuf_fail(err, errlen, "topic template \"%.40s...\" is longer than %d characters",
-                           tmpl, TOPIC_NAME_MAX);
+        return errfmt(err, errlen, -1, "topic template \"%.40s...\" is longer than %d characters",
+                      tmpl, TOPIC_NAME_MAX);
     if (!any_ph && (strcmp(tmpl, ".") == 0 || strcmp(tmpl, "..") == 0))
-        return errbuf_fail(err, errlen, "topic \"%s\" is not a valid kafka topic name", tmpl);
+        return errfmt(err, errlen, -1, "topic \"%s\" is not a valid kafka topic name", tmpl);
     return 0;
 }
 
@@ -107,7 +108,7 @@ int topic_expand(const char *tmpl, const outbox_row *row, const char *table, cha
     char shown[80];
 
     if (tmpl == NULL || tmpl[0] == '\0')
-        return errbuf_fail(err, errlen, "empty topic template");
+        return errfmt(err, errlen, -1, "empty topic template");
     for (const char *p = tmpl; *p != '\0';) {
         const char *v = p;
         size_t vlen, adv;
@@ -124,8 +125,8 @@ int topic_expand(const char *tmpl, const outbox_row *row, const char *table, cha
         }
         if (vlen > TOPIC_NAME_MAX - o) {
             memcpy(out + o, v, TOPIC_NAME_MAX - o);
-            return errbuf_fail(err, errlen, "topic \"%s...\" is longer than %d characters",
-                               errbuf_printable(out, 60, shown, sizeof shown), TOPIC_NAME_MAX);
+            return errfmt(err, errlen, -1, "topic \"%s...\" is longer than %d characters",
+                          errbuf_printable(out, 60, shown, sizeof shown), TOPIC_NAME_MAX);
         }
         memcpy(out + o, v, vlen);
         o += vlen;
@@ -134,11 +135,11 @@ int topic_expand(const char *tmpl, const outbox_row *row, const char *table, cha
     out[o] = '\0';
     for (size_t i = 0; i < o; i++) {
         if (!topic_char(out[i]))
-            return errbuf_fail(
-                err, errlen, "topic \"%s\" is not a valid kafka topic name (byte 0x%02x)",
-                errbuf_printable(out, o, shown, sizeof shown), (unsigned char)out[i]);
+            return errfmt(err, errlen, -1,
+                          "topic \"%s\" is not a valid kafka topic name (byte 0x%02x)",
+                          errbuf_printable(out, o, shown, sizeof shown), (unsigned char)out[i]);
     }
     if (o == 0 || strcmp(out, ".") == 0 || strcmp(out, "..") == 0)
-        return errbuf_fail(err, errlen, "topic \"%s\" is not a valid kafka topic name", out);
+        return errfmt(err, errlen, -1, "topic \"%s\" is not a valid kafka topic name", out);
     return 0;
 }

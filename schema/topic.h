@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "base/compiler.h"
+#include "decode/compiler.h"
 #include "decode/outbox.h"
 
 /* Kafka's own limit on topic names. */

@@ -97,10 +97,10 @@ typedef struct {
 
 /* Per-event observations, indexed by seq; 0 = not seen. */
 typedef struct {
-    int64_t commit_ns;   /* COMMIT returned to the generator */
-    int64_t recv_ns;     /* first receipt by the consumer */
-    int64_t srv_us;      /* envelope source.commit_time, µs since epoch */
-    int64_t create_ms;   /* Kafka message timestamp */
+    int64_t commit_ns; /* COMMIT returned to the generator */
+    int64_t recv_ns;   /* first receipt by the consumer */
+    int64_t srv_us;    /* envelope source.commit_time, µs since epoch */
+    int64_t create_ms; /* Kafka message timestamp */
 } event_obs;
 
 static options opt;
@@ -182,10 +182,11 @@ static void *generator(void *p)
     }
     res = PQexec(conn, "SET synchronous_commit = on");
     PQclear(res);
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO %s (aggregatetype, aggregateid, type, payload) VALUES "
-             "('order', $1, 'OrderPlaced', jsonb_build_object('seq', $2::bigint, 'note', $3::text))",
-             opt.table);
+    snprintf(
+        sql, sizeof(sql),
+        "INSERT INTO %s (aggregatetype, aggregateid, type, payload) VALUES "
+        "('order', $1, 'OrderPlaced', jsonb_build_object('seq', $2::bigint, 'note', $3::text))",
+        opt.table);
     res = PQprepare(conn, "ins", sql, 3, NULL);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         fprintf(stderr, "latency: prepare: %s", PQerrorMessage(conn));
@@ -383,7 +384,8 @@ static pct percentiles(int64_t *v, size_t n)
     if (!n)
         return r;
     qsort(v, n, sizeof(*v), cmp_i64);
-#define RANK(q) v[(size_t)((q) * (double)n + 0.999999) > 0 ? (size_t)((q) * (double)n + 0.999999) - 1 : 0]
+#define RANK(q)                                                                                    \
+    v[(size_t)((q) * (double)n + 0.999999) > 0 ? (size_t)((q) * (double)n + 0.999999) - 1 : 0]
     r.p50 = RANK(0.50) / 1000.0;
     r.p95 = RANK(0.95) / 1000.0;
     r.p99 = RANK(0.99) / 1000.0;
@@ -592,20 +594,48 @@ int main(int argc, char **argv)
     opt.label = "latency";
     while ((c = getopt(argc, argv, "d:b:t:T:r:s:c:p:S:w:W:l:o:M:X:h")) != -1) {
         switch (c) {
-        case 'd': opt.conninfo = optarg; break;
-        case 'b': opt.brokers = optarg; break;
-        case 't': opt.topic = optarg; break;
-        case 'T': opt.table = optarg; break;
-        case 'r': opt.rate = atof(optarg); break;
-        case 's': opt.seconds = atof(optarg); break;
-        case 'c': opt.conns = atoi(optarg); break;
-        case 'p': opt.payload_bytes = atoi(optarg); break;
-        case 'S': opt.slot = optarg; break;
-        case 'w': opt.drain_seconds = atof(optarg); break;
-        case 'W': opt.warmup = atof(optarg); break;
-        case 'l': opt.label = optarg; break;
-        case 'o': opt.out = optarg; break;
-        case 'M': opt.metrics = optarg; break;
+        case 'd':
+            opt.conninfo = optarg;
+            break;
+        case 'b':
+            opt.brokers = optarg;
+            break;
+        case 't':
+            opt.topic = optarg;
+            break;
+        case 'T':
+            opt.table = optarg;
+            break;
+        case 'r':
+            opt.rate = atof(optarg);
+            break;
+        case 's':
+            opt.seconds = atof(optarg);
+            break;
+        case 'c':
+            opt.conns = atoi(optarg);
+            break;
+        case 'p':
+            opt.payload_bytes = atoi(optarg);
+            break;
+        case 'S':
+            opt.slot = optarg;
+            break;
+        case 'w':
+            opt.drain_seconds = atof(optarg);
+            break;
+        case 'W':
+            opt.warmup = atof(optarg);
+            break;
+        case 'l':
+            opt.label = optarg;
+            break;
+        case 'o':
+            opt.out = optarg;
+            break;
+        case 'M':
+            opt.metrics = optarg;
+            break;
         case 'X': {
             char *eq = strchr(optarg, '=');
             if (!eq || opt.nprops == MAX_PROPS) {
@@ -617,11 +647,14 @@ int main(int argc, char **argv)
             opt.props[opt.nprops++][1] = eq + 1;
             break;
         }
-        default: usage(); return 2;
+        default:
+            usage();
+            return 2;
         }
     }
     if (!opt.conninfo || !opt.brokers || !opt.topic || opt.rate <= 0 || opt.seconds <= 0 ||
-        opt.conns < 1 || opt.conns > MAX_CONNS || opt.payload_bytes < 0 || opt.warmup < 0 || optind != argc) {
+        opt.conns < 1 || opt.conns > MAX_CONNS || opt.payload_bytes < 0 || opt.warmup < 0 ||
+        optind != argc) {
         usage();
         return 2;
     }
@@ -720,8 +753,8 @@ int main(int argc, char **argv)
             "  commit->received     p50 %.2f  p95 %.2f  p99 %.2f  max %.2f ms\n",
             opt.label, nevents, opt.rate, achieved, atomic_load(&max_sched_lag_us) / 1000.0,
             (long)atomic_load(&received), missing, (long)atomic_load(&duplicates),
-            (long)atomic_load(&unknown), (long)atomic_load(&gen_errors), p[M_E2E].p50,
-            p[M_E2E].p95, p[M_E2E].p99, p[M_E2E].max);
+            (long)atomic_load(&unknown), (long)atomic_load(&gen_errors), p[M_E2E].p50, p[M_E2E].p95,
+            p[M_E2E].p99, p[M_E2E].max);
     if (p[M_SRV].n)
         fprintf(stderr, "  commit_time->recv    p50 %.2f  p95 %.2f  p99 %.2f  max %.2f ms\n",
                 p[M_SRV].p50, p[M_SRV].p95, p[M_SRV].p99, p[M_SRV].max);

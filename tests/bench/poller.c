@@ -91,12 +91,24 @@ int main(int argc, char **argv)
     }
     while ((c = getopt(argc, argv, "d:b:t:T:i:n:X:h")) != -1) {
         switch (c) {
-        case 'd': conninfo = optarg; break;
-        case 'b': brokers = optarg; break;
-        case 't': topic = optarg; break;
-        case 'T': table = optarg; break;
-        case 'i': interval_ms = atoi(optarg); break;
-        case 'n': batch = atoi(optarg); break;
+        case 'd':
+            conninfo = optarg;
+            break;
+        case 'b':
+            brokers = optarg;
+            break;
+        case 't':
+            topic = optarg;
+            break;
+        case 'T':
+            table = optarg;
+            break;
+        case 'i':
+            interval_ms = atoi(optarg);
+            break;
+        case 'n':
+            batch = atoi(optarg);
+            break;
         case 'X': {
             char *eq = strchr(optarg, '=');
             if (!eq) {
@@ -186,8 +198,8 @@ int main(int argc, char **argv)
                 vcap = need;
             }
             /* aggregate ids here are digits: no JSON escaping needed */
-            len = snprintf(value, vcap, "{\"id\":%s,\"aggregate_id\":\"%s\",\"payload\":%s}", id, agg,
-                           payload);
+            len = snprintf(value, vcap, "{\"id\":%s,\"aggregate_id\":\"%s\",\"payload\":%s}", id,
+                           agg, payload);
             do {
                 err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
                                         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),

@@ -33,7 +33,7 @@
 #define BUF_SIZE 65536
 
 typedef struct {
-    int fd[2]; /* 0: client side, 1: upstream; -1 when closed */
+    int fd[2];             /* 0: client side, 1: upstream; -1 when closed */
     char buf[2][BUF_SIZE]; /* buf[i]: read from fd[i], to be written to fd[1 - i] */
     size_t len[2], off[2];
 } pair;

@@ -142,8 +142,8 @@ static int load_ledger(const char *conninfo, const char *scenario, table *t, int
         fprintf(stderr, "verify: cannot connect: %s", PQerrorMessage(c));
         goto out;
     }
-    r = PQexecParams(c, "SELECT id::text, agg, seq FROM chaos_ledger WHERE scenario = $1", 1,
-                     NULL, params, NULL, NULL, 0);
+    r = PQexecParams(c, "SELECT id::text, agg, seq FROM chaos_ledger WHERE scenario = $1", 1, NULL,
+                     params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         fprintf(stderr, "verify: reading the ledger: %s", PQerrorMessage(c));
         goto out;
@@ -248,11 +248,21 @@ int main(int argc, char **argv)
 
     while ((o = getopt(argc, argv, "d:s:b:w:")) != -1) {
         switch (o) {
-        case 'd': conninfo = optarg; break;
-        case 's': scenario = optarg; break;
-        case 'b': brokers = optarg; break;
-        case 'w': wait_s = atof(optarg); break;
-        default: usage(); return 2;
+        case 'd':
+            conninfo = optarg;
+            break;
+        case 's':
+            scenario = optarg;
+            break;
+        case 'b':
+            brokers = optarg;
+            break;
+        case 'w':
+            wait_s = atof(optarg);
+            break;
+        default:
+            usage();
+            return 2;
         }
     }
     ntopics = argc - optind;
@@ -325,18 +335,18 @@ int main(int argc, char **argv)
         goto out;
     for (int i = 0; i < parts->cnt; i++) {
         int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t err =
-            rd_kafka_query_watermark_offsets(rk, parts->elems[i].topic,
-                                             parts->elems[i].partition, &lo, &hi, 10000);
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+            rk, parts->elems[i].topic, parts->elems[i].partition, &lo, &hi, 10000);
         if (err) {
-            fprintf(stderr, "verify: watermarks of %s [%" PRId32 "]: %s\n",
-                    parts->elems[i].topic, parts->elems[i].partition, rd_kafka_err2str(err));
+            fprintf(stderr, "verify: watermarks of %s [%" PRId32 "]: %s\n", parts->elems[i].topic,
+                    parts->elems[i].partition, rd_kafka_err2str(err));
             goto out;
         }
         if (lo > 0) {
             f.truncated++;
-            fprintf(stderr, "verify: %s [%" PRId32 "] starts at offset %" PRId64
-                            ": the broker dropped old records\n",
+            fprintf(stderr,
+                    "verify: %s [%" PRId32 "] starts at offset %" PRId64
+                    ": the broker dropped old records\n",
                     parts->elems[i].topic, parts->elems[i].partition, lo);
         }
         high[i] = hi;
@@ -406,15 +416,17 @@ int main(int argc, char **argv)
         } else if (!e->in_ledger) {
             f.phantom++;
             if (f.evidence_phantom++ < MAX_EVIDENCE)
-                fprintf(stderr, "verify: phantom %s (agg %d seq %" PRId64 ") at %s [%" PRId32
-                                "] @%" PRId64 "\n",
+                fprintf(stderr,
+                        "verify: phantom %s (agg %d seq %" PRId64 ") at %s [%" PRId32 "] @%" PRId64
+                        "\n",
                         id, agg, seq, rd_kafka_topic_name(m->rkt), m->partition, m->offset);
         } else {
             delivered++;
             if (!is_dlq && (agg != e->agg || seq != e->seq)) {
                 f.mismatch++;
-                fprintf(stderr, "verify: %s carries agg %d seq %" PRId64
-                                ", the ledger says agg %d seq %" PRId64 "\n",
+                fprintf(stderr,
+                        "verify: %s carries agg %d seq %" PRId64
+                        ", the ledger says agg %d seq %" PRId64 "\n",
                         id, agg, seq, e->agg, e->seq);
             } else if (!is_dlq) {
                 agg_state *as = &aggs[e->agg];
@@ -423,12 +435,12 @@ int main(int argc, char **argv)
                 if (bad) {
                     f.order++;
                     if (f.evidence_order++ < MAX_EVIDENCE)
-                        fprintf(stderr, "verify: order: agg %d seq %" PRId64 " (%s [%" PRId32
-                                        "] @%" PRId64 ") after seq %" PRId64 " ([%" PRId32
-                                        "] @%" PRId64 "; previous record @%" PRId64 ")\n",
-                                e->agg, seq, rd_kafka_topic_name(m->rkt), m->partition,
-                                m->offset, as->last_seq, as->partition, as->max_off,
-                                as->last_off);
+                        fprintf(stderr,
+                                "verify: order: agg %d seq %" PRId64 " (%s [%" PRId32 "] @%" PRId64
+                                ") after seq %" PRId64 " ([%" PRId32 "] @%" PRId64
+                                "; previous record @%" PRId64 ")\n",
+                                e->agg, seq, rd_kafka_topic_name(m->rkt), m->partition, m->offset,
+                                as->last_seq, as->partition, as->max_off, as->last_off);
                 }
                 as->seen = true;
                 as->last_off = m->offset;

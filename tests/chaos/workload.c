@@ -131,8 +131,7 @@ static PGconn *connect_client(void)
     /* text scenario, int4 aggregate, text type, text pad */
     static const Oid types[4] = {25, 23, 25, 25};
 
-    snprintf(ci, sizeof(ci), "%s connect_timeout=5 application_name=chaos_workload",
-             opt.conninfo);
+    snprintf(ci, sizeof(ci), "%s connect_timeout=5 application_name=chaos_workload", opt.conninfo);
     c = PQconnectdb(ci);
     if (PQstatus(c) != CONNECTION_OK) {
         PQfinish(c);
@@ -221,8 +220,9 @@ static void *client(void *arg)
                 const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
                 snprintf(state, sizeof(state), "%s", s ? s : "");
                 if (PQresultStatus(r) == PGRES_COMMAND_OK)
-                    fprintf(stderr, "workload: a row statement inserted %s rows (no counter "
-                                    "for aggregate %d?)\n",
+                    fprintf(stderr,
+                            "workload: a row statement inserted %s rows (no counter "
+                            "for aggregate %d?)\n",
                             PQcmdTuples(r), aggs[i]);
                 PQclear(r);
                 failed = true;
@@ -320,25 +320,46 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"setup", no_argument, NULL, 'S'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"setup", no_argument, NULL, 'S'}, {NULL, 0, NULL, 0}};
     pthread_t th[MAX_CLIENTS];
     struct sigaction sa;
     int o;
 
     while ((o = getopt_long(argc, argv, "d:s:c:T:n:a:r:t:p:", longopts, NULL)) != -1) {
         switch (o) {
-        case 'd': opt.conninfo = optarg; break;
-        case 's': opt.scenario = optarg; break;
-        case 'c': opt.clients = atoi(optarg); break;
-        case 'T': opt.seconds = atof(optarg); break;
-        case 'n': opt.max_rows = atol(optarg); break;
-        case 'a': opt.aggs = atoi(optarg); break;
-        case 'r': opt.rate = atof(optarg); break;
-        case 't': opt.aggtype = optarg; break;
-        case 'p': opt.pad = atoi(optarg); break;
-        case 'S': opt.setup = true; break;
-        default: usage(); return 2;
+        case 'd':
+            opt.conninfo = optarg;
+            break;
+        case 's':
+            opt.scenario = optarg;
+            break;
+        case 'c':
+            opt.clients = atoi(optarg);
+            break;
+        case 'T':
+            opt.seconds = atof(optarg);
+            break;
+        case 'n':
+            opt.max_rows = atol(optarg);
+            break;
+        case 'a':
+            opt.aggs = atoi(optarg);
+            break;
+        case 'r':
+            opt.rate = atof(optarg);
+            break;
+        case 't':
+            opt.aggtype = optarg;
+            break;
+        case 'p':
+            opt.pad = atoi(optarg);
+            break;
+        case 'S':
+            opt.setup = true;
+            break;
+        default:
+            usage();
+            return 2;
         }
     }
     if (!opt.conninfo || !opt.scenario || optind != argc || opt.clients < 1 ||

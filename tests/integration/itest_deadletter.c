@@ -88,20 +88,19 @@ static void test_poison_rows_go_to_dead_letter_topic(void **state)
     create_slot(slot);
     /* One transaction: poison rows between good ones. */
     assert_int_equal(
-        hx_exec(conn,
-                "BEGIN;"
-                "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
-                " VALUES ('good', 'a1', 'Tested', '{\"n\": 1}');"
-                "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
-                " VALUES ('good', '', 'Tested', '{\"why\": \"empty aggregate id\"}');"
-                "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
-                " VALUES ('bad type', 'a2', 'Tested', '{\"why\": \"space in topic\"}');"
-                "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
-                " VALUES ('good', 'a3', 'Tested',"
-                "  jsonb_build_object('big', repeat('x', 30000)));"
-                "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
-                " VALUES ('good', 'a1', 'Tested', '{\"n\": 2}');"
-                "COMMIT"),
+        hx_exec(conn, "BEGIN;"
+                      "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                      " VALUES ('good', 'a1', 'Tested', '{\"n\": 1}');"
+                      "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                      " VALUES ('good', '', 'Tested', '{\"why\": \"empty aggregate id\"}');"
+                      "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                      " VALUES ('bad type', 'a2', 'Tested', '{\"why\": \"space in topic\"}');"
+                      "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                      " VALUES ('good', 'a3', 'Tested',"
+                      "  jsonb_build_object('big', repeat('x', 30000)));"
+                      "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                      " VALUES ('good', 'a1', 'Tested', '{\"n\": 2}');"
+                      "COMMIT"),
         0);
     run_relay_to_end("dlq", slot, tmpl, dlq, extra);
 
@@ -130,8 +129,7 @@ static void test_poison_rows_go_to_dead_letter_topic(void **state)
             empty_id++;
         } else if (agg && strcmp(agg, "a2") == 0) {
             bad_topic++;
-            assert_string_equal(json_string_value(json_object_get(v, "aggregatetype")),
-                                "bad type");
+            assert_string_equal(json_string_value(json_object_get(v, "aggregatetype")), "bad type");
         } else {
             /* the oversize row: its values are omitted, the reason says so */
             too_big++;
@@ -273,9 +271,20 @@ static void test_backfill_broker_refusal_is_dead_lettered(void **state)
      * request's record alone is refused */
     assert_int_equal(hx_broker_cmd(&broker, "topic %s 1", topic), 0);
     assert_int_equal(hx_broker_cmd(&broker, "err 0 10 1"), 0);
-    const char *args[] = {"backfill", "-d", pg.conninfo, "-b", broker.bootstraps, "--topic", tmpl,
-                          "--dlq-topic", dlq, "--where", "aggregatetype = 'bfrefused'", "-X",
-                          "batch.num.messages=1", NULL};
+    const char *args[] = {"backfill",
+                          "-d",
+                          pg.conninfo,
+                          "-b",
+                          broker.bootstraps,
+                          "--topic",
+                          tmpl,
+                          "--dlq-topic",
+                          dlq,
+                          "--where",
+                          "aggregatetype = 'bfrefused'",
+                          "-X",
+                          "batch.num.messages=1",
+                          NULL};
     assert_int_equal(hx_relay_start(&p, "bfrefused", args), 0);
     int rc = hx_proc_wait(&p, 60000);
     if (rc != 0)

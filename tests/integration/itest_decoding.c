@@ -92,11 +92,13 @@ static void test_messages_rows_and_prepared(void **state)
     snprintf(topic, sizeof(topic), "itest.%s.dec.mixed", hx_run_id());
     assert_int_equal(
         hx_exec(conn, "SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot), 0);
-#define ROW(n) "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES " \
-               "('mixed', 'k', 'Row', '{\"n\": " #n "}');"
-#define MSG(n, tx) "SELECT pg_logical_emit_message(" #tx ", 'obx', '{\"id\": \"m" #n "\", "  \
-                   "\"aggregate_type\": \"mixed\", \"aggregate_id\": \"k\", \"type\": \"Msg\", " \
-                   "\"payload\": {\"n\": " #n "}}');"
+#define ROW(n)                                                                                     \
+    "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES "                       \
+    "('mixed', 'k', 'Row', '{\"n\": " #n "}');"
+#define MSG(n, tx)                                                                                 \
+    "SELECT pg_logical_emit_message(" #tx ", 'obx', '{\"id\": \"m" #n "\", "                       \
+    "\"aggregate_type\": \"mixed\", \"aggregate_id\": \"k\", \"type\": \"Msg\", "                  \
+    "\"payload\": {\"n\": " #n "}}');"
     /* rows and messages interleaved: order 1..4 */
     assert_int_equal(hx_exec(conn, "BEGIN;" ROW(1) MSG(2, true) ROW(3) MSG(4, true) "COMMIT"), 0);
     /* rolled back: neither its row nor its message */
@@ -108,7 +110,7 @@ static void test_messages_rows_and_prepared(void **state)
                                    "'mixed'"),
                      0);
     assert_int_equal(hx_exec(conn, "BEGIN;" ROW(5) "DELETE FROM outbox WHERE payload->>'n' = '5';"
-                                   "COMMIT"),
+                                                   "COMMIT"),
                      0);
     assert_int_equal(hx_exec(conn, "DELETE FROM outbox WHERE payload->>'n' = '1'"), 0);
     /* prepared: committed once, rolled back never */
@@ -150,21 +152,33 @@ static void test_two_tables_and_text(void **state)
     assert_int_equal(
         hx_exec(conn, "SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot), 0);
     /* multibyte UTF-8 and control characters in every text field */
-    assert_int_equal(
-        hx_exec(conn, "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES"
-                      " ('order', E'\\u00e9t\\u00e9-\\u65e5\\u672c-\\U0001F600\\t\\x01', "
-                      " E'Placed\\n\\\"q\\\"', jsonb_build_object('n', 1, 's',"
-                      " E'\\u00fcber \\\\ \\u0007 \\U0001F680'));"
-                      "INSERT INTO billing.outbox (kind, invoice, event_type, body) VALUES"
-                      " ('invoice', 'inv-1', 'Issued', '{\"n\": 2}')"),
-        0);
-    const char *extra[] = {"--topic", tmpl, "--publication", "dec_pub", "--table",
-                           "public.outbox", "--table", "billing.outbox", "--column",
-                           "billing.outbox:id=event_id", "--column",
-                           "billing.outbox:aggregate_type=kind", "--column",
-                           "billing.outbox:aggregate_id=invoice", "--column",
-                           "billing.outbox:type=event_type", "--column",
-                           "billing.outbox:payload=body", NULL};
+    assert_int_equal(hx_exec(conn,
+                             "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES"
+                             " ('order', E'\\u00e9t\\u00e9-\\u65e5\\u672c-\\U0001F600\\t\\x01', "
+                             " E'Placed\\n\\\"q\\\"', jsonb_build_object('n', 1, 's',"
+                             " E'\\u00fcber \\\\ \\u0007 \\U0001F680'));"
+                             "INSERT INTO billing.outbox (kind, invoice, event_type, body) VALUES"
+                             " ('invoice', 'inv-1', 'Issued', '{\"n\": 2}')"),
+                     0);
+    const char *extra[] = {"--topic",
+                           tmpl,
+                           "--publication",
+                           "dec_pub",
+                           "--table",
+                           "public.outbox",
+                           "--table",
+                           "billing.outbox",
+                           "--column",
+                           "billing.outbox:id=event_id",
+                           "--column",
+                           "billing.outbox:aggregate_type=kind",
+                           "--column",
+                           "billing.outbox:aggregate_id=invoice",
+                           "--column",
+                           "billing.outbox:type=event_type",
+                           "--column",
+                           "billing.outbox:payload=body",
+                           NULL};
     run_relay_to_end("tables", slot, extra);
 
     assert_int_equal(read_ns(t_bill, 1, ns, 8, &recs), 1);
@@ -173,14 +187,16 @@ static void test_two_tables_and_text(void **state)
     hx_records_free(&recs);
 
     assert_int_equal(read_ns(t_orders, 1, ns, 8, &recs), 1);
-    assert_string_equal(recs.v[0].key, "\xc3\xa9t\xc3\xa9-\xe6\x97\xa5\xe6\x9c\xac-\xf0\x9f\x98\x80\t\x01");
+    assert_string_equal(recs.v[0].key,
+                        "\xc3\xa9t\xc3\xa9-\xe6\x97\xa5\xe6\x9c\xac-\xf0\x9f\x98\x80\t\x01");
     json_error_t jerr;
     json_t *v = json_loadb(recs.v[0].value, recs.v[0].value_len, 0, &jerr);
     assert_non_null(v);
     assert_string_equal(json_string_value(json_object_get(v, "aggregate_id")), recs.v[0].key);
     assert_string_equal(json_string_value(json_object_get(v, "type")), "Placed\n\"q\"");
     assert_string_equal(json_string_value(json_object_get(json_object_get(v, "payload"), "s")),
-                        "\xc3\xbc" "ber \\ \x07 \xf0\x9f\x9a\x80");
+                        "\xc3\xbc"
+                        "ber \\ \x07 \xf0\x9f\x9a\x80");
     json_decref(v);
     hx_records_free(&recs);
 }
@@ -206,8 +222,14 @@ static void test_other_formats(void **state)
 
     snprintf(tmpl, sizeof(tmpl), "itest.%s.dbz.{aggregate_type}", hx_run_id());
     snprintf(topic, sizeof(topic), "itest.%s.dbz.fmt", hx_run_id());
-    const char *dbz[] = {"--topic", tmpl, "--format", "debezium", "--field", "type:header:eventType",
-                         "--tombstone-on-empty-payload", NULL};
+    const char *dbz[] = {"--topic",
+                         tmpl,
+                         "--format",
+                         "debezium",
+                         "--field",
+                         "type:header:eventType",
+                         "--tombstone-on-empty-payload",
+                         NULL};
     run_relay_to_end("debezium", "dec_fmt1", dbz);
     const char *t1[] = {topic};
     assert_int_equal(hx_consume(broker.bootstraps, t1, 1, 2, 30000, &recs), 2);
@@ -264,18 +286,21 @@ static void test_big_and_schema_changes(void **state)
                      0);
     assert_int_equal(
         hx_exec(conn, "SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot), 0);
-#define BIG(n, extra) "INSERT INTO big_outbox (aggregatetype, aggregateid, type, payload)"                       " VALUES ('big', 'k', 'Big', jsonb_build_object('n', " #n extra "))"
+#define BIG(n, extra)                                                                              \
+    "INSERT INTO big_outbox (aggregatetype, aggregateid, type, payload)"                           \
+    " VALUES ('big', 'k', 'Big', jsonb_build_object('n', " #n extra "))"
     /* 1: a 900 KB payload */
     assert_int_equal(hx_exec(conn, BIG(1, ", 'blob', repeat('x', 900000)")), 0);
     /* 2..1001: one transaction, 1,000 events among 50,000 other changes */
-    assert_int_equal(hx_exec(conn, "BEGIN;"
-                                   "INSERT INTO other_changes SELECT g, 'noise'"
-                                   " FROM generate_series(1, 25000) g;"
-                                   "INSERT INTO big_outbox (aggregatetype, aggregateid, type, payload)"
-                                   " SELECT 'big', 'k', 'Many', jsonb_build_object('n', g)"
-                                   " FROM generate_series(2, 1001) g;"
-                                   "UPDATE other_changes SET note = 'changed';"
-                                   "COMMIT"),
+    assert_int_equal(hx_exec(conn,
+                             "BEGIN;"
+                             "INSERT INTO other_changes SELECT g, 'noise'"
+                             " FROM generate_series(1, 25000) g;"
+                             "INSERT INTO big_outbox (aggregatetype, aggregateid, type, payload)"
+                             " SELECT 'big', 'k', 'Many', jsonb_build_object('n', g)"
+                             " FROM generate_series(2, 1001) g;"
+                             "UPDATE other_changes SET note = 'changed';"
+                             "COMMIT"),
                      0);
     /* a rename: the required column is gone, the row is a dead letter */
     assert_int_equal(hx_exec(conn, "ALTER TABLE big_outbox RENAME COLUMN aggregateid TO agg"), 0);
@@ -285,11 +310,12 @@ static void test_big_and_schema_changes(void **state)
     assert_int_equal(hx_exec(conn, "ALTER TABLE big_outbox RENAME COLUMN agg TO aggregateid"), 0);
     /* 1002: a type change: payload becomes text holding JSON */
     assert_int_equal(hx_exec(conn, "ALTER TABLE big_outbox ALTER COLUMN payload TYPE text"), 0);
-    assert_int_equal(hx_exec(conn, "INSERT INTO big_outbox (aggregatetype, aggregateid, type, payload)"
-                                   " VALUES ('big', 'k', 'Text', '{\"n\": 1002}')"),
+    assert_int_equal(hx_exec(conn,
+                             "INSERT INTO big_outbox (aggregatetype, aggregateid, type, payload)"
+                             " VALUES ('big', 'k', 'Text', '{\"n\": 1002}')"),
                      0);
-    const char *extra[] = {"--topic", tmpl, "--dlq-topic", dlq, "--publication", "big_pub",
-                           "--table", "public.big_outbox", NULL};
+    const char *extra[] = {"--topic", tmpl,      "--dlq-topic",       dlq, "--publication",
+                           "big_pub", "--table", "public.big_outbox", NULL};
     run_relay_to_end("big", slot, extra);
 
     const char *topics[] = {topic};
@@ -331,17 +357,19 @@ static void test_emit_message_function(void **state)
         hx_exec(conn, "SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot), 0);
     PGresult *res = PQexec(conn, "SELECT outbox_emit_message('', 'k', 'T', '{}')");
     assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
-    assert_non_null(strstr(PQresultErrorMessage(res),
-                           "outbox_emit_message: aggregate_type must not be empty"));
+    assert_non_null(
+        strstr(PQresultErrorMessage(res), "outbox_emit_message: aggregate_type must not be empty"));
     PQclear(res);
-    assert_int_equal(hx_exec(conn, "BEGIN;"
-                                   "SELECT outbox_emit_message('emitted', 'k', 'Msg', '{\"n\": 1}');"
-                                   "SELECT outbox_emit_message('emitted', 'k', 'Msg', '{\"n\": 2}');"
-                                   "COMMIT"),
+    assert_int_equal(hx_exec(conn,
+                             "BEGIN;"
+                             "SELECT outbox_emit_message('emitted', 'k', 'Msg', '{\"n\": 1}');"
+                             "SELECT outbox_emit_message('emitted', 'k', 'Msg', '{\"n\": 2}');"
+                             "COMMIT"),
                      0);
-    assert_int_equal(hx_exec(conn, "BEGIN;"
-                                   "SELECT outbox_emit_message('emitted', 'k', 'Msg', '{\"n\": 9}');"
-                                   "ROLLBACK"),
+    assert_int_equal(hx_exec(conn,
+                             "BEGIN;"
+                             "SELECT outbox_emit_message('emitted', 'k', 'Msg', '{\"n\": 9}');"
+                             "ROLLBACK"),
                      0);
     const char *extra[] = {"--topic", tmpl, "--messages", "outbox", NULL};
     run_relay_to_end("emit", slot, extra);

@@ -297,9 +297,13 @@ static void stop_and_resume(int T, const char *aggtype, const char *slot, int si
      * machine still drains what is in flight: the test is about what a
      * clean stop confirms, not about how fast it drains.
      */
-    static const char *const throttle[] = {"-X", "batch.num.messages=10", "-X",
+    static const char *const throttle[] = {"-X",
+                                           "batch.num.messages=10",
+                                           "-X",
                                            "max.in.flight.requests.per.connection=1",
-                                           "--shutdown-timeout", "60", NULL};
+                                           "--shutdown-timeout",
+                                           "60",
+                                           NULL};
     hx_proc relay;
     uint64_t c0 = 0, c1 = 0, committed_end, end;
     const size_t open_rows = 10, committed = n - open_rows;
@@ -474,9 +478,15 @@ static void sigterm_inside(int T, const char *aggtype, const char *const *extra)
 /* Held back by --max-inflight: the signal lands while the relay waits to read. */
 static void test_sigterm_inside_transaction(void **state)
 {
-    static const char *const slow[] = {"-X", "batch.num.messages=10", "-X",
+    static const char *const slow[] = {"-X",
+                                       "batch.num.messages=10",
+                                       "-X",
                                        "max.in.flight.requests.per.connection=1",
-                                       "--max-inflight", "100", "--shutdown-timeout", "60", NULL};
+                                       "--max-inflight",
+                                       "100",
+                                       "--shutdown-timeout",
+                                       "60",
+                                       NULL};
     (void)state;
     sigterm_inside(4, "inside", slow);
 }
@@ -488,10 +498,17 @@ static void test_sigterm_inside_transaction(void **state)
  */
 static void test_sigterm_with_full_producer_queue(void **state)
 {
-    static const char *const full[] = {"-X", "batch.num.messages=10", "-X",
-                                       "max.in.flight.requests.per.connection=1", "-X",
-                                       "queue.buffering.max.messages=20", "--max-inflight",
-                                       "1000", "--shutdown-timeout", "60", NULL};
+    static const char *const full[] = {"-X",
+                                       "batch.num.messages=10",
+                                       "-X",
+                                       "max.in.flight.requests.per.connection=1",
+                                       "-X",
+                                       "queue.buffering.max.messages=20",
+                                       "--max-inflight",
+                                       "1000",
+                                       "--shutdown-timeout",
+                                       "60",
+                                       NULL};
     (void)state;
     sigterm_inside(6, "queuefull", full);
 }
@@ -569,8 +586,7 @@ static void test_sighup_streams_on(void **state)
 static void test_give_up_after(void **state)
 {
     const int T = 5;
-    static const char *const give_up[] = {"--give-up-after", "3", "--shutdown-timeout", "1",
-                                          NULL};
+    static const char *const give_up[] = {"--give-up-after", "3", "--shutdown-timeout", "1", NULL};
     hx_proc relay;
     uint64_t bound, confirmed;
     int counts[2];

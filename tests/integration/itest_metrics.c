@@ -65,7 +65,8 @@ static int free_port(void)
 /* GET path; returns the status code and the body in *body (malloc'd). */
 static int http_get(int port, const char *path, char **body)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     char req[256], *buf = NULL;
     size_t len = 0, cap = 0;
@@ -133,9 +134,9 @@ static void test_endpoint_during_a_run(void **state)
      * looked for where it must not be */
     snprintf(dsn, sizeof(dsn), "%s password=" SECRET, pg.conninfo);
     snprintf(http, sizeof(http), "127.0.0.1:%d", port);
-    const char *args[] = {"run", "-d", dsn, "-b", broker.bootstraps, "--slot", slot,
-                          "--create-slot", "--topic", tmpl, "--dlq-topic", dlq, "--http", http,
-                          "-v", NULL};
+    const char *args[] = {
+        "run",     "-d", dsn,           "-b", broker.bootstraps, "--slot", slot, "--create-slot",
+        "--topic", tmpl, "--dlq-topic", dlq,  "--http",          http,     "-v", NULL};
     /* an anchor: its retained WAL shows in /metrics */
     assert_int_equal(
         hx_exec(conn, "SELECT pg_create_logical_replication_slot('outbox_anchor_met', 'pgoutput')"),
@@ -269,9 +270,19 @@ static void test_last_error_clears_on_recovery(void **state)
 
     snprintf(tmpl, sizeof(tmpl), "itest.%s.rec.{aggregate_type}", hx_run_id());
     snprintf(http, sizeof(http), "127.0.0.1:%d", port);
-    const char *args[] = {"run",     "-d",  pg.conninfo, "-b",   broker.bootstraps, "--slot",
-                          slot,      "--create-slot",    "--topic", tmpl,           "--http",
-                          http,      NULL};
+    const char *args[] = {"run",
+                          "-d",
+                          pg.conninfo,
+                          "-b",
+                          broker.bootstraps,
+                          "--slot",
+                          slot,
+                          "--create-slot",
+                          "--topic",
+                          tmpl,
+                          "--http",
+                          http,
+                          NULL};
     assert_int_equal(hx_relay_start(&relay, "recover", args), 0);
     char active[8] = "";
     for (int i = 0; i < 150 && strcmp(active, "t") != 0; i++) {
@@ -347,7 +358,7 @@ static void test_password_file(void **state)
     hx_sleep_ms(300);
 
     snprintf(dsn, sizeof(dsn), "host=127.0.0.1 port=%d user=pwuser dbname=postgres", pg.port);
-    const char *no_pw[] = {"run", "-d", dsn, "-b", broker.bootstraps, "--slot", "pw_slot",
+    const char *no_pw[] = {"run",           "-d", dsn, "-b", broker.bootstraps, "--slot", "pw_slot",
                            "--create-slot", NULL};
     assert_int_equal(hx_relay_start(&relay, "nopw", no_pw), 0);
     assert_int_equal(hx_proc_wait(&relay, 30000), 1);
@@ -359,8 +370,17 @@ static void test_password_file(void **state)
     assert_non_null(pf);
     fputs("file-Secret-1\n", pf);
     fclose(pf);
-    const char *with_pw[] = {"run", "-d", dsn, "-b", broker.bootstraps, "--slot", "pw_slot",
-                             "--create-slot", "--password-file", pwfile, NULL};
+    const char *with_pw[] = {"run",
+                             "-d",
+                             dsn,
+                             "-b",
+                             broker.bootstraps,
+                             "--slot",
+                             "pw_slot",
+                             "--create-slot",
+                             "--password-file",
+                             pwfile,
+                             NULL};
     assert_int_equal(hx_relay_start(&relay, "pw", with_pw), 0);
     for (int i = 0; i < 100 && strcmp(buf, "t") != 0; i++) {
         hx_query1(conn, buf, sizeof(buf),
@@ -378,16 +398,19 @@ static void test_password_file(void **state)
     uint64_t now = 0;
     char from[32] = ""; /* the position after the anchor is made, filled in below */
     const char *status_no[] = {"status", "-d", dsn, "-S", "pw_slot", NULL};
-    const char *status_pw[] = {"status", "-d", dsn, "-S", "pw_slot", "--password-file", pwfile,
+    const char *status_pw[] = {"status",          "-d",   dsn, "-S", "pw_slot",
+                               "--password-file", pwfile, NULL};
+    const char *anchor_pw[] = {"anchor", "create",          "pwa",  "-d",
+                               dsn,      "--password-file", pwfile, NULL};
+    const char *replay_no[] = {"replay",   "-d",  dsn,      "-b", broker.bootstraps,
+                               "--anchor", "pwa", "--from", from, "--dry-run",
                                NULL};
-    const char *anchor_pw[] = {"anchor", "create", "pwa", "-d", dsn, "--password-file", pwfile,
-                               NULL};
-    const char *replay_no[] = {"replay", "-d", dsn, "-b", broker.bootstraps, "--anchor", "pwa",
-                               "--from", from, "--dry-run", NULL};
-    const char *replay_pw[] = {"replay", "-d", dsn, "-b", broker.bootstraps, "--anchor", "pwa",
-                               "--from", from, "--dry-run", "--password-file", pwfile, NULL};
-    const char *backfill_pw[] = {"backfill", "-d", dsn, "-b", broker.bootstraps, "--dry-run",
-                                 "--password-file", pwfile, NULL};
+    const char *replay_pw[] = {"replay",          "-d",   dsn,      "-b", broker.bootstraps,
+                               "--anchor",        "pwa",  "--from", from, "--dry-run",
+                               "--password-file", pwfile, NULL};
+    const char *backfill_pw[] = {
+        "backfill",        "-d",   dsn, "-b", broker.bootstraps, "--dry-run",
+        "--password-file", pwfile, NULL};
     const struct {
         const char *tag;
         const char *const *args;

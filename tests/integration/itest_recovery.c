@@ -158,7 +158,8 @@ static void wait_slot_active(const char *slot, hx_proc *p)
     int64_t deadline = hx_now_ms() + 30000;
     while (hx_now_ms() < deadline) {
         if (hx_query1(conn, buf, sizeof(buf),
-                      "SELECT active FROM pg_replication_slots WHERE slot_name = '%s'", slot) == 1 &&
+                      "SELECT active FROM pg_replication_slots WHERE slot_name = '%s'",
+                      slot) == 1 &&
             strcmp(buf, "t") == 0) {
             char *log = hx_proc_stderr(p);
             bool streaming = log && strstr(log, "streaming slot");
@@ -421,8 +422,10 @@ static void test_start_lsn_survives_rewinds(void **state)
     assert_int_equal(hx_current_lsn(conn, true, &end), 0);
 
     assert_int_equal(hx_broker_cmd(&broker, "down all"), 0);
-    const char *extra[] = {"--start-lsn", lsnbuf, "-X", "message.timeout.ms=1000", "-X",
-                           "reconnect.backoff.max.ms=200", NULL};
+    const char *extra[] = {"--start-lsn", lsnbuf,
+                           "-X",          "message.timeout.ms=1000",
+                           "-X",          "reconnect.backoff.max.ms=200",
+                           NULL};
     start_relay(&relay, "skip", slot, extra);
     hx_sleep_ms(4000); /* a few message timeouts, each a rewind */
     assert_true(hx_proc_running(&relay));

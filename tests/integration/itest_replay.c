@@ -135,7 +135,8 @@ static void cmd_free(cmd_result *r)
 }
 
 #define ADMIN(tag, ...) run_cmd(admin_main, tag, (const char *const[]){__VA_ARGS__, NULL})
-#define REPLAY(tag, ...) run_cmd(replay_main, tag, (const char *const[]){"replay", __VA_ARGS__, NULL})
+#define REPLAY(tag, ...)                                                                           \
+    run_cmd(replay_main, tag, (const char *const[]){"replay", __VA_ARGS__, NULL})
 
 /* Expect exit code want and words in stderr (or stdout when rc 0). */
 static void expect(cmd_result *r, int want, const char *words)
@@ -205,12 +206,11 @@ static void test_anchor_lifecycle(void **state)
     expect((r = ADMIN("anchor", "anchor", "create", "lc1", "-d", ci), &r), 2, "already exists");
 
     /* a copy of another slot starts where that slot stands */
-    expect((r = ADMIN("anchor", "anchor", "create", "lc2", "--from-slot", "lc_main", "-d", ci),
-            &r),
+    expect((r = ADMIN("anchor", "anchor", "create", "lc2", "--from-slot", "lc_main", "-d", ci), &r),
            0, "a copy of \"lc_main\"");
     assert_int_equal(confirmed("outbox_anchor_lc2"), confirmed("lc_main"));
-    expect((r = ADMIN("anchor", "anchor", "create", "lc3", "--from-slot", "nope", "-d", ci), &r),
-           2, "does not exist");
+    expect((r = ADMIN("anchor", "anchor", "create", "lc3", "--from-slot", "nope", "-d", ci), &r), 2,
+           "does not exist");
     assert_false(slot_exists("outbox_anchor_lc3"));
 
     /* list shows anchors only, warns about retention */
@@ -261,8 +261,7 @@ static void test_anchor_lifecycle(void **state)
     hx_lsn_format(target, lsn, sizeof(lsn));
     expect((r = ADMIN("anchor", "anchor", "advance", "lc1", lsn, "-d", ci), &r), 0, "advanced");
     assert_int_equal(confirmed("outbox_anchor_lc1"), target);
-    expect((r = ADMIN("anchor", "anchor", "advance", "lc1", lsn, "-d", ci), &r), 0,
-           "already at");
+    expect((r = ADMIN("anchor", "anchor", "advance", "lc1", lsn, "-d", ci), &r), 0, "already at");
     hx_lsn_format(target + (UINT64_C(1) << 32), lsn2, sizeof(lsn2));
     expect((r = ADMIN("anchor", "anchor", "advance", "lc1", lsn2, "-d", ci), &r), 2,
            "past the server");
@@ -330,8 +329,7 @@ static void test_status(void **state)
     json_decref(o);
     cmd_free(&r);
 
-    expect((r = ADMIN("status", "status", "--slot", "nope", "-d", ci), &r), 2,
-           "does not exist");
+    expect((r = ADMIN("status", "status", "--slot", "nope", "-d", ci), &r), 2, "does not exist");
     expect((r = ADMIN("anchor", "anchor", "drop", "st1", "-d", ci), &r), 0, NULL);
     assert_int_equal(hx_exec(conn, "SELECT pg_drop_replication_slot('st_main')"), 0);
 }
@@ -348,37 +346,36 @@ static void test_replay_refusals(void **state)
     uint64_t anc = confirmed("outbox_anchor_rf");
     hx_lsn_format(anc, earliest, sizeof(earliest));
 
-    expect((r = REPLAY("replay", "--anchor", "missing", "--from", earliest, "--dry-run", "-d",
-                       ci),
+    expect((r = REPLAY("replay", "--anchor", "missing", "--from", earliest, "--dry-run", "-d", ci),
             &r),
            2, "anchor \"missing\" does not exist");
     hx_lsn_format(anc + 0x100, from, sizeof(from));
     hx_lsn_format(anc + 0x80, to, sizeof(to));
-    expect((r = REPLAY("replay", "--anchor", "rf", "--from", from, "--to", to, "--dry-run", "-d",
-                       ci),
-            &r),
-           2, "swap");
+    expect(
+        (r = REPLAY("replay", "--anchor", "rf", "--from", from, "--to", to, "--dry-run", "-d", ci),
+         &r),
+        2, "swap");
     hx_lsn_format(anc - 8, from, sizeof(from));
     expect((r = REPLAY("replay", "--anchor", "rf", "--from", from, "--dry-run", "-d", ci), &r), 2,
            earliest);
-    expect((r = REPLAY("replay", "--anchor", "rf", "--from", "0/0", "--dry-run", "-d", ci), &r),
-           2, earliest);
-    expect((r = REPLAY("replay", "--anchor", "rf", "--from", "0/0", "--to", from, "--dry-run",
-                       "-d", ci),
+    expect((r = REPLAY("replay", "--anchor", "rf", "--from", "0/0", "--dry-run", "-d", ci), &r), 2,
+           earliest);
+    expect((r = REPLAY("replay", "--anchor", "rf", "--from", "0/0", "--to", from, "--dry-run", "-d",
+                       ci),
             &r),
            2, "earliest possible --from is");
     hx_lsn_format(lsn_of("SELECT pg_current_wal_insert_lsn()") + (UINT64_C(1) << 32), future,
                   sizeof(future));
-    expect((r = REPLAY("replay", "--anchor", "rf", "--from", future, "--dry-run", "-d", ci), &r),
-           2, "past the server");
-    expect((r = REPLAY("replay", "--anchor", "rf", "--from", earliest, "--to", future,
-                       "--dry-run", "-d", ci),
+    expect((r = REPLAY("replay", "--anchor", "rf", "--from", future, "--dry-run", "-d", ci), &r), 2,
+           "past the server");
+    expect((r = REPLAY("replay", "--anchor", "rf", "--from", earliest, "--to", future, "--dry-run",
+                       "-d", ci),
             &r),
            2, "leave --to out");
-    expect((r = REPLAY("replay", "--anchor", "rf", "--from", earliest, "--end-lsn", future, "-d",
-                       ci),
-            &r),
-           2, "--end-lsn does not apply");
+    expect(
+        (r = REPLAY("replay", "--anchor", "rf", "--from", earliest, "--end-lsn", future, "-d", ci),
+         &r),
+        2, "--end-lsn does not apply");
     expect((r = REPLAY("replay", "--from", earliest, "--dry-run", "-d", ci), &r), 2,
            "needs --anchor");
     /* nothing refused moved or left anything */
@@ -433,8 +430,7 @@ static void test_replay_matches_original(void **state)
     assert_int_equal(hx_exec(conn, "SELECT pg_create_logical_replication_slot('outbox_relay', "
                                    "'pgoutput')"),
                      0);
-    expect((r = ADMIN("anchor", "anchor", "create", "e2e", "--from-slot", "outbox_relay", "-d",
-                      ci),
+    expect((r = ADMIN("anchor", "anchor", "create", "e2e", "--from-slot", "outbox_relay", "-d", ci),
             &r),
            0, NULL);
 
@@ -450,8 +446,8 @@ static void test_replay_matches_original(void **state)
     hx_lsn_format(end, ends, sizeof(ends));
 
     /* the original run */
-    const char *args[] = {"run", "-d", ci, "-b", broker.bootstraps, "--topic", orig_tmpl,
-                          "--end-lsn", ends, NULL};
+    const char *args[] = {"run",     "-d",      ci,          "-b", broker.bootstraps,
+                          "--topic", orig_tmpl, "--end-lsn", ends, NULL};
     assert_int_equal(hx_relay_start(&p, "orig", args), 0);
     int rc = hx_proc_wait(&p, 60000);
     if (rc != 0)
@@ -619,8 +615,8 @@ static void test_replay_sighup_carries_on(void **state)
 
 /* Rows of one transaction each in a range of anchor name; *from and *to
  * receive the range.  Returns the ids in insert order (PQclear it). */
-static PGresult *rows_in_range(const char *anchor, const char *aggtype, int n, char *from,
-                               char *to, size_t len)
+static PGresult *rows_in_range(const char *anchor, const char *aggtype, int n, char *from, char *to,
+                               size_t len)
 {
     cmd_result r;
     char sql[256];

@@ -103,7 +103,7 @@ static void test_verify_full_streams(void **state)
     hx_proc relay;
 
     dsn_with_ca(dsn, sizeof(dsn), "ca.crt");
-    const char *args[] = {"run", "-d", dsn, "-b", broker.bootstraps, "--slot", "tls_slot",
+    const char *args[] = {"run",           "-d", dsn, "-b", broker.bootstraps, "--slot", "tls_slot",
                           "--create-slot", NULL};
     assert_int_equal(hx_relay_start(&relay, "tls-ok", args), 0);
     for (int i = 0; i < 100 && strcmp(buf, "t") != 0; i++) {
@@ -126,8 +126,8 @@ static void test_wrong_ca_refused(void **state)
     hx_proc relay;
 
     dsn_with_ca(dsn, sizeof(dsn), "other.crt");
-    const char *args[] = {"run", "-d", dsn, "-b", broker.bootstraps, "--slot", "tls_slot2",
-                          "--create-slot", NULL};
+    const char *args[] = {
+        "run", "-d", dsn, "-b", broker.bootstraps, "--slot", "tls_slot2", "--create-slot", NULL};
     assert_int_equal(hx_relay_start(&relay, "tls-bad", args), 0);
     assert_int_equal(hx_proc_wait(&relay, 30000), 1);
     char *log = hx_proc_stderr(&relay);

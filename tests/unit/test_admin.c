@@ -14,8 +14,10 @@
 
 #define ARGV(...) ((char *[]){__VA_ARGS__, NULL})
 #define ARGC(...) ((int)(sizeof((char *[]){__VA_ARGS__}) / sizeof(char *)))
-#define APARSE(a, err, ...) admin_parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), (a), (err), sizeof(err))
-#define RPARSE(a, err, ...) replay_parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), (a), (err), sizeof(err))
+#define APARSE(a, err, ...)                                                                        \
+    admin_parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), (a), (err), sizeof(err))
+#define RPARSE(a, err, ...)                                                                        \
+    replay_parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), (a), (err), sizeof(err))
 
 static void test_anchor_slot_names(void **state)
 {
@@ -130,9 +132,9 @@ static void test_replay_parse(void **state)
     replay_args a;
     char err[512];
 
-    assert_int_equal(RPARSE(&a, err, "replay", "--anchor", "n1", "--from", "0/100", "--to",
-                            "0/200", "-b", "k:9092", "--topic", "re.{aggregate_type}", "-S",
-                            "main_slot", "-d", "dbname=app"),
+    assert_int_equal(RPARSE(&a, err, "replay", "--anchor", "n1", "--from", "0/100", "--to", "0/200",
+                            "-b", "k:9092", "--topic", "re.{aggregate_type}", "-S", "main_slot",
+                            "-d", "dbname=app"),
                      0);
     assert_string_equal(a.anchor, "outbox_anchor_n1");
     assert_int_equal(a.from, 0x100);
@@ -146,17 +148,16 @@ static void test_replay_parse(void **state)
     replay_args_free(&a);
 
     /* --opt=value forms, from == to, dry run without brokers */
-    assert_int_equal(RPARSE(&a, err, "replay", "--anchor=n1", "--from=0/100", "--to=0/100",
-                            "--dry-run"),
-                     0);
+    assert_int_equal(
+        RPARSE(&a, err, "replay", "--anchor=n1", "--from=0/100", "--to=0/100", "--dry-run"), 0);
     assert_true(a.dry_run);
     assert_int_equal(a.from, a.to);
     assert_string_equal(a.cfg.slot, "outbox_relay");
     replay_args_free(&a);
 
     /* a dry run's -b given by the user wins over the placeholder */
-    assert_int_equal(RPARSE(&a, err, "replay", "--dry-run", "--anchor", "n1", "--from", "0/1",
-                            "-b", "real:9092"),
+    assert_int_equal(RPARSE(&a, err, "replay", "--dry-run", "--anchor", "n1", "--from", "0/1", "-b",
+                            "real:9092"),
                      0);
     assert_string_equal(a.cfg.brokers, "real:9092");
     replay_args_free(&a);
@@ -167,8 +168,8 @@ static void test_replay_parse(void **state)
     assert_int_equal(RPARSE(&a, err, "replay", "--anchor", "n1", "--dry-run"), 2);
     assert_non_null(strstr(err, "--from"));
     replay_args_free(&a);
-    assert_int_equal(RPARSE(&a, err, "replay", "--anchor", "n1", "--from", "0/200", "--to",
-                            "0/100", "--dry-run"),
+    assert_int_equal(RPARSE(&a, err, "replay", "--anchor", "n1", "--from", "0/200", "--to", "0/100",
+                            "--dry-run"),
                      2);
     assert_non_null(strstr(err, "swap"));
     replay_args_free(&a);
@@ -178,8 +179,7 @@ static void test_replay_parse(void **state)
     assert_int_equal(RPARSE(&a, err, "replay", "--anchor", "n1", "--from", "0/1", "--to"), 2);
     assert_non_null(strstr(err, "needs a value"));
     replay_args_free(&a);
-    assert_int_equal(RPARSE(&a, err, "replay", "--anchor", "Bad", "--from", "0/1", "--dry-run"),
-                     2);
+    assert_int_equal(RPARSE(&a, err, "replay", "--anchor", "Bad", "--from", "0/1", "--dry-run"), 2);
     replay_args_free(&a);
     static const char *const refused[] = {"--start-lsn", "--end-lsn", "--create-slot", "--http"};
     for (size_t i = 0; i < 4; i++) {
@@ -240,8 +240,7 @@ static void test_replay_check(void **state)
                      -1);
     assert_non_null(strstr(err, "swap"));
     /* to before the anchor: names the earliest possible LSN */
-    assert_int_equal(replay_check("n", &ok, 0x800, true, 0xFFF, 0x9000, &to, err, sizeof(err)),
-                     -1);
+    assert_int_equal(replay_check("n", &ok, 0x800, true, 0xFFF, 0x9000, &to, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "--to 0/FFF"));
     assert_non_null(strstr(err, "0/1000"));
     /* from before the anchor, 0/0 included */
@@ -264,9 +263,9 @@ static void test_replay_check(void **state)
     /* high LSNs compare as 64-bit values */
     an = ok;
     an.confirmed = UINT64_C(0x100000000);
-    assert_int_equal(replay_check("n", &an, 0xFFFFFFFF, false, 0, UINT64_C(0x200000000), &to, err,
-                                  sizeof(err)),
-                     -1);
+    assert_int_equal(
+        replay_check("n", &an, 0xFFFFFFFF, false, 0, UINT64_C(0x200000000), &to, err, sizeof(err)),
+        -1);
     assert_non_null(strstr(err, "1/0"));
 }
 

@@ -14,7 +14,7 @@
 
 #define ARGV(...) ((char *[]){"outbox-relay", __VA_ARGS__, NULL})
 #define ARGC(...) ((int)(sizeof((char *[]){"outbox-relay", __VA_ARGS__}) / sizeof(char *)))
-#define PARSE(cfg, err, ...)                                                                      \
+#define PARSE(cfg, err, ...)                                                                       \
     config_parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), (cfg), (err), sizeof(err))
 
 static void test_defaults(void **state)
@@ -47,11 +47,10 @@ static void test_run_subcommand_and_everything(void **state)
     assert_int_equal(PARSE(&cfg, err, "run", "-d", "host=x dbname=app", "--slot", "s1", "-P",
                            "pub1", "-t", "orders.outbox", "--table", "billing", "--create-slot",
                            "--brokers", "a:1,b:2", "-X", "linger.ms=5", "--topic",
-                           "events.{table}.{type}", "--column", "aggregate_id=order_id",
-                           "--column", "public.billing:aggregate_id=invoice_id", "--messages",
-                           "outbox",
-                           "--dlq-topic", "dead", "--start-lsn", "0/16B3748", "--end-lsn",
-                           "1/0", "--status-interval", "0.5", "--max-inflight", "100",
+                           "events.{table}.{type}", "--column", "aggregate_id=order_id", "--column",
+                           "public.billing:aggregate_id=invoice_id", "--messages", "outbox",
+                           "--dlq-topic", "dead", "--start-lsn", "0/16B3748", "--end-lsn", "1/0",
+                           "--status-interval", "0.5", "--max-inflight", "100",
                            "--max-inflight-bytes", "1M", "-v", "--log-format", "json"),
                      CONFIG_OK);
     assert_string_equal(cfg.conninfo, "host=x dbname=app");
@@ -198,12 +197,9 @@ static void test_password_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_run_subcommand_and_everything),
-        cmocka_unit_test(test_bad_usage),
-        cmocka_unit_test(test_bootstrap_from_property),
-        cmocka_unit_test(test_parse_twice),
-        cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_defaults),      cmocka_unit_test(test_run_subcommand_and_everything),
+        cmocka_unit_test(test_bad_usage),     cmocka_unit_test(test_bootstrap_from_property),
+        cmocka_unit_test(test_parse_twice),   cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_password_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

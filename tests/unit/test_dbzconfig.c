@@ -111,8 +111,7 @@ static void test_refused_naming_the_key(void **state)
     expect_refused("transforms=o\ntransforms.o.type=org.example.Other\n", "transforms.o.type");
     expect_refused("transforms=o,p\n", "transforms");
     expect_refused("database.password=x\n", "database.password");
-    expect_refused("key.converter=org.apache.kafka.connect.json.JsonConverter\n",
-                   "key.converter");
+    expect_refused("key.converter=org.apache.kafka.connect.json.JsonConverter\n", "key.converter");
     expect_refused("transforms=o\ntransforms.o.type=io.debezium.transforms.outbox.EventRouter\n"
                    "transforms.o.route.topic.replacement=fixed\n",
                    "route.topic.replacement");

@@ -15,16 +15,16 @@
 static sink_report report(const char *topic, const char *key, const char *value, size_t valuelen)
 {
     return (sink_report){.ticket = 42,
-                          .err = 10,
-                          .errstr = "Broker: Message size too large",
-                          .permanent = true,
-                          .verdict = SINK_REFUSED,
-                          .offset = -1,
-                          .topic = topic,
-                          .key = key,
-                          .keylen = key ? strlen(key) : 0,
-                          .value = value,
-                          .valuelen = valuelen};
+                         .err = 10,
+                         .errstr = "Broker: Message size too large",
+                         .permanent = true,
+                         .verdict = SINK_REFUSED,
+                         .offset = -1,
+                         .topic = topic,
+                         .key = key,
+                         .keylen = key ? strlen(key) : 0,
+                         .value = value,
+                         .valuelen = valuelen};
 }
 
 static const char *header(const envelope_msg *m, const char *name)

@@ -1079,9 +1079,8 @@ static void test_backfill_envelope_source(void **state)
  * backfill header. */
 static void test_backfill_other_formats(void **state)
 {
-    static const enum envelope_format fmts[] = {ENVELOPE_FORMAT_DEBEZIUM,
-                                                ENVELOPE_FORMAT_CLOUDEVENTS,
-                                                ENVELOPE_FORMAT_CLOUDEVENTS_BINARY};
+    static const enum envelope_format fmts[] = {
+        ENVELOPE_FORMAT_DEBEZIUM, ENVELOPE_FORMAT_CLOUDEVENTS, ENVELOPE_FORMAT_CLOUDEVENTS_BINARY};
     outbox_row row = base_row();
     envelope_source wal = base_src(), bf = backfill_src();
     char err[256];
@@ -1092,7 +1091,8 @@ static void test_backfill_other_formats(void **state)
     for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
         envelope_msg a = {0}, b = {0};
 
-        assert_int_equal(envelope_build(fmts[i], DEFAULT_TOPIC, &row, &wal, &a, err, sizeof err), 0);
+        assert_int_equal(envelope_build(fmts[i], DEFAULT_TOPIC, &row, &wal, &a, err, sizeof err),
+                         0);
         assert_int_equal(envelope_build(fmts[i], DEFAULT_TOPIC, &row, &bf, &b, err, sizeof err), 0);
         assert_string_equal(a.topic, b.topic);
         assert_int_equal(a.keylen, b.keylen);

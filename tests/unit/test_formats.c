@@ -986,9 +986,9 @@ static void test_escaping_matches_jansson(void **state)
  */
 static void test_scans_every_position(void **state)
 {
-    static const char *const specials[] = {"\x01", "\x1f", "\"", "\\", "\x7f", "\n", "\t",
-                                           "\x80", "\xc3\xa9", "\xe2\x80\xa8", "\xff", "\\n",
-                                           "\\u00e9", "\\x", " "};
+    static const char *const specials[] = {"\x01", "\x1f", "\"",      "\\",       "\x7f",
+                                           "\n",   "\t",   "\x80",    "\xc3\xa9", "\xe2\x80\xa8",
+                                           "\xff", "\\n",  "\\u00e9", "\\x",      " "};
     envelope_opts o = {.format = ENVELOPE_FORMAT_ENVELOPE, .topic_tmpl = "t"};
     char text[64], doc[72];
 
@@ -1038,8 +1038,8 @@ static void test_scans_every_position(void **state)
                 row.payload_type_oid = OID_JSON;
                 got_ok = envelope_build_opts(&o, &row, NULL, 0, &src, &m, err, sizeof err) == 0;
                 if (got_ok != (ref != NULL))
-                    fail_msg("payload len %zu at %zu special %zu: accepted %d, jansson %d", len,
-                             k, c, got_ok, ref != NULL);
+                    fail_msg("payload len %zu at %zu special %zu: accepted %d, jansson %d", len, k,
+                             c, got_ok, ref != NULL);
                 if (ref != NULL) {
                     v = value_json(&m);
                     if (!json_equal(json_object_get(v, "payload"), ref))

@@ -871,8 +871,8 @@ static void test_explain_connection_errors(void **state)
                                      "127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 "
                                      "failed: Connection refused",
                                      &sec, out, sizeof(out)));
-    assert_false(kafka_explain_error(RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN,
-                                     "1/1 brokers are down", &sec, out, sizeof(out)));
+    assert_false(kafka_explain_error(RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN, "1/1 brokers are down",
+                                     &sec, out, sizeof(out)));
 }
 
 int main(void)

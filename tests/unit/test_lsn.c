@@ -263,8 +263,8 @@ static void unixtime_want(int64_t unix_us, char *want, size_t len)
     t = (time_t)secs;
     assert_non_null(gmtime_r(&t, &tm));
     y = (long long)tm.tm_year + 1900;
-    snprintf(want, len, "%s%04lld-%02d-%02dT%02d:%02d:%02d.%06dZ", y < 0 ? "-" : "",
-             y < 0 ? -y : y, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)us);
+    snprintf(want, len, "%s%04lld-%02d-%02dT%02d:%02d:%02d.%06dZ", y < 0 ? "-" : "", y < 0 ? -y : y,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)us);
 }
 
 static void unixtime_check(int64_t unix_us)
@@ -284,9 +284,9 @@ static void unixtime_check(int64_t unix_us)
 /* Whole int64 range, day and microsecond edges, leap days, year widths. */
 static void test_unixtime_format_matches_snprintf(void **state)
 {
-    static const int years[] = {-290307, -100000, -10000, -9999, -401, -400, -101, -100,
-                                -5,      -4,      -1,     0,     1,    4,    100,  1582,
-                                1600,    1700,    1900,   1969,  1970, 2000, 2024, 2038,
+    static const int years[] = {-290307, -100000, -10000, -9999, -401,  -400,   -101,  -100,
+                                -5,      -4,      -1,     0,     1,     4,      100,   1582,
+                                1600,    1700,    1900,   1969,  1970,  2000,   2024,  2038,
                                 2100,    2400,    9999,   10000, 99999, 100000, 294246};
     const int64_t day = INT64_C(86400000000);
     uint64_t x = 0x2545F4914F6CDD1Du;
@@ -325,9 +325,9 @@ static void test_unixtime_format_matches_snprintf(void **state)
     for (int i = 0; i < 200000; i++) {
         uint64_t r = xorshift(&x);
 
-        unixtime_check((int64_t)r);                                /* anywhere */
+        unixtime_check((int64_t)r); /* anywhere */
         unixtime_check((int64_t)(r % (UINT64_C(200) * 365 * 86400000000)) +
-                       INT64_C(-2208988800000000));                /* 1900..2100 */
+                       INT64_C(-2208988800000000));                  /* 1900..2100 */
         unixtime_check((int64_t)(r >> (r % 64)) * (r & 1 ? -1 : 1)); /* all magnitudes */
     }
     /* the PostgreSQL-epoch variant, saturating at +/-infinity */

@@ -101,28 +101,25 @@ static void test_reports(void **state)
 {
     (void)state;
     oneshot o = {.inflight_bytes = 100};
-    sink_report ack = {.ticket = 1,
-                       .verdict = SINK_DELIVERED,
-                       .offset = 12,
-                       .len = 30,
-                       .topic = "orders"};
+    sink_report ack = {
+        .ticket = 1, .verdict = SINK_DELIVERED, .offset = 12, .len = 30, .topic = "orders"};
     sink_report lost = {.ticket = 2,
-                         .verdict = SINK_RETRY,
-                         .err = -192,
-                         .errstr = "Local: Message timed out",
-                         .offset = -1,
-                         .len = 30,
-                         .topic = "orders"};
+                        .verdict = SINK_RETRY,
+                        .err = -192,
+                        .errstr = "Local: Message timed out",
+                        .offset = -1,
+                        .len = 30,
+                        .topic = "orders"};
     sink_report refused = {.ticket = 3,
-                            .verdict = SINK_REFUSED,
-                            .err = 10,
-                            .errstr = "Broker: Message size too large",
-                            .permanent = true,
-                            .offset = -1,
-                            .len = 50,
-                            .topic = "orders",
-                            .value = "v",
-                            .valuelen = 1};
+                           .verdict = SINK_REFUSED,
+                           .err = 10,
+                           .errstr = "Broker: Message size too large",
+                           .permanent = true,
+                           .offset = -1,
+                           .len = 50,
+                           .topic = "orders",
+                           .value = "v",
+                           .valuelen = 1};
 
     oneshot_on_report(&ack, &o);
     assert_int_equal(o.acked, 1);

@@ -840,7 +840,9 @@ static void test_message_rel(void **state)
 {
     (void)state;
     static const char content[] = "{\"id\": 1}";
-    pgo_message msg = {.transactional = true, .prefix = "outbox", .content = content,
+    pgo_message msg = {.transactional = true,
+                       .prefix = "outbox",
+                       .content = content,
                        .len = (uint32_t)(sizeof(content) - 1)};
     outbox_message_rel pm;
 

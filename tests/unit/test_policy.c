@@ -37,8 +37,7 @@ static void test_reply_request_forces_update(void **state)
     policy_feedback_sent(&fs, 10000, 100);
     /* long before the interval, but not sooner than the reply rate limit */
     assert_false(policy_feedback_due(&fs, 10001, 100, true));
-    assert_int_equal(policy_feedback_wait(&fs, 10001, 100, true),
-                     POLICY_REPLY_MIN_INTERVAL_MS - 1);
+    assert_int_equal(policy_feedback_wait(&fs, 10001, 100, true), POLICY_REPLY_MIN_INTERVAL_MS - 1);
     assert_true(policy_feedback_due(&fs, 10000 + POLICY_REPLY_MIN_INTERVAL_MS, 100, true));
     /* the request does not make the wait longer than the interval would */
     policy_feedback_sent(&fs, 20000, 100);
@@ -191,8 +190,7 @@ static void test_slot_verdict(void **state)
     assert_int_equal(policy_slot_verdict(false, true, true, &seen, 2), POLICY_SLOT_CREATE);
     assert_int_equal(policy_slot_verdict(false, true, true, &none, 5), POLICY_SLOT_CREATE);
     /* ... which needs --create-slot to create anything */
-    assert_int_equal(policy_slot_verdict(false, false, true, &none, 1),
-                     POLICY_SLOT_NOT_CONFIGURED);
+    assert_int_equal(policy_slot_verdict(false, false, true, &none, 1), POLICY_SLOT_NOT_CONFIGURED);
     assert_int_equal(policy_slot_verdict(false, false, true, &seen, 1), POLICY_SLOT_REFUSE);
 }
 
@@ -308,7 +306,7 @@ static void test_stop_overdue(void **state)
 static void test_give_up(void **state)
 {
     (void)state;
-    assert_false(policy_give_up(100000, 0, 0));     /* 0: never */
+    assert_false(policy_give_up(100000, 0, 0)); /* 0: never */
     assert_false(policy_give_up(5999, 0, 6000));
     assert_true(policy_give_up(6000, 0, 6000));
     assert_false(policy_give_up(6000, 7000, 6000)); /* clock before progress */

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "base/scrub.h"
+#include "cdc/scrub.h"
 
 static void scrub_case(const char *in, const char *want, int count)
 {

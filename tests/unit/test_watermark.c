@@ -584,7 +584,7 @@ static void test_abort_open(void **state)
     assert_int_equal(watermark_add_event(wm, t2), 0);
     watermark_abort_open(wm);
     assert_int_equal(watermark_keepalive(wm, 250), 0); /* waits behind the aborted one */
-    uint64_t t3 = txn(wm, 0, 300); /* sent again after the reconnect */
+    uint64_t t3 = txn(wm, 0, 300);                     /* sent again after the reconnect */
     (void)t3;
     assert_int_equal(watermark_ack(wm, t1), 0);
     assert_int_equal(watermark_flush_lsn(wm), 200);

@@ -1,4 +1,4 @@
-#include "base/errfmt.h"
+#include "decode/errfmt.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -3,8 +3,8 @@
  * caller's error buffer and return the result code, so that a function
  * reads `return errfmt(err, errlen, -1, "cannot ...: %s", cause);`.
  */
-#ifndef BASE_ERRFMT_H
-#define BASE_ERRFMT_H
+#ifndef DECODE_ERRFMT_H
+#define DECODE_ERRFMT_H
 
 #include <stddef.h>
 

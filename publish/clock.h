@@ -1,11 +1,12 @@
 /*
  * clock — the one monotonic clock every loop, deadline and timeout reads.
  *
- * Header only (a static inline function), so decode/ could use it without
- * linking anything; nothing there needs it today.
+ * Header only (a static inline function).  It lives in publish/, the lowest
+ * layer that may read a clock (decode/ and schema/ are pure); cdc/ reads it
+ * from here too.
  */
-#ifndef BASE_CLOCK_H
-#define BASE_CLOCK_H
+#ifndef PUBLISH_CLOCK_H
+#define PUBLISH_CLOCK_H
 
 #include <stdint.h>
 #include <time.h>

@@ -4,8 +4,8 @@
  *
  * Header only and pure: the caller checks the length before every read.
  */
-#ifndef BASE_BYTES_H
-#define BASE_BYTES_H
+#ifndef DECODE_BYTES_H
+#define DECODE_BYTES_H
 
 #include <stdint.h>
 

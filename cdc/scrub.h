@@ -3,8 +3,8 @@
  * a command line or an error message (ps, /status, --print-config, the
  * config file check) masks passwords with it.
  */
-#ifndef BASE_SCRUB_H
-#define BASE_SCRUB_H
+#ifndef CDC_SCRUB_H
+#define CDC_SCRUB_H
 
 /*
  * Mask, in place, every password s carries: the value after any

@@ -1,4 +1,4 @@
-#include "base/scrub.h"
+#include "cdc/scrub.h"
 
 #include <ctype.h>
 #include <stdbool.h>

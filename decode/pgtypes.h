@@ -2,8 +2,8 @@
  * pgtypes — the PostgreSQL type OIDs the relay treats specially (the
  * catalog's fixed values, pg_type.dat).
  */
-#ifndef BASE_PGTYPES_H
-#define BASE_PGTYPES_H
+#ifndef DECODE_PGTYPES_H
+#define DECODE_PGTYPES_H
 
 #define PG_OID_BOOL 16
 #define PG_OID_BYTEA 17
