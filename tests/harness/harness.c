@@ -705,6 +705,36 @@ int hx_slot_confirmed(PGconn *conn, const char *slot, uint64_t *lsn)
     return rc;
 }
 
+bool hx_wait_confirmed(PGconn *conn, const char *slot, uint64_t lsn, int timeout_ms)
+{
+    int64_t deadline = hx_now_ms() + timeout_ms;
+    uint64_t c = 0;
+    char b1[32], b2[32];
+
+    while (hx_now_ms() < deadline) {
+        if (hx_slot_confirmed(conn, slot, &c) == 1 && c >= lsn)
+            return true;
+        hx_sleep_ms(100);
+    }
+    say("slot %s confirmed %s, wanted %s", slot, hx_lsn_format(c, b1, sizeof(b1)),
+        hx_lsn_format(lsn, b2, sizeof(b2)));
+    return false;
+}
+
+int hx_insert_rows(PGconn *conn, const char *agg_type, int from, int to, int tx_size)
+{
+    for (int i = from; i < to; i += tx_size) {
+        int end = i + tx_size < to ? i + tx_size : to;
+        if (hx_exec(conn,
+                    "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
+                    " SELECT '%s', 'agg-' || (n %% 7), 'Tested',"
+                    " jsonb_build_object('n', n) FROM generate_series(%d, %d) n",
+                    agg_type, i, end - 1) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* ---- broker ----------------------------------------------------------------- */
 
 bool hx_broker_is_external(void)

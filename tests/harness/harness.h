@@ -118,6 +118,16 @@ int hx_current_lsn(PGconn *conn, bool insert, uint64_t *lsn) HX_WUR;
  */
 int hx_slot_confirmed(PGconn *conn, const char *slot, uint64_t *lsn);
 
+/* Wait until the slot's confirmed position reaches lsn, polling every
+ * 100 ms for at most timeout_ms.  false on timeout (what it saw and what it
+ * wanted are logged). */
+bool hx_wait_confirmed(PGconn *conn, const char *slot, uint64_t lsn, int timeout_ms);
+
+/* Insert rows [from, to) of agg_type into public.outbox, tx_size rows per
+ * transaction: aggregate ids agg-0..agg-6, type Tested, payload {"n": n}.
+ * Returns 0, or -1 on the first failed transaction. */
+int hx_insert_rows(PGconn *conn, const char *agg_type, int from, int to, int tx_size) HX_WUR;
+
 /* Parse "X/Y" (0 or -1) and format into buf (at least 24 bytes). */
 int hx_lsn_parse(const char *s, uint64_t *lsn);
 const char *hx_lsn_format(uint64_t lsn, char *buf, size_t len);

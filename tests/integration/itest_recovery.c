@@ -49,39 +49,15 @@ static int teardown(void **state)
     return 0;
 }
 
+/* hx_insert_rows, which must succeed. */
+static void insert_rows_ok(const char *agg_type, int from, int to, int tx_size)
+{
+    assert_int_equal(hx_insert_rows(conn, agg_type, from, to, tx_size), 0);
+}
+
 static void topic_for(const char *agg_type, char *buf, size_t len)
 {
     snprintf(buf, len, "itest.%s.recovery.%s", hx_run_id(), agg_type);
-}
-
-/* Insert rows [from, to) of agg_type, tx_size rows per transaction. */
-static void insert_rows(const char *agg_type, int from, int to, int tx_size)
-{
-    for (int i = from; i < to; i += tx_size) {
-        int end = i + tx_size < to ? i + tx_size : to;
-        assert_int_equal(hx_exec(conn,
-                                 "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
-                                 " SELECT '%s', 'agg-' || (n %% 7), 'Tested',"
-                                 " jsonb_build_object('n', n) FROM generate_series(%d, %d) n",
-                                 agg_type, i, end - 1),
-                         0);
-    }
-}
-
-/* Wait until the slot's confirmed position reaches lsn; false on timeout. */
-static bool wait_confirmed(const char *slot, uint64_t lsn, int timeout_ms)
-{
-    int64_t deadline = hx_now_ms() + timeout_ms;
-    uint64_t c = 0;
-    while (hx_now_ms() < deadline) {
-        if (hx_slot_confirmed(conn, slot, &c) == 1 && c >= lsn)
-            return true;
-        hx_sleep_ms(100);
-    }
-    char b1[32], b2[32];
-    print_error("slot %s confirmed %s, wanted %s\n", slot, hx_lsn_format(c, b1, sizeof(b1)),
-                hx_lsn_format(lsn, b2, sizeof(b2)));
-    return false;
 }
 
 /* Every n in [0, count) read at least once from topic; returns duplicates
@@ -199,7 +175,7 @@ static void test_connection_loss_and_server_restart(void **state)
 
     /* Cut the replication connection three times while rows keep coming. */
     for (int round = 0; round < 3; round++) {
-        insert_rows(agg, total, total + 100, 10);
+        insert_rows_ok(agg, total, total + 100, 10);
         total += 100;
         wait_slot_active(slot, &relay);
         assert_int_equal(hx_query1(conn, buf, sizeof(buf),
@@ -208,7 +184,7 @@ static void test_connection_loss_and_server_restart(void **state)
                                    slot),
                          1);
         assert_string_equal(buf, "1"); /* the walsender was really cut */
-        insert_rows(agg, total, total + 100, 25);
+        insert_rows_ok(agg, total, total + 100, 25);
         total += 100;
         assert_true(hx_proc_running(&relay));
     }
@@ -218,11 +194,11 @@ static void test_connection_loss_and_server_restart(void **state)
     restart_server();
     conn = hx_connect(pg.conninfo);
     assert_non_null(conn);
-    insert_rows(agg, total, total + 200, 50);
+    insert_rows_ok(agg, total, total + 200, 50);
     total += 200;
     assert_int_equal(hx_current_lsn(conn, true, &end), 0);
 
-    if (!wait_confirmed(slot, end, 90000)) {
+    if (!hx_wait_confirmed(conn, slot, end, 90000)) {
         hx_proc_dump(&relay, "not confirmed after reconnects");
         fail();
     }
@@ -255,10 +231,10 @@ static void test_failed_delivery_rewinds_never_skips(void **state)
     start_relay(&relay, "timeout", slot, extra);
     wait_slot_active(slot, &relay);
     assert_int_equal(hx_current_lsn(conn, true, &before), 0);
-    assert_true(wait_confirmed(slot, before, 30000));
+    assert_true(hx_wait_confirmed(conn, slot, before, 30000));
 
     assert_int_equal(hx_broker_cmd(&broker, "down all"), 0);
-    insert_rows(agg, 0, total, 6);
+    insert_rows_ok(agg, 0, total, 6);
     assert_int_equal(hx_current_lsn(conn, true, &end), 0);
     /* Several message timeouts (and rewinds) pass while the highest
      * confirmed position is sampled; it is checked against the rows' real
@@ -270,7 +246,7 @@ static void test_failed_delivery_rewinds_never_skips(void **state)
         assert_true(hx_proc_running(&relay));
     }
     assert_int_equal(hx_broker_cmd(&broker, "up all"), 0);
-    if (!wait_confirmed(slot, end, 60000)) {
+    if (!hx_wait_confirmed(conn, slot, end, 60000)) {
         hx_proc_dump(&relay, "not confirmed after brokers returned");
         fail();
     }
@@ -310,7 +286,7 @@ static void test_idle_outbox_does_not_pin_wal(void **state)
     assert_int_equal(hx_exec(conn, "CREATE TABLE IF NOT EXISTS busy (n int, note text)"), 0);
     start_relay(&relay, "idle", slot, NULL);
     wait_slot_active(slot, &relay);
-    insert_rows(agg, 0, 19, 5);
+    insert_rows_ok(agg, 0, 19, 5);
     for (int i = 0; i < 200; i++)
         assert_int_equal(hx_exec(conn, "INSERT INTO busy VALUES (%d, repeat('x', 200))", i), 0);
     /* Last, an outbox row with a busy-table write right behind it, with the
@@ -335,7 +311,7 @@ static void test_idle_outbox_does_not_pin_wal(void **state)
     /* Normally within a second; well under the 15 s after which the
      * server's background writer logs a snapshot, whose keepalive would
      * hide a relay that drops positions. */
-    if (!wait_confirmed(slot, end, 8000)) {
+    if (!hx_wait_confirmed(conn, slot, end, 8000)) {
         hx_proc_dump(&relay, "slot pinned behind the server's WAL");
         fail();
     }
@@ -368,7 +344,7 @@ static void test_hot_standby_takes_over(void **state)
                                slot),
                      1);
     start_relay(&b, "standby-b", slot, NULL);
-    insert_rows(agg, 0, 50, 5);
+    insert_rows_ok(agg, 0, 50, 5);
     hx_sleep_ms(1500);
     /* b waits: still running, and the slot still belongs to a's walsender */
     assert_true(hx_proc_running(&b));
@@ -380,9 +356,9 @@ static void test_hot_standby_takes_over(void **state)
 
     assert_int_equal(hx_proc_signal(&a, SIGKILL), 0);
     hx_proc_wait(&a, 10000);
-    insert_rows(agg, 50, 100, 5);
+    insert_rows_ok(agg, 50, 100, 5);
     assert_int_equal(hx_current_lsn(conn, true, &end), 0);
-    if (!wait_confirmed(slot, end, 60000)) {
+    if (!hx_wait_confirmed(conn, slot, end, 60000)) {
         hx_proc_dump(&b, "standby did not take over");
         fail();
     }
@@ -415,10 +391,10 @@ static void test_start_lsn_survives_rewinds(void **state)
     assert_non_null(conn);
     assert_int_equal(
         hx_exec(conn, "SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot), 0);
-    insert_rows(agg, 1000, 1010, 5); /* before --start-lsn: never published */
+    insert_rows_ok(agg, 1000, 1010, 5); /* before --start-lsn: never published */
     assert_int_equal(hx_current_lsn(conn, true, &start), 0);
     hx_lsn_format(start, lsnbuf, sizeof(lsnbuf));
-    insert_rows(agg, 0, 10, 5);
+    insert_rows_ok(agg, 0, 10, 5);
     assert_int_equal(hx_current_lsn(conn, true, &end), 0);
 
     assert_int_equal(hx_broker_cmd(&broker, "down all"), 0);
@@ -430,19 +406,19 @@ static void test_start_lsn_survives_rewinds(void **state)
     hx_sleep_ms(4000); /* a few message timeouts, each a rewind */
     assert_true(hx_proc_running(&relay));
     assert_int_equal(hx_broker_cmd(&broker, "up all"), 0);
-    if (!wait_confirmed(slot, end, 60000)) {
+    if (!hx_wait_confirmed(conn, slot, end, 60000)) {
         hx_proc_dump(&relay, "not confirmed after rewinds with --start-lsn");
         fail();
     }
     /* The slot is now past --start-lsn: another rewind must restart from
      * the slot, not refuse the (first-start-only) --start-lsn. */
     assert_int_equal(hx_broker_cmd(&broker, "down all"), 0);
-    insert_rows(agg, 10, 11, 1);
+    insert_rows_ok(agg, 10, 11, 1);
     assert_int_equal(hx_current_lsn(conn, true, &end), 0);
     hx_sleep_ms(3000);
     assert_true(hx_proc_running(&relay));
     assert_int_equal(hx_broker_cmd(&broker, "up all"), 0);
-    if (!wait_confirmed(slot, end, 60000)) {
+    if (!hx_wait_confirmed(conn, slot, end, 60000)) {
         hx_proc_dump(&relay, "not confirmed after a rewind past --start-lsn");
         fail();
     }

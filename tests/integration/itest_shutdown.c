@@ -71,37 +71,15 @@ static void reconnect_sql(void)
     assert_non_null(conn);
 }
 
+/* hx_insert_rows, which must succeed. */
+static void insert_rows_ok(const char *agg_type, int from, int to, int tx_size)
+{
+    assert_int_equal(hx_insert_rows(conn, agg_type, from, to, tx_size), 0);
+}
+
 static void topic_for(const char *agg_type, char *buf, size_t len)
 {
     snprintf(buf, len, "itest.%s.shutdown.%s", hx_run_id(), agg_type);
-}
-
-static void insert_rows(const char *agg_type, int from, int to, int tx_size)
-{
-    for (int i = from; i < to; i += tx_size) {
-        int end = i + tx_size < to ? i + tx_size : to;
-        assert_int_equal(hx_exec(conn,
-                                 "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)"
-                                 " SELECT '%s', 'agg-' || (n %% 7), 'Tested',"
-                                 " jsonb_build_object('n', n) FROM generate_series(%d, %d) n",
-                                 agg_type, i, end - 1),
-                         0);
-    }
-}
-
-static bool wait_confirmed(const char *slot, uint64_t lsn, int timeout_ms)
-{
-    int64_t deadline = hx_now_ms() + timeout_ms;
-    uint64_t c = 0;
-    while (hx_now_ms() < deadline) {
-        if (hx_slot_confirmed(conn, slot, &c) == 1 && c >= lsn)
-            return true;
-        hx_sleep_ms(100);
-    }
-    char b1[32], b2[32];
-    print_error("slot %s confirmed %s, wanted %s\n", slot, hx_lsn_format(c, b1, sizeof(b1)),
-                hx_lsn_format(lsn, b2, sizeof(b2)));
-    return false;
 }
 
 /* Wait until the relay has reported receiving up to lsn (its write
@@ -232,15 +210,15 @@ static void test_restarts_with_brokers_down(void **state)
     reconnect_sql();
     start_relay(&relay, "down", slot, NULL);
     wait_slot_active(slot, &relay);
-    insert_rows(agg, total, total + 10, 5);
+    insert_rows_ok(agg, total, total + 10, 5);
     total += 10;
     assert_int_equal(hx_current_lsn(conn, true, &end), 0);
-    assert_true(wait_confirmed(slot, end, 30000));
+    assert_true(hx_wait_confirmed(conn, slot, end, 30000));
 
     assert_int_equal(hx_broker_cmd(&broker, "down all"), 0);
     static const char *const modes[] = {"fast", "smart"};
     for (size_t m = 0; m < 2; m++) {
-        insert_rows(agg, total, total + 30, 10);
+        insert_rows_ok(agg, total, total + 30, 10);
         total += 30;
         assert_int_equal(hx_current_lsn(conn, true, &end), 0);
         wait_slot_active(slot, &relay);
@@ -257,7 +235,7 @@ static void test_restarts_with_brokers_down(void **state)
     /* Nothing lost: once the brokers are back, every row arrives and the
      * slot is confirmed past the last one. */
     assert_int_equal(hx_broker_cmd(&broker, "up all"), 0);
-    if (!wait_confirmed(slot, end, 60000)) {
+    if (!hx_wait_confirmed(conn, slot, end, 60000)) {
         hx_proc_dump(&relay, "not confirmed after the brokers returned");
         fail();
     }
@@ -285,7 +263,7 @@ static void test_restart_while_reading_paused(void **state)
     wait_slot_active(slot, &relay);
     assert_int_equal(hx_broker_cmd(&broker, "down all"), 0);
     /* single-row transactions: the relay stops reading after 5 */
-    insert_rows(agg, 0, total, 1);
+    insert_rows_ok(agg, 0, total, 1);
     assert_int_equal(hx_current_lsn(conn, true, &end), 0);
     hx_sleep_ms(500);
     int64_t took = timed_restart("fast");
@@ -296,7 +274,7 @@ static void test_restart_while_reading_paused(void **state)
     }
     assert_true(hx_proc_running(&relay));
     assert_int_equal(hx_broker_cmd(&broker, "up all"), 0);
-    if (!wait_confirmed(slot, end, 60000)) {
+    if (!hx_wait_confirmed(conn, slot, end, 60000)) {
         hx_proc_dump(&relay, "not confirmed after the brokers returned");
         fail();
     }
